@@ -1,0 +1,33 @@
+"""squash: serverless OSQ vector search with native attribute filtering.
+
+Build with :func:`build_index` (or ``squash build``), search with :func:`open_index`.
+"""
+
+from .build import BuildOptions, BuildSummary, build_index
+from .errors import (
+    FilterError,
+    IndexFormatError,
+    IndexNotFoundError,
+    InputError,
+    SquashError,
+    StorageError,
+)
+from .index import Index, SearchResult, open_index
+from .params import SearchParams
+
+__all__ = [
+    "BuildOptions",
+    "BuildSummary",
+    "FilterError",
+    "Index",
+    "IndexFormatError",
+    "IndexNotFoundError",
+    "InputError",
+    "SearchParams",
+    "SearchResult",
+    "SquashError",
+    "StorageError",
+    "build_index",
+    "open_index",
+]
+__version__ = "0.1.0"

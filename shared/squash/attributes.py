@@ -1,0 +1,192 @@
+"""Attribute schema and quantization.
+
+Numeric columns are quantized to at most 256 cells (exact when they hold ≤ 256 distinct
+values, else quantile + Lloyd); categorical (string) and boolean columns are dictionary
+codes. Each cell records the [lo, hi] of the raw values it holds, so the planner can tell
+for any predicate which cells *may* match (a superset, used for L0) and which *surely*
+match (a subset, used to guarantee k results in one pass). Raw values stay in the
+partition segments for the exact check.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+
+from .errors import InputError
+from .osq.cells import fit_edges
+
+Kind = Literal["int", "float", "bool", "category"]
+MAX_ATTR_CELLS = 256
+
+
+@dataclass(frozen=True)
+class AttributeSpec:
+    """One attribute: its kind and, for numeric kinds, its cells' value ranges."""
+
+    name: str
+    kind: Kind
+    lo: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (cells,) float64
+    hi: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    categories: tuple[str, ...] = ()
+
+    @property
+    def numeric(self) -> bool:
+        return self.kind in ("int", "float")
+
+    @property
+    def code_dtype(self) -> np.dtype:
+        """Quantized codes fit in a byte except for large dictionaries."""
+        return np.dtype(np.uint8 if self.n_cells <= 256 else np.int32)
+
+    @property
+    def n_cells(self) -> int:
+        if self.kind == "category":
+            return len(self.categories)
+        if self.kind == "bool":
+            return 2
+        return int(self.lo.shape[0])
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "type": self.kind}
+        if self.numeric:
+            out["cells"] = {"lo": self.lo.tolist(), "hi": self.hi.tolist()}
+        if self.kind == "category":
+            out["categories"] = list(self.categories)
+        return out
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> AttributeSpec:
+        cells = obj.get("cells") or {"lo": [], "hi": []}
+        return cls(
+            name=obj["name"],
+            kind=obj["type"],
+            lo=np.asarray(cells["lo"], dtype=np.float64),
+            hi=np.asarray(cells["hi"], dtype=np.float64),
+            categories=tuple(obj.get("categories", ())),
+        )
+
+    def cell_ranges(self) -> tuple[np.ndarray, np.ndarray]:
+        """(lo, hi) of every code, in raw units (bool: 0/1; category: its own code)."""
+        if self.numeric:
+            return self.lo, self.hi
+        codes = np.arange(self.n_cells, dtype=np.float64)
+        return codes, codes
+
+
+@dataclass
+class AttributeColumns:
+    """Attributes of N vectors: schema, raw values (numpy) and quantized codes."""
+
+    specs: list[AttributeSpec]
+    raw: dict[str, np.ndarray]
+    codes: dict[str, np.ndarray]
+
+    def take(self, rows: np.ndarray) -> AttributeColumns:
+        return AttributeColumns(
+            self.specs,
+            {k: v[rows] for k, v in self.raw.items()},
+            {k: v[rows] for k, v in self.codes.items()},
+        )
+
+
+def _kind_of(name: str, typ: pa.DataType) -> Kind:
+    if pa.types.is_boolean(typ):
+        return "bool"
+    if pa.types.is_integer(typ):
+        return "int"
+    if pa.types.is_floating(typ):
+        return "float"
+    if pa.types.is_string(typ) or pa.types.is_large_string(typ):
+        return "category"
+    if pa.types.is_dictionary(typ) and (
+        pa.types.is_string(typ.value_type) or pa.types.is_large_string(typ.value_type)
+    ):
+        return "category"
+    raise InputError(
+        f"attribute column {name!r} has unsupported type {typ}; "
+        "use integer, float, boolean or string columns",
+        field=name,
+    )
+
+
+def _quantize_numeric(name: str, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Codes plus per-cell [lo, hi] of the values each cell actually holds."""
+    uniq = np.unique(values)
+    if uniq.shape[0] <= MAX_ATTR_CELLS:
+        codes = np.searchsorted(uniq, values).astype(np.uint8)
+        return codes, uniq.astype(np.float64), uniq.astype(np.float64)
+    edges = fit_edges(values[:, None].astype(np.float64), np.array([8]))[0].astype(np.float64)
+    raw_codes = np.searchsorted(edges[1:256], values, side="right")
+    used, codes = np.unique(raw_codes, return_inverse=True)  # drop empty cells
+    k = used.shape[0]
+    lo = np.full(k, np.inf)
+    hi = np.full(k, -np.inf)
+    np.minimum.at(lo, codes, values)
+    np.maximum.at(hi, codes, values)
+    return codes.astype(np.uint8), lo, hi
+
+
+def quantize_attributes(table: pa.Table | None, n: int) -> AttributeColumns:
+    """Validate an attribute table and quantize every column (the ``id`` column excluded)."""
+    specs: list[AttributeSpec] = []
+    raw: dict[str, np.ndarray] = {}
+    codes: dict[str, np.ndarray] = {}
+    if table is None:
+        return AttributeColumns(specs, raw, codes)
+    if table.num_rows != n:
+        raise InputError(
+            f"attributes have {table.num_rows} rows but there are {n} vectors; "
+            "give exactly one attribute row per vector",
+            field="attributes",
+        )
+    for name in table.column_names:
+        if name == "id":
+            continue
+        col = table.column(name)
+        kind = _kind_of(name, col.type)
+        if col.null_count:
+            raise InputError(
+                f"attribute column {name!r} has {col.null_count} null values; fill or drop them",
+                field=name,
+            )
+        if kind == "category":
+            col = col.cast(pa.string()) if pa.types.is_dictionary(col.type) else col
+            values = np.asarray(col.to_pylist(), dtype=object)
+            cats, inv = np.unique(values.astype(str), return_inverse=True)
+            spec = AttributeSpec(name, kind, categories=tuple(str(c) for c in cats))
+            raw[name] = inv.astype(np.int32)
+            codes[name] = inv.astype(spec.code_dtype)
+        elif kind == "bool":
+            spec = AttributeSpec(name, kind)
+            raw[name] = col.to_numpy(zero_copy_only=False).astype(np.uint8)
+            codes[name] = raw[name].copy()
+        else:
+            values = col.to_numpy(zero_copy_only=False)
+            values = values.astype(np.int64 if kind == "int" else np.float64)
+            if kind == "float" and not np.all(np.isfinite(values)):
+                raise InputError(f"attribute column {name!r} has NaN or infinite values", field=name)
+            c, lo, hi = _quantize_numeric(name, values.astype(np.float64))
+            spec = AttributeSpec(name, kind, lo=lo, hi=hi)
+            raw[name] = values
+            codes[name] = c
+        specs.append(spec)
+    return AttributeColumns(specs, raw, codes)
+
+
+def read_ids(table: pa.Table | None, n: int) -> np.ndarray:
+    """Row numbers, or the table's ``id`` column (integer, unique, no nulls)."""
+    if table is None or "id" not in table.column_names:
+        return np.arange(n, dtype=np.int64)
+    col = table.column("id")
+    if not pa.types.is_integer(col.type) or col.null_count:
+        raise InputError("the 'id' column must be integers without nulls", field="id")
+    ids = col.to_numpy(zero_copy_only=False).astype(np.int64)
+    if np.unique(ids).shape[0] != ids.shape[0]:
+        raise InputError("the 'id' column has duplicate values", field="id")
+    if ids.min() < 0:
+        raise InputError("the 'id' column must be non-negative (-1 pads missing results)", field="id")
+    return ids

@@ -1,0 +1,217 @@
+"""Index build: vectors + attributes -> manifest, router and one segment per partition.
+
+Steps (see ../shared/SQUASH.md, "OSQ"): global KLT; balanced k-means in the rotated space;
+per partition KLT, greedy bit allocation, Lloyd cells, MSB-first packing, sign sketch;
+quantized attributes. Every input check runs before the first write, data files go under
+``builds/<build_id>/`` and the manifest is written last, so an existing index stays
+readable until the new one is complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import numpy as np
+import pyarrow as pa
+
+from .arrays import to_arrow_bytes
+from .attributes import AttributeColumns, quantize_attributes, read_ids
+from .errors import IndexFormatError, IndexNotFoundError, InputError
+from .manifest import MANIFEST_KEY, METRICS, FileRef, Manifest
+from .osq.klt import fit_klt
+from .osq.kmeans import REFINE_ROUNDS, balanced_kmeans, centroids_of
+from .progress import NoProgress, Progress
+from .segment import build_segment
+from .storage import Storage, open_storage
+
+ROUTING_DIMS = 64  # k-means runs on the leading global KLT axes
+KLT_SAMPLE = 100_000
+KEEP_BUILDS = 2  # the current build and the one before it (for in-flight readers)
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """Knobs of a build; the defaults suit 10^4–10^7 vectors of 32–1024 dims."""
+
+    partitions: int | None = None  # default: about sqrt(N), at least 1
+    bits_per_dim: float = 2.0
+    metric: str = "l2"
+    seed: int = 0
+    sketch_bits: int = 32
+
+    def resolve_partitions(self, n: int) -> int:
+        if self.partitions is not None:
+            return self.partitions
+        return int(max(1, min(n, round(np.sqrt(n)))))
+
+
+@dataclass(frozen=True)
+class BuildSummary:
+    uri: str
+    build_id: str
+    n: int
+    dims: int
+    partitions: int
+    bits_per_vector: float
+    code_bytes_per_vector: float
+    float32_bytes_per_vector: int
+    index_bytes: int
+    seconds: float
+
+    def lines(self) -> list[str]:
+        return [
+            f"index        {self.uri} (build {self.build_id})",
+            f"vectors      N={self.n:,}  d={self.dims}  partitions={self.partitions}",
+            f"codes        {self.bits_per_vector:.1f} bits/vector = "
+            f"{self.code_bytes_per_vector:.1f} bytes/vector "
+            f"(float32: {self.float32_bytes_per_vector} bytes, "
+            f"{self.float32_bytes_per_vector / max(self.code_bytes_per_vector, 1e-9):.1f}x smaller)",
+            f"stored       {self.index_bytes / 2**20:.1f} MiB in total",
+            f"build time   {self.seconds:.1f} s",
+        ]
+
+
+def validate_options(opts: BuildOptions, n: int) -> None:
+    if opts.metric not in METRICS:
+        raise InputError(f"metric must be one of {', '.join(METRICS)}, got {opts.metric!r}", field="metric")
+    p = opts.resolve_partitions(n)
+    if p < 1:
+        raise InputError("--partitions must be at least 1", field="partitions")
+    if p > n:
+        raise InputError(f"--partitions ({p}) is larger than the number of vectors ({n})", field="partitions")
+    if not 0 < opts.bits_per_dim <= 8:
+        raise InputError(f"--bits-per-dim must be in (0, 8], got {opts.bits_per_dim}", field="bits_per_dim")
+    if opts.sketch_bits < 1:
+        raise InputError("sketch bits must be at least 1", field="sketch_bits")
+
+
+def normalise(x: np.ndarray) -> np.ndarray:
+    """Unit-normalise rows (cosine metric); zero rows stay zero."""
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return (x / np.where(norms == 0, 1.0, norms)).astype(np.float32)
+
+
+def build_index(
+    vectors: np.ndarray,
+    index_uri: str | Storage,
+    attributes: pa.Table | None = None,
+    options: BuildOptions | None = None,
+    progress: Progress | None = None,
+) -> BuildSummary:
+    """Build an index from validated float32 ``vectors`` (n, d) and optional attributes."""
+    started = time.perf_counter()
+    opts = options or BuildOptions()
+    progress = progress or NoProgress()
+    storage = open_storage(index_uri) if isinstance(index_uri, str) else index_uri
+    n, d = vectors.shape
+    validate_options(opts, n)
+    ids = read_ids(attributes, n)
+    attrs = quantize_attributes(attributes, n)
+    storage.check_writable()
+    previous = _previous_build(storage)
+
+    x = normalise(vectors) if opts.metric == "cosine" else np.ascontiguousarray(vectors, np.float32)
+    rng = np.random.default_rng(opts.seed)
+    p = opts.resolve_partitions(n)
+    with progress.step("global KLT", 1) as advance:
+        sample = x[np.sort(rng.choice(n, KLT_SAMPLE, replace=False))] if n > KLT_SAMPLE else x
+        glob = fit_klt(sample, keep=min(d, ROUTING_DIMS))
+        advance(1)
+    with progress.step("balanced k-means", 1 + REFINE_ROUNDS) as advance:
+        assign = balanced_kmeans(glob.rotate(x), p, opts.seed, progress=advance)
+    order = np.argsort(assign, kind="stable")
+    sizes = np.bincount(assign, minlength=p)
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    centroids = centroids_of(x, assign, p)
+
+    build_id = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+    prefix = f"builds/{build_id}"
+    budget = round(opts.bits_per_dim * d)
+    segments: list[FileRef] = []
+    total_bytes = 0
+    with progress.step("quantize partitions", p) as advance:
+        for part in range(p):  # one partition at a time keeps peak memory at one segment
+            rows = order[offsets[part] : offsets[part + 1]]
+            data = build_segment(x[rows], ids[rows], attrs.take(rows), budget, opts.sketch_bits)
+            ref = FileRef.of(f"{prefix}/partitions/{part:05d}.arrow", data)
+            storage.write(ref.key, data)
+            segments.append(ref)
+            total_bytes += ref.size
+            advance(1)
+    router = _router_bytes(centroids, glob, offsets, attrs.take(order))
+    router_ref = FileRef.of(f"{prefix}/router.arrow", router)
+    storage.write(router_ref.key, router)
+    total_bytes += router_ref.size
+
+    bits_per_vector = float(budget if budget <= 8 * d else 8 * d)
+    seconds = time.perf_counter() - started
+    manifest = Manifest(
+        build_id=build_id,
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+        n=n,
+        dims=d,
+        metric=opts.metric,
+        partitions=p,
+        bits_per_dim=opts.bits_per_dim,
+        attributes=attrs.specs,
+        router=router_ref,
+        segments=segments,
+        partition_sizes=sizes.tolist(),
+        params={
+            "seed": opts.seed,
+            "sketch_bits": opts.sketch_bits,
+            "routing_dims": int(glob.rotation.shape[1]),
+            "previous_builds": previous[-(KEEP_BUILDS - 1) :],
+        },
+        stats={
+            "bits_per_vector": bits_per_vector,
+            "code_bytes_per_vector": bits_per_vector / 8,
+            "index_bytes": total_bytes,
+            "build_seconds": round(seconds, 3),
+        },
+    )
+    storage.write(MANIFEST_KEY, manifest.to_json())  # the commit point
+    _drop_old_builds(storage, previous)
+    return BuildSummary(
+        uri=storage.uri,
+        build_id=build_id,
+        n=n,
+        dims=d,
+        partitions=p,
+        bits_per_vector=bits_per_vector,
+        code_bytes_per_vector=bits_per_vector / 8,
+        float32_bytes_per_vector=4 * d,
+        index_bytes=total_bytes,
+        seconds=seconds,
+    )
+
+
+def _router_bytes(centroids: np.ndarray, glob, offsets: np.ndarray, attrs: AttributeColumns) -> bytes:
+    arrays = {
+        "centroids": centroids.astype(np.float32),
+        "global_mean": glob.mean,
+        "global_rotation": glob.rotation,
+        "offsets": offsets,
+    }
+    arrays.update({f"q.{k}": v for k, v in attrs.codes.items()})
+    return to_arrow_bytes(arrays)
+
+
+def _previous_build(storage: Storage) -> list[str]:
+    """Build ids the stored manifest history names (newest last); empty for a new index."""
+    try:
+        old = Manifest.from_json(storage.read(MANIFEST_KEY))
+    except (IndexNotFoundError, IndexFormatError):
+        return []
+    return [*old.params.get("previous_builds", []), old.build_id]
+
+
+def _drop_old_builds(storage: Storage, previous: list[str]) -> None:
+    """Keep the new build and the one before it; older builds are deleted (best effort)."""
+    for build_id in previous[: max(len(previous) - (KEEP_BUILDS - 1), 0)]:
+        with contextlib.suppress(Exception):  # leftover files never break the index
+            storage.delete_prefix(f"builds/{build_id}")

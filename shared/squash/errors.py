@@ -1,0 +1,49 @@
+"""Exceptions raised by squash.
+
+Every error a user can cause is a :class:`SquashError`; its message names the offending
+input (file, field, operator) so the CLI and the HTTP handlers can show it verbatim.
+"""
+
+from __future__ import annotations
+
+
+class SquashError(Exception):
+    """Base class of errors caused by input or environment, never by a bug."""
+
+    #: Short machine-readable category used by the HTTP layer.
+    code: str = "error"
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+class InputError(SquashError):
+    """Bad vectors, attributes or parameters handed to build or search."""
+
+    code = "invalid_input"
+
+
+class FilterError(InputError):
+    """A filter expression that cannot be parsed or does not fit the schema."""
+
+    code = "invalid_filter"
+
+
+class StorageError(SquashError):
+    """An index URI that cannot be read or written (missing bucket, no permission)."""
+
+    code = "storage_error"
+
+
+class IndexNotFoundError(StorageError):
+    """No readable index (no manifest) at the URI."""
+
+    code = "index_not_found"
+
+
+class IndexFormatError(SquashError):
+    """A stored index that is corrupt, truncated or of an unknown format version."""
+
+    code = "index_corrupt"

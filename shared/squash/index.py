@@ -1,0 +1,163 @@
+"""The library's front door: open an index, search a batch of queries with k and a filter.
+
+>>> index = squash.open_index("file:///tmp/fmnist")
+>>> res = index.search(queries, k=10, filter={"label": "Bag"})
+>>> res.ids, res.distances, res.stats
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .cache import SegmentCache
+from .errors import InputError
+from .filters import Node, parse_filter
+from .manifest import MANIFEST_KEY, Manifest
+from .params import MAX_K, SearchParams
+from .planner import Plan, plan_queries
+from .results import TopK
+from .router import Router
+from .search import search_partitions
+from .segment import Segment
+from .storage import Storage, open_storage
+
+DEFAULT_CACHE_BYTES = 2 << 30
+
+
+@dataclass
+class SearchResult:
+    """ids (Q, k) int64 (-1 padded), distances (Q, k) float32, statistics per query."""
+
+    ids: np.ndarray
+    distances: np.ndarray
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+def validate_queries(queries: Any, dims: int) -> np.ndarray:
+    """Queries as C-contiguous float32 (Q, dims); one vector may be given as (dims,)."""
+    try:
+        arr = np.asarray(queries, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise InputError("queries must be numeric vectors", field="vector") from exc
+    if arr.ndim == 1:
+        arr = arr[None, :]
+    if arr.ndim != 2 or arr.shape[0] == 0:
+        raise InputError(
+            f"queries must be a non-empty (Q, {dims}) array, got shape {arr.shape}", field="vector"
+        )
+    if arr.shape[1] != dims:
+        raise InputError(f"query dimension {arr.shape[1]} does not match the index ({dims})", field="vector")
+    finite = np.isfinite(arr).all(axis=1)
+    if not finite.all():
+        raise InputError(
+            f"query {int(np.flatnonzero(~finite)[0])} contains NaN or infinite values", field="vector"
+        )
+    return np.ascontiguousarray(arr)
+
+
+def validate_k(k: Any) -> int:
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or not 1 <= k <= MAX_K:
+        raise InputError(f"k must be an integer from 1 to {MAX_K}, got {k!r}", field="k")
+    return int(k)
+
+
+class Index:
+    """An opened index: manifest and router in memory, segments loaded on demand (cached)."""
+
+    def __init__(self, storage: Storage, manifest: Manifest, router: Router, cache: SegmentCache) -> None:
+        self.storage = storage
+        self.manifest = manifest
+        self.router = router
+        self.cache = cache
+        self.bytes_read = 0
+
+    @classmethod
+    def open(cls, uri: str | Storage, cache: SegmentCache | None = None) -> Index:
+        storage = open_storage(uri) if isinstance(uri, str) else uri
+        manifest = Manifest.from_json(storage.read(MANIFEST_KEY), f"{storage.uri}/{MANIFEST_KEY}")
+        data = manifest.router.verify(storage.read(manifest.router.key))
+        router = Router.from_bytes(data, manifest.attributes, manifest.router.key)
+        index = cls(storage, manifest, router, cache or SegmentCache(DEFAULT_CACHE_BYTES))
+        index.bytes_read = len(data)
+        return index
+
+    @property
+    def dims(self) -> int:
+        return self.manifest.dims
+
+    def info(self) -> dict[str, Any]:
+        return self.manifest.summary() | {"uri": self.storage.uri}
+
+    def prepare_queries(self, queries: Any) -> np.ndarray:
+        q = validate_queries(queries, self.dims)
+        if self.manifest.metric == "cosine":
+            norms = np.linalg.norm(q, axis=1, keepdims=True)
+            q = (q / np.where(norms == 0, 1.0, norms)).astype(np.float32)
+        return q
+
+    def parse_filter(self, filt: Any) -> Node | None:
+        return parse_filter(filt, self.manifest.attributes)
+
+    def plan(self, queries: np.ndarray, k: int, node: Node | None, params: SearchParams) -> Plan:
+        return plan_queries(self.router, queries, k, node, params)
+
+    def segment(self, partition: int) -> tuple[Segment, bool]:
+        """The loaded segment of ``partition`` and whether it came from the cache."""
+        ref = self.manifest.segments[partition]
+
+        def load() -> Segment:
+            data = ref.verify(self.storage.read(ref.key))
+            self.bytes_read += len(data)
+            return Segment.from_bytes(partition, data, ref.key)
+
+        return self.cache.get_or_load((self.storage.uri, ref.key), load)
+
+    def search(
+        self,
+        queries: Any,
+        k: int = 10,
+        filter: Any = None,
+        params: SearchParams | None = None,
+    ) -> SearchResult:
+        """k nearest neighbours of each query among vectors matching ``filter``."""
+        started = time.perf_counter()
+        k = validate_k(k)
+        q = self.prepare_queries(queries)
+        node = self.parse_filter(filter)
+        params = params or SearchParams()
+        bytes_before = self.bytes_read
+        plan = self.plan(q, k, node, params)
+        planned = time.perf_counter()
+        top = search_partitions(
+            lambda p: self.segment(p)[0],
+            ((int(p), plan.queries_of(int(p))) for p in plan.partitions),
+            q,
+            k,
+            node,
+            self.manifest.attributes,
+            params,
+        )
+        return self._result(top, plan, started, planned, self.bytes_read - bytes_before)
+
+    def _result(self, top: TopK, plan: Plan, started: float, planned: float, read: int) -> SearchResult:
+        dist = top.distances
+        if self.manifest.metric == "cosine":
+            dist = np.where(np.isinf(dist), np.inf, dist / 2).astype(np.float32)  # 1 - cos
+        done = time.perf_counter()
+        stats = top.stats_dict() | {
+            "matches_maybe": int(plan.maybe_counts.sum()),
+            "matches_sure": int(plan.sure_counts.sum()),
+            "bytes_read": read,
+            "plan_ms": round((planned - started) * 1e3, 3),
+            "search_ms": round((done - planned) * 1e3, 3),
+        }
+        return SearchResult(top.ids, dist, stats)
+
+
+def open_index(uri: str | Storage, cache: SegmentCache | None = None) -> Index:
+    """Open the index at ``uri`` (``file:///...`` or ``s3://bucket/prefix``)."""
+    return Index.open(uri, cache)

@@ -1,0 +1,175 @@
+"""Reading vectors and attributes from user files, with validation before anything is built.
+
+Vectors: ``.npy`` (float16/32/64, uint8, int8), ``.fvecs``, ``.bvecs``, or Parquet (one
+fixed-size-list or list column; the other columns are attributes). Attributes: Parquet or
+CSV, one row per vector. Never unpickles: ``np.load(allow_pickle=False)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from .errors import InputError
+
+VECTOR_DTYPES = (np.float16, np.float32, np.float64, np.uint8, np.int8)
+_CHUNK_ROWS = 65536
+
+
+@dataclass
+class VectorInput:
+    vectors: np.ndarray  # (n, d) float32
+    attributes: pa.Table | None  # columns beside the vectors (Parquet input)
+
+
+def _require_file(path: Path, what: str) -> None:
+    if not path.exists():
+        raise InputError(f"{what} file {str(path)!r} does not exist", field=what)
+    if not path.is_file():
+        raise InputError(f"{what} path {str(path)!r} is not a file", field=what)
+
+
+def read_vectors(path: str | Path, vector_column: str | None = None) -> VectorInput:
+    """Load and validate vectors (float32, finite, 2-D, non-empty)."""
+    path = Path(path)
+    _require_file(path, "vectors")
+    suffix = path.suffix.lower()
+    attrs = None
+    if suffix == ".npy":
+        arr = _read_npy(path)
+    elif suffix in (".fvecs", ".bvecs"):
+        arr = read_xvecs(path)
+    elif suffix in (".parquet", ".pq"):
+        arr, attrs = _read_parquet_vectors(path, vector_column)
+    else:
+        raise InputError(
+            f"unsupported vectors file {path.name!r}: use .npy, .fvecs, .bvecs or .parquet",
+            field="vectors",
+        )
+    return VectorInput(check_vectors(arr, f"vectors in {path.name}"), attrs)
+
+
+def _read_npy(path: Path) -> np.ndarray:
+    try:
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    except ValueError as exc:
+        raise InputError(
+            f"{path.name}: cannot read as a numeric .npy array ({exc})", field="vectors"
+        ) from exc
+    except OSError as exc:
+        raise InputError(f"{path.name}: not a valid .npy file ({exc})", field="vectors") from exc
+    if arr.dtype.type not in VECTOR_DTYPES:
+        raise InputError(
+            f"{path.name}: dtype {arr.dtype} is not supported; use float32, float16, float64, uint8 or int8",
+            field="vectors",
+        )
+    return arr
+
+
+def read_xvecs(path: str | Path) -> np.ndarray:
+    """Read ``.fvecs`` (int32 d + d float32 per row) or ``.bvecs`` (int32 d + d uint8)."""
+    path = Path(path)
+    item = np.dtype(np.float32 if path.suffix.lower() == ".fvecs" else np.uint8)
+    raw = np.fromfile(path, dtype=np.uint8)
+    if raw.size < 4:
+        raise InputError(f"{path.name}: empty or truncated vectors file", field="vectors")
+    d = int(raw[:4].view(np.int32)[0])
+    row = 4 + d * item.itemsize
+    if d <= 0 or raw.size % row:
+        raise InputError(
+            f"{path.name}: rows have different lengths (ragged) or the file is truncated",
+            field="vectors",
+        )
+    rows = raw.reshape(-1, row)
+    dims = rows[:, :4].copy().view(np.int32)[:, 0]
+    if np.any(dims != d):
+        bad = int(np.flatnonzero(dims != d)[0])
+        raise InputError(
+            f"{path.name}: row {bad} has dimension {int(dims[bad])}, expected {d} (ragged vectors)",
+            field="vectors",
+        )
+    return rows[:, 4:].copy().view(item).reshape(-1, d)
+
+
+def _read_parquet_vectors(path: Path, column: str | None) -> tuple[np.ndarray, pa.Table]:
+    table = read_table(path, "vectors")
+    list_cols = [
+        f.name
+        for f in table.schema
+        if pa.types.is_fixed_size_list(f.type) or pa.types.is_list(f.type) or pa.types.is_large_list(f.type)
+    ]
+    if column is None:
+        if len(list_cols) != 1:
+            raise InputError(
+                f"{path.name}: expected exactly one list column of vectors, found "
+                f"{len(list_cols)} ({', '.join(list_cols) or 'none'}); name it with --vector-column",
+                field="vectors",
+            )
+        column = list_cols[0]
+    if column not in list_cols:
+        raise InputError(f"{path.name}: no list column named {column!r}", field="vectors")
+    col = table.column(column).combine_chunks()
+    if col.null_count:
+        raise InputError(f"{path.name}: column {column!r} has null vectors", field="vectors")
+    if pa.types.is_fixed_size_list(col.type):
+        d = col.type.list_size
+        values = col.flatten()
+    else:
+        lengths = col.value_lengths().to_numpy(zero_copy_only=False)
+        if lengths.size and np.any(lengths != lengths[0]):
+            bad = int(np.flatnonzero(lengths != lengths[0])[0])
+            raise InputError(
+                f"{path.name}: vector {bad} has {int(lengths[bad])} values, expected "
+                f"{int(lengths[0])} (ragged vectors)",
+                field="vectors",
+            )
+        d = int(lengths[0]) if lengths.size else 0
+        values = col.flatten()
+    if not (pa.types.is_floating(values.type) or pa.types.is_integer(values.type)):
+        raise InputError(f"{path.name}: vector values of type {values.type} are not numeric", field="vectors")
+    if values.null_count:
+        raise InputError(f"{path.name}: vectors contain null values", field="vectors")
+    arr = values.to_numpy(zero_copy_only=False).reshape(len(col), d) if d else np.zeros((len(col), 0))
+    return arr, table.drop_columns([column])
+
+
+def read_table(path: str | Path, what: str = "attributes") -> pa.Table:
+    """Read a Parquet or CSV file into an Arrow table."""
+    path = Path(path)
+    _require_file(path, what)
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".parquet", ".pq"):
+            import pyarrow.parquet as pq
+
+            return pq.read_table(path)
+        if suffix == ".csv":
+            import pyarrow.csv as pcsv
+
+            return pcsv.read_csv(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise InputError(f"{path.name}: cannot read ({exc})", field=what) from exc
+    raise InputError(f"unsupported {what} file {path.name!r}: use .parquet or .csv", field=what)
+
+
+def check_vectors(arr: np.ndarray, what: str = "vectors") -> np.ndarray:
+    """Return ``arr`` as C-contiguous float32 (n, d), or raise InputError naming the problem."""
+    arr = np.asarray(arr)
+    if arr.dtype.kind not in "fiu" or arr.dtype == np.bool_:
+        raise InputError(f"{what}: dtype {arr.dtype} is not numeric", field="vectors")
+    if arr.ndim != 2:
+        raise InputError(f"{what}: expected a 2-D array (n, d), got shape {arr.shape}", field="vectors")
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise InputError(f"{what}: empty (shape {arr.shape})", field="vectors")
+    out = np.empty(arr.shape, dtype=np.float32)
+    for start in range(0, arr.shape[0], _CHUNK_ROWS):  # chunked: bounded memory on big mmaps
+        block = np.asarray(arr[start : start + _CHUNK_ROWS], dtype=np.float32)
+        finite = np.isfinite(block).all(axis=1)
+        if not finite.all():
+            row = start + int(np.flatnonzero(~finite)[0])
+            raise InputError(f"{what}: row {row} contains NaN or infinite values", field="vectors")
+        out[start : start + block.shape[0]] = block
+    return out

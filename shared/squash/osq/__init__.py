@@ -1,0 +1,1 @@
+"""OSQ: the quantizer (KLT, balanced partitions, bit allocation, Lloyd cells, packing, sketch, bounds)."""

@@ -1,0 +1,111 @@
+"""Worker-side search of one partition for a batch of queries: L2 -> L3 -> L4.
+
+The candidate set is the partition's rows passing the filter (L0 codes, then the exact
+predicate on raw values), so a row failing the predicate is never scored. Then:
+L2 keeps the ``sketch_keep`` fraction nearest in Hamming distance on the sign sketch,
+L3 keeps the ``k * rerank_factor`` smallest OSQ lower bounds (dimensional extraction and
+per-query lookup tables), L4 computes exact distances and keeps the top k.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .attributes import AttributeSpec
+from .filters import Node, evaluate
+from .osq.bounds import lut_sum, residual_norms, residual_terms
+from .osq.packing import extract_codes
+from .osq.sketch import hamming, sign_sketch
+from .params import SearchParams
+from .results import STAT_NAMES, TopK, select_topk
+from .segment import Segment
+
+GATHER_BUDGET = 1 << 22  # elements per vectorised gather chunk (~16 MB of float32)
+
+
+def filter_rows(seg: Segment, node: Node | None, specs: list[AttributeSpec]) -> tuple[int, np.ndarray]:
+    """(L0 candidate count, rows passing the exact predicate)."""
+    if node is None:
+        return seg.size, np.arange(seg.size)
+    maybe = np.flatnonzero(evaluate(node, seg.attr_codes, specs, "maybe", seg.size))
+    raw = {name: col[maybe] for name, col in seg.attr_raw.items()}
+    exact = evaluate(node, raw, specs, "exact", maybe.shape[0])
+    return int(maybe.shape[0]), maybe[exact]
+
+
+def search_partition(
+    seg: Segment,
+    queries: np.ndarray,
+    k: int,
+    rows: np.ndarray,
+    l0_count: int,
+    params: SearchParams,
+) -> TopK:
+    """Top-k of ``queries`` (m, d) among ``rows`` of ``seg``; stats per query."""
+    m = queries.shape[0]
+    n_c = rows.shape[0]
+    stats = np.zeros((m, len(STAT_NAMES)), dtype=np.int64)
+    stats[:, 0] = 1
+    stats[:, 1] = l0_count
+    stats[:, 2] = n_c
+    if n_c == 0:
+        return _empty(m, k, stats)
+
+    q_rot = (queries - seg.mean) @ seg.rotation  # (m, kept)
+    keep3 = min(n_c, k * params.rerank_factor)
+    keep2 = min(n_c, max(keep3, math.ceil(params.sketch_keep * n_c)))
+
+    # L2: Hamming distance on the sign sketch.
+    if keep2 < n_c:
+        q_sketch = sign_sketch(q_rot, seg.sketch_bits)
+        ham = hamming(q_sketch, seg.sketch[rows])
+        sel = np.argpartition(ham, keep2 - 1, axis=1)[:, :keep2]  # (m, keep2) into rows
+    else:
+        sel = np.broadcast_to(np.arange(n_c), (m, n_c))
+    stats[:, 3] = keep2
+
+    # L3: OSQ lower bound from the codes (dimensional extraction + lookup tables).
+    if keep3 < keep2:
+        sel = sel[np.arange(m)[:, None], _smallest_lower_bounds(seg, queries, q_rot, rows, sel, keep3)]
+    stats[:, 4] = keep3
+
+    # L4: exact distances on full-precision vectors.
+    cand = rows[sel]  # (m, keep3) partition rows
+    dots = np.einsum("md,mcd->mc", queries, seg.vectors[cand], optimize=True)
+    q_sq = np.einsum("ij,ij->i", queries, queries)
+    dist = np.maximum(q_sq[:, None] - 2.0 * dots + seg.sq_norms[cand], 0.0).astype(np.float32)
+    stats[:, 5] = keep3
+    return select_topk(seg.ids[cand], dist, k, stats)
+
+
+def _smallest_lower_bounds(
+    seg: Segment,
+    queries: np.ndarray,
+    q_rot: np.ndarray,
+    rows: np.ndarray,
+    sel: np.ndarray,
+    keep: int,
+) -> np.ndarray:
+    """Positions (m, keep) within ``sel`` of the ``keep`` smallest OSQ lower bounds."""
+    m, width = sel.shape
+    table = seg.table
+    positions = table.index(extract_codes(seg.codes[:, rows], seg.widths))  # (kept, n_c)
+    q_res = residual_norms(queries - seg.mean, q_rot)
+    x_res = seg.residual[rows]
+    out = np.empty((m, keep), dtype=np.int64)
+    step = max(1, GATHER_BUDGET // max(1, positions.shape[0] * width, table.lo.shape[0]))
+    for start in range(0, m, step):  # chunks of queries, bounded memory
+        end = min(m, start + step)
+        chunk_sel = sel[start:end]
+        lb = lut_sum(table.lower(q_rot[start:end]), positions[:, chunk_sel].transpose(1, 0, 2))
+        lb += residual_terms(q_res[start:end], x_res[chunk_sel])[0]
+        out[start:end] = np.argpartition(lb, keep - 1, axis=1)[:, :keep]
+    return out
+
+
+def _empty(m: int, k: int, stats: np.ndarray) -> TopK:
+    out = TopK.empty(m, k)
+    out.stats = stats
+    return out

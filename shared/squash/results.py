@@ -1,0 +1,62 @@
+"""Top-k results and per-query level statistics, mergeable up the worker tree."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+#: Per-query counters, summed across partitions and tree nodes.
+STAT_NAMES = ("partitions", "l0_candidates", "exact_matches", "l2_kept", "l3_kept", "l4_scored")
+
+
+@dataclass
+class TopK:
+    """ids (Q, k) int64 padded with -1, distances (Q, k) float32 padded with +inf."""
+
+    ids: np.ndarray
+    distances: np.ndarray
+    stats: np.ndarray  # (Q, len(STAT_NAMES)) int64
+
+    @classmethod
+    def empty(cls, q: int, k: int) -> TopK:
+        return cls(
+            np.full((q, k), -1, dtype=np.int64),
+            np.full((q, k), np.inf, dtype=np.float32),
+            np.zeros((q, len(STAT_NAMES)), dtype=np.int64),
+        )
+
+    @property
+    def k(self) -> int:
+        return int(self.ids.shape[1])
+
+    def stats_dict(self) -> dict[str, list[int]]:
+        return {name: self.stats[:, i].tolist() for i, name in enumerate(STAT_NAMES)}
+
+
+def merge(parts: list[TopK], k: int) -> TopK:
+    """Merge several TopK over the same queries into one (k smallest distances per query)."""
+    if not parts:
+        raise ValueError("nothing to merge")
+    ids = np.concatenate([p.ids for p in parts], axis=1)
+    dist = np.concatenate([p.distances for p in parts], axis=1)
+    stats = np.sum([p.stats for p in parts], axis=0)
+    return select_topk(ids, dist, k, stats)
+
+
+def select_topk(ids: np.ndarray, dist: np.ndarray, k: int, stats: np.ndarray) -> TopK:
+    """k smallest of each row, sorted; ties broken by id so results are deterministic."""
+    width = ids.shape[1]
+    if width > k:
+        part = np.argpartition(dist, k - 1, axis=1)[:, :k]
+        ids = np.take_along_axis(ids, part, axis=1)
+        dist = np.take_along_axis(dist, part, axis=1)
+    order = np.lexsort((ids, dist), axis=1)
+    ids = np.take_along_axis(ids, order, axis=1)
+    dist = np.take_along_axis(dist, order, axis=1)
+    if ids.shape[1] < k:
+        pad = k - ids.shape[1]
+        ids = np.pad(ids, ((0, 0), (0, pad)), constant_values=-1)
+        dist = np.pad(dist, ((0, 0), (0, pad)), constant_values=np.inf)
+    ids = np.where(np.isinf(dist), -1, ids)
+    return TopK(ids.astype(np.int64), dist.astype(np.float32), stats)

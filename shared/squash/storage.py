@@ -1,0 +1,193 @@
+"""Object storage adapters: the core reads and writes bytes through these, never boto3.
+
+``file:///abs/path`` and ``s3://bucket/prefix`` are supported. The S3 adapter uses a plain
+boto3 client, so ``AWS_ENDPOINT_URL_S3`` points it at moto or LocalStack unchanged.
+Writes are whole-object and atomic (rename on local disk, single PUT on S3): a reader sees
+either the old object or the new one, never half of it.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import unquote, urlparse
+
+from .errors import IndexNotFoundError, InputError, StorageError
+
+
+class Storage(Protocol):
+    """Minimal key/bytes store rooted at an index URI."""
+
+    uri: str
+
+    def read(self, key: str) -> bytes:
+        """Return the whole object; raise IndexNotFoundError when it does not exist."""
+        ...
+
+    def write(self, key: str, data: bytes) -> None:
+        """Store ``data`` atomically under ``key``."""
+        ...
+
+    def exists(self, key: str) -> bool:
+        """Whether ``key`` exists."""
+        ...
+
+    def delete_prefix(self, prefix: str) -> None:
+        """Remove every object under ``prefix`` (best effort, used to drop old builds)."""
+        ...
+
+    def check_writable(self) -> None:
+        """Raise StorageError early when the location cannot be written."""
+        ...
+
+
+class LocalStorage:
+    """``file://`` index: a directory on local disk."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.uri = root.as_uri()
+
+    def _path(self, key: str) -> Path:
+        return self.root / key
+
+    def read(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError as exc:
+            raise IndexNotFoundError(f"{self.uri}/{key} does not exist") from exc
+        except OSError as exc:
+            raise StorageError(f"cannot read {self.uri}/{key}: {exc.strerror}") from exc
+
+    def write(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise StorageError(f"cannot write {self.uri}/{key}: {exc.strerror}") from exc
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).exists()
+
+    def delete_prefix(self, prefix: str) -> None:
+        base = self._path(prefix)
+        if not base.exists():
+            return
+        for path in sorted(base.rglob("*"), reverse=True):
+            if path.is_dir():
+                path.rmdir()
+            else:
+                path.unlink()
+        base.rmdir()
+
+    def check_writable(self) -> None:
+        probe = self.root
+        while not probe.exists():
+            probe = probe.parent
+        if not probe.is_dir() or not os.access(probe, os.W_OK):
+            raise StorageError(f"cannot write index to {self.uri}: {probe} is not a writable directory")
+
+
+class S3Storage:
+    """``s3://bucket/prefix`` index, through boto3."""
+
+    def __init__(self, bucket: str, prefix: str, client: object | None = None) -> None:
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.uri = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
+        self._client = client
+
+    @property
+    def client(self):
+        if self._client is None:
+            import boto3  # imported lazily: file:// users never pay for it
+            from botocore.config import Config
+
+            self._client = boto3.client("s3", config=Config(retries={"max_attempts": 5, "mode": "standard"}))
+        return self._client
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _error(self, exc: Exception, action: str, key: str) -> StorageError:
+        from botocore.exceptions import ClientError
+
+        if isinstance(exc, ClientError):
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code in ("NoSuchKey", "404", "NotFound"):
+                return IndexNotFoundError(f"{self.uri}/{key} does not exist")
+            if code == "NoSuchBucket":
+                return StorageError(f"bucket {self.bucket!r} does not exist")
+            return StorageError(f"cannot {action} {self.uri}/{key}: {code or exc}")
+        return StorageError(f"cannot {action} {self.uri}/{key}: {exc}")
+
+    def read(self, key: str) -> bytes:
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+        except Exception as exc:  # botocore raises many unrelated types
+            raise self._error(exc, "read", key) from exc
+
+    def write(self, key: str, data: bytes) -> None:
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+        except Exception as exc:
+            raise self._error(exc, "write", key) from exc
+
+    def exists(self, key: str) -> bool:
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+            return True
+        except Exception as exc:
+            err = self._error(exc, "check", key)
+            if isinstance(err, IndexNotFoundError):
+                return False
+            raise err from exc
+
+    def delete_prefix(self, prefix: str) -> None:
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix) + "/"):
+            keys = [{"Key": obj["Key"]} for obj in page.get("Contents", [])]
+            if keys:
+                self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": keys})
+
+    def check_writable(self) -> None:
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except Exception as exc:
+            from botocore.exceptions import ClientError
+
+            if isinstance(exc, ClientError):
+                code = exc.response.get("Error", {}).get("Code", "")
+                if code in ("404", "NoSuchBucket", "NotFound"):
+                    raise StorageError(f"bucket {self.bucket!r} does not exist") from exc
+                if code in ("403", "AccessDenied"):
+                    raise StorageError(f"access to bucket {self.bucket!r} denied") from exc
+            raise StorageError(f"bucket {self.bucket!r} is unreachable: {exc}") from exc
+
+
+def open_storage(uri: str) -> Storage:
+    """Return the adapter for an index URI (``file:///abs/path`` or ``s3://bucket/prefix``)."""
+    parsed = urlparse(uri)
+    if parsed.scheme == "file":
+        if parsed.netloc not in ("", "localhost"):
+            raise InputError(f"file URI must be file:///absolute/path, got {uri!r}", field="index_uri")
+        path = Path(unquote(parsed.path))
+        if not path.is_absolute():
+            raise InputError(f"file URI must hold an absolute path, got {uri!r}", field="index_uri")
+        return LocalStorage(path)
+    if parsed.scheme == "s3":
+        if not parsed.netloc:
+            raise InputError(f"s3 URI must name a bucket: s3://bucket/prefix, got {uri!r}", field="index_uri")
+        return S3Storage(parsed.netloc, parsed.path)
+    raise InputError(
+        f"unsupported index URI {uri!r}: use file:///absolute/path or s3://bucket/prefix",
+        field="index_uri",
+    )
