@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from .cache import SegmentCache
-from .errors import InputError
+from .errors import IndexNotFoundError, InputError
 from .filters import Node, parse_filter
 from .manifest import MANIFEST_KEY, Manifest
 from .params import MAX_K, SearchParams
@@ -78,7 +78,11 @@ class Index:
     @classmethod
     def open(cls, uri: str | Storage, cache: SegmentCache | None = None) -> Index:
         storage = open_storage(uri) if isinstance(uri, str) else uri
-        manifest = Manifest.from_json(storage.read(MANIFEST_KEY), f"{storage.uri}/{MANIFEST_KEY}")
+        try:
+            raw = storage.read(MANIFEST_KEY)
+        except IndexNotFoundError as exc:
+            raise IndexNotFoundError(f"no squash index at {storage.uri} ({MANIFEST_KEY} is missing)") from exc
+        manifest = Manifest.from_json(raw, f"{storage.uri}/{MANIFEST_KEY}")
         data = manifest.router.verify(storage.read(manifest.router.key))
         router = Router.from_bytes(data, manifest.attributes, manifest.router.key)
         index = cls(storage, manifest, router, cache or SegmentCache(DEFAULT_CACHE_BYTES))

@@ -166,7 +166,8 @@ def check_vectors(arr: np.ndarray, what: str = "vectors") -> np.ndarray:
         raise InputError(f"{what}: empty (shape {arr.shape})", field="vectors")
     out = np.empty(arr.shape, dtype=np.float32)
     for start in range(0, arr.shape[0], _CHUNK_ROWS):  # chunked: bounded memory on big mmaps
-        block = np.asarray(arr[start : start + _CHUNK_ROWS], dtype=np.float32)
+        with np.errstate(over="ignore"):  # overflow to inf is reported just below
+            block = np.asarray(arr[start : start + _CHUNK_ROWS], dtype=np.float32)
         finite = np.isfinite(block).all(axis=1)
         if not finite.all():
             row = start + int(np.flatnonzero(~finite)[0])

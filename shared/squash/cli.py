@@ -1,0 +1,167 @@
+"""The ``squash`` command line: build an index, search it, describe it.
+
+Errors a user can cause print one line ``squash: error: ...`` and exit with status 2;
+nothing is written when a command fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .build import BuildOptions, build_index
+from .errors import InputError, SquashError
+from .index import open_index
+from .inputs import read_table, read_vectors
+from .params import SearchParams
+from .progress import NoProgress, TqdmProgress
+
+
+def _build(args: argparse.Namespace) -> int:
+    vin = read_vectors(args.vectors, args.vector_column)
+    attrs = vin.attributes
+    if attrs is not None and attrs.num_columns == 0:
+        attrs = None
+    if args.attributes:
+        if attrs is not None:
+            raise InputError(
+                "the Parquet vectors file already has attribute columns "
+                f"({', '.join(attrs.column_names)}); do not also pass --attributes",
+                field="attributes",
+            )
+        attrs = read_table(args.attributes, "attributes")
+    opts = BuildOptions(
+        partitions=args.partitions,
+        bits_per_dim=args.bits_per_dim,
+        metric=args.metric,
+        seed=args.seed,
+        sketch_bits=args.sketch_bits,
+    )
+    progress = NoProgress() if args.quiet else TqdmProgress()
+    summary = build_index(vin.vectors, args.index_uri, attrs, opts, progress)
+    print("\n".join(summary.lines()))
+    return 0
+
+
+def _load_filter(text: str | None) -> Any:
+    if text is None:
+        return None
+    if text.startswith("@"):
+        path = Path(text[1:])
+        if not path.is_file():
+            raise InputError(f"filter file {str(path)!r} does not exist", field="filter")
+        text = path.read_text()
+    return text  # parsed (with a clear error) against the index schema
+
+
+def _write_npz(path: Path, **arrays: np.ndarray) -> None:
+    """Write atomically: a failed write leaves any existing file untouched."""
+    if path.suffix != ".npz":
+        raise InputError(f"--output must end in .npz, got {str(path)!r}", field="output")
+    if not path.parent.is_dir():
+        raise InputError(f"output folder {str(path.parent)!r} does not exist", field="output")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _search(args: argparse.Namespace) -> int:
+    output = Path(args.output)
+    if output.suffix != ".npz":
+        raise InputError(f"--output must end in .npz, got {args.output!r}", field="output")
+    queries = read_vectors(args.queries).vectors
+    index = open_index(args.index_uri)
+    params = SearchParams(
+        **{
+            name: getattr(args, name)
+            for name in ("routing_factor", "min_candidates", "sketch_keep", "rerank_factor")
+            if getattr(args, name) is not None
+        }
+    )
+    started = time.perf_counter()
+    res = index.search(queries, k=args.k, filter=_load_filter(args.filter), params=params)
+    seconds = time.perf_counter() - started
+    _write_npz(output, ids=res.ids, distances=res.distances)
+    found = (res.ids >= 0).sum(axis=1)
+    print(
+        f"searched     {queries.shape[0]:,} queries, k={args.k}, in {seconds:.3f} s "
+        f"({queries.shape[0] / seconds:,.0f} queries/s)"
+    )
+    print(f"results      {found.min()}..{found.max()} per query -> {output}")
+    print(f"filter       may match {res.stats['matches_maybe']:,}, surely {res.stats['matches_sure']:,}")
+    for name in ("partitions", "l0_candidates", "exact_matches", "l2_kept", "l3_kept", "l4_scored"):
+        print(f"  {name:<14} mean {np.mean(res.stats[name]):,.1f} per query")
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    index = open_index(args.index_uri)
+    print(json.dumps(index.info(), indent=2))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="squash", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    b = sub.add_parser("build", help="build an index from vectors (+ attributes)")
+    b.add_argument("--vectors", required=True, help=".npy, .fvecs, .bvecs or .parquet")
+    b.add_argument("--index-uri", required=True, help="file:///abs/path or s3://bucket/prefix")
+    b.add_argument("--attributes", help="Parquet or CSV, one row per vector (optional 'id' column)")
+    b.add_argument("--vector-column", help="the vectors' column in a Parquet file with several lists")
+    b.add_argument("--partitions", type=int, help="number of partitions (default: about sqrt(N))")
+    b.add_argument("--bits-per-dim", type=float, default=2.0, help="average OSQ bits per dimension")
+    b.add_argument("--metric", choices=("l2", "cosine"), default="l2")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--sketch-bits", type=int, default=32, help="bits of the binary sign sketch")
+    b.add_argument("--quiet", action="store_true", help="no progress bars")
+    b.set_defaults(run=_build)
+
+    s = sub.add_parser("search", help="k-NN search for a batch of queries")
+    s.add_argument("--index-uri", required=True)
+    s.add_argument("--queries", required=True, help=".npy, .fvecs or .bvecs")
+    s.add_argument("--k", type=int, default=10)
+    s.add_argument("--filter", help='JSON, e.g. \'{"label": "Bag"}\', or @file.json')
+    s.add_argument("--output", required=True, help="OUT.npz with ids (int64) and distances (float32)")
+    s.add_argument("--routing-factor", type=float)
+    s.add_argument("--min-candidates", type=int)
+    s.add_argument("--sketch-keep", type=float)
+    s.add_argument("--rerank-factor", type=int)
+    s.set_defaults(run=_search)
+
+    i = sub.add_parser("info", help="print an index's manifest summary")
+    i.add_argument("--index-uri", required=True)
+    i.set_defaults(run=_info)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except SquashError as exc:
+        print(f"squash: error: {exc.message}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # e.g. `squash info ... | head`
+        sys.stderr.close()
+        return 0
+    except KeyboardInterrupt:
+        print("squash: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,158 @@
+"""Every bad input to `squash build` / `search` gets a clear message, exit 2, and no writes."""
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from squash.cli import main
+
+
+@pytest.fixture
+def good(tmp_path):
+    rng = np.random.default_rng(0)
+    vec = tmp_path / "v.npy"
+    np.save(vec, rng.normal(size=(200, 8)).astype(np.float32))
+    return vec
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    return code, capsys.readouterr().err
+
+
+def _fvecs(path, rows):
+    with open(path, "wb") as fh:
+        for r in rows:
+            np.array([len(r)], np.int32).tofile(fh)
+            np.asarray(r, np.float32).tofile(fh)
+
+
+def bad_inputs(tmp_path, good):
+    """(argv builder, expected message) for each bad input the issue names."""
+    cases = {}
+    cases["missing file"] = (["--vectors", str(tmp_path / "nope.npy")], "does not exist")
+    np.save(tmp_path / "c.npy", np.ones((10, 4), np.complex64))
+    cases["wrong dtype"] = (["--vectors", str(tmp_path / "c.npy")], "dtype complex64 is not supported")
+    np.save(tmp_path / "obj.npy", np.array([[1, "a"]], dtype=object), allow_pickle=True)
+    cases["object (pickled) npy"] = (
+        ["--vectors", str(tmp_path / "obj.npy")],
+        "cannot read as a numeric .npy",
+    )
+    _fvecs(tmp_path / "r.fvecs", [[1, 2, 3], [1, 2]])
+    cases["ragged fvecs"] = (["--vectors", str(tmp_path / "r.fvecs")], "ragged")
+    pq.write_table(pa.table({"emb": pa.array([[1.0, 2.0], [1.0]])}), tmp_path / "r.parquet")
+    cases["ragged parquet"] = (["--vectors", str(tmp_path / "r.parquet")], "ragged")
+    np.save(tmp_path / "e.npy", np.zeros((0, 8), np.float32))
+    cases["empty"] = (["--vectors", str(tmp_path / "e.npy")], "empty")
+    nan = np.ones((20, 4), np.float32)
+    nan[7, 2] = np.nan
+    np.save(tmp_path / "nan.npy", nan)
+    cases["NaN"] = (["--vectors", str(tmp_path / "nan.npy")], "row 7 contains NaN or infinite")
+    inf = np.ones((20, 4), np.float64)
+    inf[3, 0] = 1e300  # overflows float32
+    np.save(tmp_path / "inf.npy", inf)
+    cases["inf after float32 cast"] = (
+        ["--vectors", str(tmp_path / "inf.npy")],
+        "row 3 contains NaN or infinite",
+    )
+    pq.write_table(pa.table({"a": list(range(199))}), tmp_path / "short.parquet")
+    cases["attribute rows"] = (
+        ["--vectors", str(good), "--attributes", str(tmp_path / "short.parquet")],
+        "attributes have 199 rows but there are 200 vectors",
+    )
+    pq.write_table(pa.table({"when": pa.array([[1]] * 200)}), tmp_path / "list.parquet")
+    cases["unsupported column"] = (
+        ["--vectors", str(good), "--attributes", str(tmp_path / "list.parquet")],
+        "attribute column 'when' has unsupported type",
+    )
+    pq.write_table(pa.table({"a": pa.array([1.0] * 199 + [None])}), tmp_path / "null.parquet")
+    cases["null attribute"] = (
+        ["--vectors", str(good), "--attributes", str(tmp_path / "null.parquet")],
+        "has 1 null values",
+    )
+    cases["partitions > N"] = (
+        ["--vectors", str(good), "--partitions", "500"],
+        "--partitions (500) is larger",
+    )
+    cases["bits per dim"] = (
+        ["--vectors", str(good), "--bits-per-dim", "9"],
+        "--bits-per-dim must be in (0, 8]",
+    )
+    (tmp_path / "v.txt").write_text("1 2 3")
+    cases["unknown format"] = (["--vectors", str(tmp_path / "v.txt")], "unsupported vectors file")
+    return cases
+
+
+def test_every_bad_build_input_is_named_and_writes_nothing(tmp_path, good, capsys):
+    out = tmp_path / "index"
+    for name, (args, message) in bad_inputs(tmp_path, good).items():
+        code, err = run(capsys, "build", *args, "--index-uri", out.as_uri(), "--quiet")
+        assert code == 2, name
+        assert err.startswith("squash: error: "), name
+        assert message in err, f"{name}: {err}"
+        assert not out.exists(), f"{name} wrote something"
+
+
+def test_unreachable_bucket(moto_s3, good, capsys):
+    code, err = run(
+        capsys, "build", "--vectors", str(good), "--index-uri", "s3://no-such-bucket/x", "--quiet"
+    )
+    assert code == 2 and "bucket 'no-such-bucket' does not exist" in err
+
+
+def test_bad_index_uri(good, capsys):
+    code, err = run(capsys, "build", "--vectors", str(good), "--index-uri", "http://x/y", "--quiet")
+    assert code == 2 and "unsupported index URI" in err
+    code, err = run(capsys, "build", "--vectors", str(good), "--index-uri", "file://relative/x", "--quiet")
+    assert code == 2 and "file:///absolute/path" in err
+
+
+def test_search_errors(tmp_path, good, capsys):
+    uri = (tmp_path / "idx").as_uri()
+    assert run(capsys, "build", "--vectors", str(good), "--index-uri", uri, "--quiet")[0] == 0
+    q = tmp_path / "q.npy"
+    np.save(q, np.ones((3, 5), np.float32))
+    code, err = run(
+        capsys, "search", "--index-uri", uri, "--queries", str(q), "--output", str(tmp_path / "o.npz")
+    )
+    assert code == 2 and "query dimension 5 does not match the index (8)" in err
+    np.save(q, np.ones((3, 8), np.float32))
+    for k in ("0", "1001"):
+        code, err = run(
+            capsys,
+            "search",
+            "--index-uri",
+            uri,
+            "--queries",
+            str(q),
+            "--k",
+            k,
+            "--output",
+            str(tmp_path / "o.npz"),
+        )
+        assert code == 2 and "k must be an integer from 1 to 1000" in err
+    code, err = run(
+        capsys,
+        "search",
+        "--index-uri",
+        uri,
+        "--queries",
+        str(q),
+        "--filter",
+        '{"x": 1}',
+        "--output",
+        str(tmp_path / "o.npz"),
+    )
+    assert code == 2 and "unknown field 'x'" in err
+    code, err = run(
+        capsys,
+        "search",
+        "--index-uri",
+        (tmp_path / "none").as_uri(),
+        "--queries",
+        str(q),
+        "--output",
+        str(tmp_path / "o.npz"),
+    )
+    assert code == 2 and "no squash index at" in err
+    assert not (tmp_path / "o.npz").exists()
