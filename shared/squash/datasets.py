@@ -98,6 +98,27 @@ def synthetic_mixture(
     return Dataset("synthetic-mixture", base, queries, table(labels), table(q_labels), synthetic=True)
 
 
+def fashion_filters(attrs: pa.Table) -> dict[str, tuple[dict | None, np.ndarray]]:
+    """Filters at about 100 %, 50 %, 10 %, 1 % and 0.1 % selectivity on Fashion-MNIST's
+    attributes, each with its exact mask (for ground truth)."""
+    label = np.asarray(attrs.column("label").to_pylist())
+    bright = attrs.column("brightness").to_numpy()
+    ink = attrs.column("ink").to_numpy()
+    median = float(np.median(bright))
+    bag_ink = float(np.quantile(ink[label == "Bag"], 0.9))
+    sneaker_dark = float(np.quantile(bright[label == "Sneaker"], 0.01))
+    return {
+        "none": (None, np.ones(label.shape[0], dtype=bool)),
+        "50%": ({"brightness": {"$gte": median}}, bright >= median),
+        "10%": ({"label": "Bag"}, label == "Bag"),
+        "1%": ({"label": {"$in": ["Bag"]}, "ink": {"$gte": bag_ink}}, (label == "Bag") & (ink >= bag_ink)),
+        "0.1%": (
+            {"$and": [{"label": "Sneaker"}, {"brightness": {"$lt": sneaker_dark}}]},
+            (label == "Sneaker") & (bright < sneaker_dark),
+        ),
+    }
+
+
 def demo_dataset(n_queries: int = 1000) -> Dataset:
     """Fashion-MNIST when the Debian package is installed, else a synthetic mixture."""
     if fashion_mnist_available():

@@ -34,7 +34,7 @@ class TqdmProgress:
             print(f"{name} ...", file=sys.stderr, flush=True)
             yield lambda n=1: None
             return
-        bar = tqdm(total=total, desc=f"{name:<22}", unit="", leave=True, dynamic_ncols=True)
+        bar = tqdm(total=total, desc=f"{name:<20}", leave=True, dynamic_ncols=True, mininterval=1.0)
         try:
             yield bar.update
         finally:

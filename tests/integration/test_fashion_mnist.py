@@ -4,33 +4,16 @@ import numpy as np
 import pytest
 import squash
 from helpers import exact_knn, recall
+from squash.datasets import fashion_filters
 
 K = 10
-
-
-def selectivity_filters(attrs):
-    """Filters at about 50 %, 10 %, 1 % and 0.1 %, from the class and derived attributes."""
-    label = np.asarray(attrs.column("label").to_pylist())
-    bright = attrs.column("brightness").to_numpy()
-    ink = attrs.column("ink").to_numpy()
-    bag_ink = float(np.quantile(ink[label == "Bag"], 0.9))
-    sneaker_bright = float(np.quantile(bright[label == "Sneaker"], 0.01))
-    median = float(np.median(bright))
-    return {
-        "none": (None, np.ones(len(label), bool), (1.0, 1.0)),
-        "50%": ({"brightness": {"$gte": median}}, bright >= median, (0.45, 0.55)),
-        "10%": ({"label": "Bag"}, label == "Bag", (0.09, 0.11)),
-        "1%": (
-            {"label": {"$in": ["Bag"]}, "ink": {"$gte": bag_ink}},
-            (label == "Bag") & (ink >= bag_ink),
-            (0.007, 0.013),
-        ),
-        "0.1%": (
-            {"$and": [{"label": "Sneaker"}, {"brightness": {"$lt": sneaker_bright}}]},
-            (label == "Sneaker") & (bright < sneaker_bright),
-            (0.0007, 0.0013),
-        ),
-    }
+SELECTIVITY = {
+    "none": (1.0, 1.0),
+    "50%": (0.45, 0.55),
+    "10%": (0.09, 0.11),
+    "1%": (0.007, 0.013),
+    "0.1%": (0.0007, 0.0013),
+}
 
 
 @pytest.fixture(scope="module")
@@ -41,9 +24,10 @@ def fm_index(fashion, tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["none", "50%", "10%", "1%", "0.1%"])
+@pytest.mark.parametrize("name", list(SELECTIVITY))
 def test_recall_at_10_on_fashion_mnist(fm_index, fashion, name):
-    filt, mask, (lo, hi) = selectivity_filters(fashion.attributes)[name]
+    filt, mask = fashion_filters(fashion.attributes)[name]
+    lo, hi = SELECTIVITY[name]
     assert lo <= mask.mean() <= hi, f"filter {name} has selectivity {mask.mean():.4f}"
     res = fm_index.search(fashion.queries, k=K, filter=filt)
     truth = exact_knn(fashion.base, fashion.queries, mask, K)

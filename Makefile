@@ -1,0 +1,47 @@
+# SQUASH — front door. `make demo` and `make test` work on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+FMNIST := /usr/share/datasets/fashion-mnist
+
+.PHONY: help setup data test lint demo bench clean
+
+help:
+	@echo "make setup   create .venv and install pinned dependencies"
+	@echo "make demo    build an index from Fashion-MNIST (or synthetic data) and query it"
+	@echo "make test    lint + the whole test suite"
+	@echo "make bench   benchmark squash against exact search (one core)"
+
+setup: $(BIN)/.installed
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[cli,lambda,dev,bench]'
+	touch $@
+
+# Fashion-MNIST comes from Debian; without root (or apt) the demo falls back to synthetic data.
+data:
+	@if [ ! -d $(FMNIST) ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) >/dev/null \
+	      || echo "warning: could not install dataset-fashion-mnist"; \
+	  else echo "note: Fashion-MNIST absent (sudo apt-get install dataset-fashion-mnist); using synthetic data"; fi; \
+	fi
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: setup data lint
+	$(BIN)/pytest -q
+
+demo: setup data
+	$(BIN)/python infra/demo.py
+
+bench: setup data
+	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python bench/run.py
+
+clean:
+	rm -rf .local .pytest_cache .ruff_cache .hypothesis
