@@ -81,7 +81,11 @@ def main() -> int:
             )
     result = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": sys.version.split()[0]},
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "python": sys.version.split()[0],
+        },
         "threads": os.environ.get("OMP_NUM_THREADS", "unset"),
         "versions": {"squash": squash.__version__, "numpy": np.__version__},
         "dataset": {"name": ds.name, "synthetic": ds.synthetic, "n": int(ds.base.shape[0]),
@@ -95,11 +99,13 @@ def main() -> int:
     OUT.mkdir(exist_ok=True)
     (OUT / "latest.json").write_text(json.dumps(result, indent=2))
     print(
-        f"\n{ds.name} ({'synthetic' if ds.synthetic else 'real'}), N={ds.base.shape[0]:,}, d={ds.base.shape[1]}, "
+        f"\n{ds.name} ({'synthetic' if ds.synthetic else 'real'}), "
+        f"N={ds.base.shape[0]:,}, d={ds.base.shape[1]}, "
         f"{ds.queries.shape[0]} queries, k={K}, threads={result['threads']}, {result['date']}"
     )
     print(
-        f"build {summary.seconds:.1f} s, P={summary.partitions}, codes {summary.code_bytes_per_vector:.0f} B/vector "
+        f"build {summary.seconds:.1f} s, P={summary.partitions}, "
+        f"codes {summary.code_bytes_per_vector:.0f} B/vector "
         f"(float32 {summary.float32_bytes_per_vector} B), index {summary.index_bytes / 2**20:.0f} MiB\n"
     )
     print(

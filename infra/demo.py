@@ -79,7 +79,8 @@ def main() -> int:
             )
         )
         print(
-            f"  query 0 -> ids {res.ids[0][:5].tolist()} distances {np.round(res.distances[0][:5], 1).tolist()}"
+            f"  query 0 -> ids {res.ids[0][:5].tolist()} "
+            f"distances {np.round(res.distances[0][:5], 1).tolist()}"
         )
     return 0
 
