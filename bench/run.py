@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+
 import squash
 from squash.datasets import demo_dataset, fashion_filters
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
+
 import squash
 from squash.datasets import demo_dataset
 

@@ -6,6 +6,7 @@ import os
 import socket
 
 import pytest
+
 from squash.datasets import fashion_mnist_available, load_fashion_mnist, synthetic_mixture
 
 

@@ -4,6 +4,7 @@ import hashlib
 
 import numpy as np
 import pytest
+
 import squash
 from helpers import exact_knn, recall
 from squash.build import BuildOptions, build_index

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+
 import squash
 from helpers import exact_knn, recall
 from squash.datasets import fashion_filters

@@ -4,6 +4,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+
 from squash.cli import main
 
 
@@ -109,50 +110,28 @@ def test_bad_index_uri(good, capsys):
 
 def test_search_errors(tmp_path, good, capsys):
     uri = (tmp_path / "idx").as_uri()
+    out = tmp_path / "o.npz"
     assert run(capsys, "build", "--vectors", str(good), "--index-uri", uri, "--quiet")[0] == 0
     q = tmp_path / "q.npy"
+
+    def search(*extra, index=uri):
+        return run(capsys, "search", "--index-uri", index, "--queries", str(q), "--output", str(out), *extra)
+
     np.save(q, np.ones((3, 5), np.float32))
-    code, err = run(
-        capsys, "search", "--index-uri", uri, "--queries", str(q), "--output", str(tmp_path / "o.npz")
-    )
+    code, err = search()
     assert code == 2 and "query dimension 5 does not match the index (8)" in err
     np.save(q, np.ones((3, 8), np.float32))
     for k in ("0", "1001"):
-        code, err = run(
-            capsys,
-            "search",
-            "--index-uri",
-            uri,
-            "--queries",
-            str(q),
-            "--k",
-            k,
-            "--output",
-            str(tmp_path / "o.npz"),
-        )
+        code, err = search("--k", k)
         assert code == 2 and "k must be an integer from 1 to 1000" in err
-    code, err = run(
-        capsys,
-        "search",
-        "--index-uri",
-        uri,
-        "--queries",
-        str(q),
-        "--filter",
-        '{"x": 1}',
-        "--output",
-        str(tmp_path / "o.npz"),
-    )
+    code, err = search("--filter", '{"x": 1}')
     assert code == 2 and "unknown field 'x'" in err
-    code, err = run(
-        capsys,
-        "search",
-        "--index-uri",
-        (tmp_path / "none").as_uri(),
-        "--queries",
-        str(q),
-        "--output",
-        str(tmp_path / "o.npz"),
-    )
+    code, err = search(index=(tmp_path / "none").as_uri())
     assert code == 2 and "no squash index at" in err
-    assert not (tmp_path / "o.npz").exists()
+    code, err = search("--output", str(tmp_path / "o.txt"))
+    assert code == 2 and "--output must end in .npz" in err
+    assert not out.exists()
+    assert search()[0] == 0 and out.exists()
+    with np.load(out) as saved:
+        assert saved["ids"].shape == (3, 10) and saved["ids"].dtype == np.int64
+        assert saved["distances"].dtype == np.float32

@@ -1,6 +1,7 @@
 import numpy as np
 import pyarrow as pa
 import pytest
+
 from squash.attributes import quantize_attributes
 from squash.errors import FilterError
 from squash.filters import evaluate, parse_filter

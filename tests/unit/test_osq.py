@@ -3,6 +3,7 @@ import heapq
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from squash.arrays import from_arrow_bytes
 from squash.attributes import quantize_attributes
 from squash.osq.bitalloc import allocate_bits

@@ -1,6 +1,7 @@
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from squash.osq.packing import extract_codes, n_segments, pack_codes
 
 
