@@ -21,6 +21,7 @@ import pyarrow as pa
 from .arrays import to_arrow_bytes
 from .attributes import AttributeColumns, quantize_attributes, read_ids
 from .errors import IndexFormatError, IndexNotFoundError, InputError
+from .inputs import check_vectors
 from .manifest import MANIFEST_KEY, METRICS, FileRef, Manifest
 from .osq.klt import fit_klt
 from .osq.kmeans import REFINE_ROUNDS, balanced_kmeans, centroids_of
@@ -107,6 +108,7 @@ def build_index(
     opts = options or BuildOptions()
     progress = progress or NoProgress()
     storage = open_storage(index_uri) if isinstance(index_uri, str) else index_uri
+    vectors = check_vectors(vectors)  # library callers get the CLI's checks too
     n, d = vectors.shape
     validate_options(opts, n)
     ids = read_ids(attributes, n)

@@ -16,6 +16,8 @@ import pyarrow as pa
 from .errors import InputError
 
 VECTOR_DTYPES = (np.float16, np.float32, np.float64, np.uint8, np.int8)
+#: Largest vector norm accepted: squared distances between such vectors stay finite in float32.
+MAX_NORM = 1e18
 _CHUNK_ROWS = 65536
 
 
@@ -164,7 +166,8 @@ def check_vectors(arr: np.ndarray, what: str = "vectors") -> np.ndarray:
         raise InputError(f"{what}: expected a 2-D array (n, d), got shape {arr.shape}", field="vectors")
     if arr.shape[0] == 0 or arr.shape[1] == 0:
         raise InputError(f"{what}: empty (shape {arr.shape})", field="vectors")
-    out = np.empty(arr.shape, dtype=np.float32)
+    ready = arr.dtype == np.float32 and arr.flags.c_contiguous
+    out = arr if ready else np.empty(arr.shape, dtype=np.float32)  # no copy when already float32
     for start in range(0, arr.shape[0], _CHUNK_ROWS):  # chunked: bounded memory on big mmaps
         with np.errstate(over="ignore"):  # overflow to inf is reported just below
             block = np.asarray(arr[start : start + _CHUNK_ROWS], dtype=np.float32)
@@ -172,5 +175,19 @@ def check_vectors(arr: np.ndarray, what: str = "vectors") -> np.ndarray:
         if not finite.all():
             row = start + int(np.flatnonzero(~finite)[0])
             raise InputError(f"{what}: row {row} contains NaN or infinite values", field="vectors")
-        out[start : start + block.shape[0]] = block
+        check_magnitude(block, what, start)
+        if not ready:
+            out[start : start + block.shape[0]] = block
     return out
+
+
+def check_magnitude(block: np.ndarray, what: str, first_row: int = 0) -> None:
+    """Reject rows so large that squared distances would overflow float32."""
+    norms = np.linalg.norm(block.astype(np.float64), axis=1)
+    if norms.size and norms.max() > MAX_NORM:
+        row = first_row + int(np.argmax(norms))
+        raise InputError(
+            f"{what}: row {row} has norm {norms.max():.3g}, above {MAX_NORM:.0e}; "
+            "squared distances would overflow float32 — rescale the vectors",
+            field="vectors",
+        )

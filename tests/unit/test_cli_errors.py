@@ -56,6 +56,8 @@ def bad_inputs(tmp_path, good):
         ["--vectors", str(tmp_path / "inf.npy")],
         "row 3 contains NaN or infinite",
     )
+    np.save(tmp_path / "big.npy", np.full((5, 4), 1e30, np.float32))
+    cases["overflowing magnitude"] = (["--vectors", str(tmp_path / "big.npy")], "row 0 has norm 2e+30")
     pq.write_table(pa.table({"a": list(range(199))}), tmp_path / "short.parquet")
     cases["attribute rows"] = (
         ["--vectors", str(good), "--attributes", str(tmp_path / "short.parquet")],
