@@ -9,6 +9,7 @@ either the old object or the new one, never half of it.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Protocol
@@ -78,15 +79,7 @@ class LocalStorage:
         return self._path(key).exists()
 
     def delete_prefix(self, prefix: str) -> None:
-        base = self._path(prefix)
-        if not base.exists():
-            return
-        for path in sorted(base.rglob("*"), reverse=True):
-            if path.is_dir():
-                path.rmdir()
-            else:
-                path.unlink()
-        base.rmdir()
+        shutil.rmtree(self._path(prefix), ignore_errors=True)
 
     def check_writable(self) -> None:
         probe = self.root
