@@ -19,6 +19,7 @@ import numpy as np
 
 import squash
 from squash.datasets import demo_dataset, fashion_filters
+from squash.evaluation import recall_at_k
 
 K = 10
 REPEATS = 3
@@ -47,10 +48,6 @@ def timed(fn):
     return out, float(np.median(times))
 
 
-def recall(found: np.ndarray, truth: np.ndarray) -> float:
-    return float(np.mean([np.isin(t, f).mean() for f, t in zip(found, truth, strict=True)]))
-
-
 def main() -> int:
     ds = demo_dataset(n_queries=1000)
     if ds.synthetic:
@@ -72,7 +69,7 @@ def main() -> int:
                 {
                     "filter": name,
                     "selectivity": float(mask.mean()),
-                    "squash_recall": recall(res.ids, truth),
+                    "squash_recall": recall_at_k(res.ids, truth),
                     "squash_qps": nq / t_squash,
                     "exact_qps": nq / t_exact,
                     "speedup": t_exact / t_squash,

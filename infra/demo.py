@@ -16,18 +16,11 @@ import pyarrow.parquet as pq
 
 import squash
 from squash.datasets import demo_dataset
+from squash.evaluation import exact_knn, recall_at_k
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / ".local" / "demo"
 K = 10
-
-
-def exact(base: np.ndarray, queries: np.ndarray, mask: np.ndarray) -> list[np.ndarray]:
-    rows = np.flatnonzero(mask)
-    sub = base[rows]
-    d = (queries**2).sum(1)[:, None] - 2 * queries @ sub.T + (sub**2).sum(1)[None, :]
-    kk = min(K, rows.size)
-    return [rows[np.argsort(r, kind="stable")[:kk]] for r in d]
 
 
 def main() -> int:
@@ -65,8 +58,7 @@ def main() -> int:
         started = time.perf_counter()
         res = index.search(ds.queries, k=K, filter=filt)
         ms = (time.perf_counter() - started) * 1e3
-        truth = exact(ds.base, ds.queries, mask)
-        rec = np.mean([np.isin(t, f).mean() for f, t in zip(res.ids, truth, strict=True)])
+        rec = recall_at_k(res.ids, exact_knn(ds.base, ds.queries, mask, K))
         s = res.stats
         print(
             f"\n[{name}]  selectivity {mask.mean():.2%}  recall@{K} {rec:.4f}  "

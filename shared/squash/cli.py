@@ -62,12 +62,16 @@ def _load_filter(text: str | None) -> Any:
     return text  # parsed (with a clear error) against the index schema
 
 
-def _write_npz(path: Path, **arrays: np.ndarray) -> None:
-    """Write atomically: a failed write leaves any existing file untouched."""
+def _check_output(path: Path) -> None:
+    """Fail before searching, not after, when the results could not be written."""
     if path.suffix != ".npz":
         raise InputError(f"--output must end in .npz, got {str(path)!r}", field="output")
     if not path.parent.is_dir():
         raise InputError(f"output folder {str(path.parent)!r} does not exist", field="output")
+
+
+def _write_npz(path: Path, **arrays: np.ndarray) -> None:
+    """Write atomically: a failed write leaves any existing file untouched."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -80,8 +84,7 @@ def _write_npz(path: Path, **arrays: np.ndarray) -> None:
 
 def _search(args: argparse.Namespace) -> int:
     output = Path(args.output)
-    if output.suffix != ".npz":
-        raise InputError(f"--output must end in .npz, got {args.output!r}", field="output")
+    _check_output(output)
     queries = read_vectors(args.queries).vectors
     index = open_index(args.index_uri)
     params = SearchParams(

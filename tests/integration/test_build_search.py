@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 import squash
-from helpers import exact_knn, recall
 from squash.build import BuildOptions, build_index
 from squash.errors import StorageError
+from squash.evaluation import exact_knn, recall_at_k
 from squash.manifest import MANIFEST_KEY, Manifest
 from squash.storage import LocalStorage, open_storage
 
@@ -49,7 +49,7 @@ def test_filtered_search_is_accurate_and_full(small_index, small_data, name):
     mask = _mask(small_data, name)
     res = small_index.search(small_data.queries, k=k, filter=FILTERS[name])
     truth = exact_knn(small_data.base, small_data.queries, mask, k)
-    assert recall(res.ids, truth) >= 0.95
+    assert recall_at_k(res.ids, truth) >= 0.95
     # Exactly min(k, matches) results, every one of them matching, sorted by distance.
     found = (res.ids >= 0).sum(axis=1)
     assert np.all(found == min(k, int(mask.sum())))
@@ -86,7 +86,7 @@ def test_cosine_metric(tmp_path, small_data):
     res = squash.open_index(uri).search(small_data.queries, k=10)
     b = small_data.base / np.linalg.norm(small_data.base, axis=1, keepdims=True)
     q = small_data.queries / np.linalg.norm(small_data.queries, axis=1, keepdims=True)
-    assert recall(res.ids, exact_knn(b, q, np.ones(len(b), bool), 10)) >= 0.95
+    assert recall_at_k(res.ids, exact_knn(b, q, np.ones(len(b), bool), 10)) >= 0.95
     cos = (b[res.ids[0, 0]] * q[0]).sum()
     assert res.distances[0, 0] == pytest.approx(1 - cos, abs=1e-5)
 

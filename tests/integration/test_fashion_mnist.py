@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 import squash
-from helpers import exact_knn, recall
 from squash.datasets import fashion_filters
+from squash.evaluation import exact_knn, recall_at_k
 
 K = 10
 SELECTIVITY = {
@@ -32,7 +32,7 @@ def test_recall_at_10_on_fashion_mnist(fm_index, fashion, name):
     assert lo <= mask.mean() <= hi, f"filter {name} has selectivity {mask.mean():.4f}"
     res = fm_index.search(fashion.queries, k=K, filter=filt)
     truth = exact_knn(fashion.base, fashion.queries, mask, K)
-    r = recall(res.ids, truth)
+    r = recall_at_k(res.ids, truth)
     print(f"recall@10 {name}: {r:.4f}")
     assert r >= 0.95
     assert np.all((res.ids >= 0).sum(axis=1) == min(K, int(mask.sum())))

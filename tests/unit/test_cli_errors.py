@@ -132,6 +132,8 @@ def test_search_errors(tmp_path, good, capsys):
     assert code == 2 and "no squash index at" in err
     code, err = search("--output", str(tmp_path / "o.txt"))
     assert code == 2 and "--output must end in .npz" in err
+    code, err = search("--output", str(tmp_path / "missing" / "o.npz"))
+    assert code == 2 and "output folder" in err and "does not exist" in err
     assert not out.exists()
     assert search()[0] == 0 and out.exists()
     with np.load(out) as saved:
