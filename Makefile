@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: help setup data test lint demo bench clean
+.PHONY: help setup tools data test lint demo bench clean
 
 help:
 	@echo "make setup   create .venv and install pinned dependencies"
@@ -14,6 +14,17 @@ help:
 	@echo "make bench   benchmark squash against exact search (one core)"
 
 setup: $(BIN)/.installed
+
+# SAM CLI and cfn-lint pin their own boto3, so they live in a second virtualenv. The SAM wheel
+# also carries AWS's Lambda Runtime Interface Emulator, which the local stack runs.
+TOOLS := .venv-tools
+tools: $(TOOLS)/.installed
+
+$(TOOLS)/.installed: infra/tools-requirements.txt
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet --upgrade pip
+	$(TOOLS)/bin/pip install --quiet -r infra/tools-requirements.txt
+	touch $@
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)

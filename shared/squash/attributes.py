@@ -50,6 +50,14 @@ class AttributeSpec:
             return 2
         return int(self.lo.shape[0])
 
+    def decode(self, raw: np.ndarray) -> list[Any]:
+        """Stored raw values as JSON-ready Python values (category names, bools, numbers)."""
+        if self.kind == "category":
+            return [self.categories[int(c)] for c in raw]
+        if self.kind == "bool":
+            return [bool(v) for v in raw]
+        return raw.tolist()
+
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "type": self.kind}
         if self.numeric:

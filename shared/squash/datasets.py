@@ -124,3 +124,8 @@ def demo_dataset(n_queries: int = 1000) -> Dataset:
     if fashion_mnist_available():
         return load_fashion_mnist(n_queries=n_queries)
     return synthetic_mixture(n=60000, d=128, n_queries=n_queries)
+
+
+def sample_dataset() -> Dataset:
+    """The small synthetic set (2,000 x 16) behind the sample events in ``events/``."""
+    return synthetic_mixture(n=2000, d=16, n_queries=4, clusters=8, seed=7)

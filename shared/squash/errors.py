@@ -30,6 +30,9 @@ class FilterError(InputError):
 
     code = "invalid_filter"
 
+    def __init__(self, message: str, *, field: str | None = "filter") -> None:
+        super().__init__(message, field=field)
+
 
 class StorageError(SquashError):
     """An index URI that cannot be read or written (missing bucket, no permission)."""
@@ -47,3 +50,24 @@ class IndexFormatError(SquashError):
     """A stored index that is corrupt, truncated or of an unknown format version."""
 
     code = "index_corrupt"
+
+
+class PayloadTooLargeError(SquashError):
+    """A request or response that cannot fit Lambda's 6 MB synchronous payload limit."""
+
+    code = "payload_too_large"
+
+
+class UpstreamError(SquashError):
+    """A worker of the tree failed (after retries) or could not be reached.
+
+    ``status`` is 502 when a worker answered with an error and 503 when it was throttled,
+    timed out or unreachable, so a client can tell "retry later" from "broken".
+    """
+
+    code = "worker_failed"
+
+    def __init__(self, message: str, *, status: int = 502) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = "worker_failed" if status == 502 else "worker_unavailable"

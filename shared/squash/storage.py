@@ -35,6 +35,10 @@ class Storage(Protocol):
         """Whether ``key`` exists."""
         ...
 
+    def version(self, key: str) -> str:
+        """A cheap token that changes when ``key`` is rewritten (no body is read)."""
+        ...
+
     def delete_prefix(self, prefix: str) -> None:
         """Remove every object under ``prefix`` (best effort, used to drop old builds)."""
         ...
@@ -77,6 +81,13 @@ class LocalStorage:
 
     def exists(self, key: str) -> bool:
         return self._path(key).exists()
+
+    def version(self, key: str) -> str:
+        try:
+            st = self._path(key).stat()
+        except FileNotFoundError as exc:
+            raise IndexNotFoundError(f"{self.uri}/{key} does not exist") from exc
+        return f"{st.st_mtime_ns}-{st.st_size}-{st.st_ino}"
 
     def delete_prefix(self, prefix: str) -> None:
         shutil.rmtree(self._path(prefix), ignore_errors=True)
@@ -143,6 +154,12 @@ class S3Storage:
             if isinstance(err, IndexNotFoundError):
                 return False
             raise err from exc
+
+    def version(self, key: str) -> str:
+        try:
+            return self.client.head_object(Bucket=self.bucket, Key=self._key(key))["ETag"]
+        except Exception as exc:
+            raise self._error(exc, "check", key) from exc
 
     def delete_prefix(self, prefix: str) -> None:
         paginator = self.client.get_paginator("list_objects_v2")

@@ -1,0 +1,107 @@
+"""Coordinator Lambda: HTTP API routes and direct invocation, thin over squash.runtime.
+
+Routes (API Gateway HTTP API, payload 2.0):
+  POST /indexes/{index}/query   search (body: vector|vectors, k, filter, include, params)
+  GET  /indexes/{index}         manifest summary
+  GET  /health                  liveness, no storage access
+A direct invocation carries the query body plus ``"index"`` and gets the same JSON back.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
+from aws_lambda_powertools.metrics import MetricUnit
+
+from squash.errors import InputError, SquashError
+from squash.runtime.codec import dumps
+from squash.runtime.config import RuntimeConfig
+from squash.runtime.coordinator import Coordinator
+from squash.runtime.http import error_body, status_of
+from squash.runtime.invoke import LambdaInvoker
+from squash.runtime.requests import parse_body, parse_query
+
+logger = Logger()
+metrics = Metrics()
+tracer = Tracer()
+app = APIGatewayHttpResolver()
+
+CONFIG = RuntimeConfig.from_env()
+COORDINATOR = Coordinator(
+    CONFIG, LambdaInvoker(CONFIG.retries, CONFIG.backoff_s, timeout_s=CONFIG.invoke_timeout_s)
+)
+
+
+def _json(status: int, doc: Any) -> Response:
+    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=dumps(doc).decode())
+
+
+@app.get("/health")
+def health() -> Response:
+    tree = CONFIG.tree
+    return _json(
+        200, {"status": "ok", "tree": {"branching": tree.branching, "depth": tree.depth, "nodes": tree.size}}
+    )
+
+
+@app.get("/indexes/<index>")
+def index_info(index: str) -> Response:
+    return _json(200, COORDINATOR.info(index))
+
+
+@app.post("/indexes/<index>/query")
+def query(index: str) -> Response:
+    body = parse_body(app.current_event.decoded_body)
+    return _json(200, _search(index, body))
+
+
+@app.not_found
+def not_found(_exc: Exception) -> Response:
+    method, path = app.current_event.http_method, app.current_event.path
+    return _json(404, error_body(InputError(f"no route for {method} {path}", field="path")))
+
+
+@app.exception_handler(SquashError)
+def squash_error(exc: SquashError) -> Response:
+    status = status_of(exc)
+    (logger.warning if status < 500 else logger.error)(
+        "request failed", extra={"status": status, "error": exc.message}
+    )
+    return _json(status, error_body(exc))
+
+
+def _search(index: str, body: Any) -> dict[str, Any]:
+    out = COORDINATOR.query(index, parse_query(body))
+    stats = out["stats"]
+    metrics.add_metric(name="Queries", unit=MetricUnit.Count, value=stats["queries"])
+    metrics.add_metric(name="NodesInvoked", unit=MetricUnit.Count, value=stats["nodes"]["invoked"])
+    metrics.add_metric(name="S3BytesRead", unit=MetricUnit.Bytes, value=stats["s3"]["bytes_read"])
+    metrics.add_metric(name="QueryLatency", unit=MetricUnit.Milliseconds, value=stats["timings_ms"]["total"])
+    return out
+
+
+def _direct(event: dict[str, Any]) -> dict[str, Any]:
+    """Batch jobs invoke the function with the query body plus "index"; errors come back as JSON."""
+    try:
+        if not isinstance(event, dict):
+            raise InputError("event must be a JSON object", field="body")
+        body = dict(event)
+        name = body.pop("index", None)
+        if name is None:
+            raise InputError('direct invocation needs "index" (the index name)', field="index")
+        if body.pop("action", "query") == "info":
+            return COORDINATOR.info(name)
+        return _search(name, body)
+    except SquashError as exc:
+        return error_body(exc) | {"status": status_of(exc)}
+
+
+@logger.inject_lambda_context(clear_state=True)
+@metrics.log_metrics(capture_cold_start_metric=True)
+@tracer.capture_lambda_handler(capture_response=False)
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    if isinstance(event, dict) and "http" in event.get("requestContext", {}):
+        return app.resolve(event, context)
+    return _direct(event)

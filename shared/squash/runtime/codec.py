@@ -1,0 +1,59 @@
+"""numpy arrays inside JSON Lambda payloads: raw little-endian bytes, zlib, base64.
+
+Lambda's synchronous payloads are JSON and capped at 6 MB each way, so query vectors,
+(partition, query) pairs and top-k results travel as compressed binary instead of lists of
+numbers (a 784-d float32 query is ~4.2 KB this way against ~14 KB as JSON text). Decoding
+checks dtype and shape against the bytes; nothing from a payload is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import zlib
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError
+
+#: Lambda's synchronous invocation limit for request and response payloads.
+MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
+_DTYPES = {"float32", "int64", "int32", "uint8"}
+
+
+def pack_array(arr: np.ndarray) -> dict[str, Any]:
+    """``{"dtype", "shape", "data"}``: little-endian bytes, zlib level 1, base64."""
+    arr = np.ascontiguousarray(arr)
+    if arr.dtype.name not in _DTYPES:
+        raise TypeError(f"cannot pack dtype {arr.dtype}")
+    raw = arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
+    return {
+        "dtype": arr.dtype.name,
+        "shape": list(arr.shape),
+        "data": base64.b64encode(zlib.compress(raw, 1)).decode("ascii"),
+    }
+
+
+def unpack_array(obj: Any, name: str) -> np.ndarray:
+    """Inverse of :func:`pack_array`; a malformed field raises InputError naming it."""
+    try:
+        dtype = np.dtype(obj["dtype"]).newbyteorder("<")
+        if obj["dtype"] not in _DTYPES:
+            raise ValueError(f"dtype {obj['dtype']!r} not allowed")
+        shape = tuple(int(s) for s in obj["shape"])
+        raw = zlib.decompress(base64.b64decode(obj["data"], validate=True))
+        if any(s < 0 for s in shape) or len(raw) != int(np.prod(shape)) * dtype.itemsize:
+            raise ValueError("shape does not match the data")
+        return np.frombuffer(raw, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="), copy=False)
+    except (KeyError, TypeError, ValueError, zlib.error) as exc:
+        raise InputError(f"payload field {name!r} is not a packed array ({exc})", field=name) from exc
+
+
+def encoded_size(doc: Any) -> int:
+    """Bytes of ``doc`` as compact JSON, the way it crosses the Lambda boundary."""
+    return len(dumps(doc))
+
+
+def dumps(doc: Any) -> bytes:
+    return json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()

@@ -1,0 +1,211 @@
+"""The coordinator: validate, plan L0/L1 on the warm router data, fan out, shape the answer.
+
+The router data of each index (manifest, centroids, quantized attributes) stays in the
+warm container. At most every ``manifest_check_s`` seconds a HEAD request (no body read)
+tells whether a new build was published; only then is the index reloaded. Batches whose
+worker payloads would pass Lambda's 6 MB limit are split into chunks that travel the tree
+concurrently.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..cache import SegmentCache
+from ..errors import IndexNotFoundError, PayloadTooLargeError
+from ..index import Index
+from ..manifest import MANIFEST_KEY
+from ..results import STAT_NAMES
+from ..storage import open_storage
+from .codec import MAX_PAYLOAD_BYTES, encoded_size, pack_array, unpack_array
+from .config import RuntimeConfig
+from .invoke import Invoker
+from .requests import QueryRequest
+from .tree import function_name
+
+#: Share of Lambda's payload limit a chunk may use; the rest is headroom for JSON framing.
+PAYLOAD_BUDGET = int(MAX_PAYLOAD_BYTES * 0.8)
+MAX_PARALLEL_CHUNKS = 4
+
+
+@dataclass
+class _Loaded:
+    index: Index
+    version: str
+    checked: float
+
+
+class Coordinator:
+    """One per warm container: the index registry plus the query path."""
+
+    def __init__(self, config: RuntimeConfig, invoke: Invoker) -> None:
+        self.config = config
+        self.invoke = invoke
+        self._indexes: dict[str, _Loaded] = {}
+        self._lock = threading.Lock()
+        self._cold = True
+
+    def index(self, name: str) -> tuple[Index, int]:
+        """The warm index ``name`` and the bytes read from storage to get it (0 when warm)."""
+        now = time.monotonic()
+        entry = self._indexes.get(name)
+        if entry and now - entry.checked < self.config.manifest_check_s:
+            return entry.index, 0
+        storage = entry.index.storage if entry else open_storage(self.config.index_uri(name))
+        try:
+            version = storage.version(MANIFEST_KEY)
+            if entry and entry.version == version:
+                entry.checked = now
+                return entry.index, 0
+            index = Index.open(storage, cache=SegmentCache(0))  # the coordinator never loads segments
+        except IndexNotFoundError as exc:
+            raise IndexNotFoundError(f"index {name!r} not found", field="index") from exc
+        with self._lock:
+            self._indexes[name] = _Loaded(index, version, now)
+        manifest_bytes = len(index.manifest.to_json())
+        return index, index.bytes_read + manifest_bytes
+
+    def info(self, name: str) -> dict[str, Any]:
+        index, _ = self.index(name)
+        return {"index": name} | index.manifest.summary()
+
+    def query(self, name: str, req: QueryRequest) -> dict[str, Any]:
+        started = time.perf_counter()
+        cold, self._cold = self._cold, False
+        index, coord_bytes = self.index(name)
+        q = index.prepare_queries(req.vectors)
+        node = index.parse_filter(req.filter)
+        plan = index.plan(q, req.k, node, req.params)
+        planned = time.perf_counter()
+
+        base = self._base_event(name, index, req, plan.partitions)
+        size = self._chunk_size(q.shape[0], index.dims, req, plan.visit.sum(axis=1), encoded_size(base))
+        chunks = [np.arange(s, min(s + size, q.shape[0])) for s in range(0, q.shape[0], size)]
+
+        def run(rows: np.ndarray) -> dict[str, Any]:
+            qi, parts = np.nonzero(plan.visit[rows])
+            pairs = np.stack([parts, qi], axis=1).astype(np.int32)
+            event = base | {
+                "queries": pack_array(q[rows]),
+                "query_ids": pack_array(np.arange(rows.size, dtype=np.int32)),
+                "pairs": pack_array(pairs),
+            }
+            return self.invoke(function_name(self.config.worker_prefix, 0), event)
+
+        if len(chunks) == 1:
+            answers = [run(chunks[0])]
+        else:
+            with ThreadPoolExecutor(min(MAX_PARALLEL_CHUNKS, len(chunks))) as pool:
+                answers = list(pool.map(run, chunks))
+        searched = time.perf_counter()
+
+        ids = np.concatenate([unpack_array(a["ids"], "ids") for a in answers])
+        dist = np.concatenate([unpack_array(a["distances"], "distances") for a in answers])
+        per_query = np.concatenate([unpack_array(a["stats_per_query"], "stats_per_query") for a in answers])
+        attributes: dict[str, Any] = {}
+        for a in answers:
+            attributes |= a.get("attributes", {})
+        if index.manifest.metric == "cosine":
+            dist = np.where(np.isinf(dist), np.inf, dist / 2).astype(np.float32)  # 1 - cos
+
+        results = _shape_results(ids, dist, attributes, req.include)
+        stats = _stats(plan, per_query, answers, len(chunks), cold, coord_bytes)
+        stats["timings_ms"] = {
+            "plan": round((planned - started) * 1e3, 3),
+            "tree": round((searched - planned) * 1e3, 3),
+            "worker_search_sum": round(sum(a["stats"]["search_ms"] for a in answers), 3),
+            "worker_search_max": round(max(a["stats"]["max_node_ms"] for a in answers), 3),
+            "total": round((time.perf_counter() - started) * 1e3, 3),
+        }
+        out = {"results": results, "stats": stats}
+        if encoded_size(out) > MAX_PAYLOAD_BYTES - 64 * 1024:
+            raise PayloadTooLargeError(
+                f"the answer ({encoded_size(out) / 2**20:.1f} MiB) would pass Lambda's 6 MiB response "
+                "limit; send fewer queries per request, a smaller k, or drop include=attributes",
+                field="vectors",
+            )
+        return out
+
+    def _base_event(self, name: str, index: Index, req: QueryRequest, parts: np.ndarray) -> dict[str, Any]:
+        tree = self.config.tree
+        segs = index.manifest.segments
+        return {
+            "index": index.storage.uri,
+            "name": name,
+            "build_id": index.manifest.build_id,
+            "position": 0,
+            "tree": {"branching": tree.branching, "depth": tree.depth, "prefix": self.config.worker_prefix},
+            "k": req.k,
+            "params": req.params.to_dict(),
+            "filter": req.filter,
+            "attributes": [a.to_json() for a in index.manifest.attributes],
+            "segments": {str(p): segs[p].__dict__ for p in parts.tolist()},
+            "include_attributes": "attributes" in req.include,
+        }
+
+    def _chunk_size(self, n: int, dims: int, req: QueryRequest, visits: np.ndarray, fixed: int) -> int:
+        """Queries per tree invocation so requests and answers stay inside PAYLOAD_BUDGET."""
+        b64 = 4 / 3
+        request = dims * 4 * b64 + float(visits.max(initial=0)) * 8 * b64
+        answer = req.k * 12 * b64 + len(STAT_NAMES) * 8 * b64
+        if "attributes" in req.include:
+            answer += req.k * 200  # generous JSON per result's attributes
+        per_query = max(request, answer)
+        room = PAYLOAD_BUDGET - fixed
+        if room < per_query:
+            raise PayloadTooLargeError(
+                "even one query does not fit a worker payload: the index has too many partitions "
+                "or attributes for this request; narrow the filter or lower k",
+                field="vectors",
+            )
+        return max(1, min(n, int(room // per_query)))
+
+
+def _shape_results(ids: np.ndarray, dist: np.ndarray, attrs: dict[str, Any], include: frozenset[str]) -> list:
+    with_dist, with_attrs = "distance" in include, "attributes" in include
+    out = []
+    for row_ids, row_dist in zip(ids.tolist(), dist.tolist(), strict=True):
+        hits = []
+        for i, d in zip(row_ids, row_dist, strict=True):
+            if i < 0:
+                break
+            hit: dict[str, Any] = {"id": i}
+            if with_dist:
+                hit["distance"] = d
+            if with_attrs:
+                hit["attributes"] = attrs.get(str(i), {})
+            hits.append(hit)
+        out.append(hits)
+    return out
+
+
+def _stats(
+    plan, per_query: np.ndarray, answers: list[dict], chunks: int, cold: bool, coord_bytes: int
+) -> dict:
+    nodes = {"invoked": 0, "cold": 0, "warm": 0}
+    s3 = {"bytes_read": coord_bytes, "segments_loaded": 0, "cache_hits": 0}
+    positions: list[int] = []
+    for a in answers:
+        for key in nodes:
+            nodes[key] += a["stats"]["nodes"][key]
+        for key in ("bytes_read", "segments_loaded", "cache_hits"):
+            s3[key] += a["stats"]["s3"][key]
+        positions += a["stats"]["positions"]
+    totals = per_query.sum(axis=0)
+    return {
+        "queries": int(per_query.shape[0]),
+        "chunks": chunks,
+        "partitions_visited": int(plan.partitions.size),
+        "partitions_per_query": round(float(plan.visit.sum(axis=1).mean()), 3),
+        "levels": {"l0_maybe": int(plan.maybe_counts.sum()), "l0_sure": int(plan.sure_counts.sum())}
+        | {name: int(totals[i]) for i, name in enumerate(STAT_NAMES) if name != "partitions"},
+        "nodes": nodes | {"positions": sorted(positions)},
+        "coordinator": {"cold": cold, "bytes_read": coord_bytes},
+        "s3": s3,
+    }

@@ -1,0 +1,92 @@
+"""The query body of the HTTP API and of direct invocations, checked field by field.
+
+Every problem becomes an :class:`InputError` whose ``field`` names the offending key, so
+the handler can answer 400 with a message a user can act on. Checks that need the index
+(dimension, filter fields) happen later, against its manifest.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError
+from ..index import validate_k
+from ..params import SearchParams
+
+INCLUDE_CHOICES = ("distance", "attributes")
+MAX_QUERIES = 10_000
+_KEYS = {"vector", "vectors", "k", "filter", "include", "params"}
+
+
+@dataclass(frozen=True)
+class QueryRequest:
+    vectors: np.ndarray  # (Q, d) float32, finite, not yet checked against the index's d
+    k: int
+    filter: Any
+    include: frozenset[str]
+    params: SearchParams
+
+
+def parse_body(body: str | bytes | None) -> Any:
+    """JSON text of an HTTP body; an empty or malformed body is a 400, not a crash."""
+    if body is None or (isinstance(body, str | bytes) and not body.strip()):
+        raise InputError("request body is empty: send a JSON object", field="body")
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InputError(f"request body is not valid JSON ({exc})", field="body") from exc
+
+
+def parse_query(doc: Any) -> QueryRequest:
+    """Validate a decoded query body (see README, "HTTP API")."""
+    if not isinstance(doc, dict):
+        raise InputError("request body must be a JSON object", field="body")
+    unknown = sorted(set(doc) - _KEYS)
+    if unknown:
+        raise InputError(
+            f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(_KEYS))}", field=unknown[0]
+        )
+    if ("vector" in doc) == ("vectors" in doc):
+        raise InputError('give exactly one of "vector" (one query) or "vectors" (a batch)', field="vector")
+    field = "vector" if "vector" in doc else "vectors"
+    vectors = _vectors(doc[field], field, single=field == "vector")
+    include = doc.get("include", ["distance"])
+    if not isinstance(include, list) or not all(isinstance(i, str) for i in include):
+        raise InputError(f"include must be a list drawn from {list(INCLUDE_CHOICES)}", field="include")
+    bad = sorted(set(include) - set(INCLUDE_CHOICES))
+    if bad:
+        raise InputError(
+            f"include: unknown value(s) {bad}; choose from {list(INCLUDE_CHOICES)}", field="include"
+        )
+    return QueryRequest(
+        vectors=vectors,
+        k=validate_k(doc.get("k", 10)),
+        filter=doc.get("filter"),
+        include=frozenset(include),
+        params=SearchParams.from_dict(doc.get("params")),
+    )
+
+
+def _vectors(value: Any, field: str, single: bool) -> np.ndarray:
+    shape = "a list of numbers" if single else "a non-empty list of equal-length lists of numbers"
+    try:
+        arr = np.asarray(value)
+    except ValueError as exc:  # ragged nesting
+        raise InputError(f"{field} must be {shape}", field=field) from exc
+    if arr.dtype.kind not in "iuf" or arr.ndim != (1 if single else 2) or arr.size == 0:
+        raise InputError(f"{field} must be {shape}", field=field)
+    if not single and arr.shape[0] > MAX_QUERIES:
+        raise InputError(
+            f"{field} holds {arr.shape[0]} queries; at most {MAX_QUERIES} per request", field=field
+        )
+    with np.errstate(over="ignore"):
+        arr = np.atleast_2d(arr.astype(np.float32))
+    bad = ~np.isfinite(arr).all(axis=1)
+    if bad.any():
+        where = "" if single else f" (query {int(np.flatnonzero(bad)[0])})"
+        raise InputError(f"{field} contains NaN or infinite values{where}", field=field)
+    return arr

@@ -1,0 +1,222 @@
+"""One node of the worker tree: launch the children, search the own partitions, merge.
+
+A request carries a batch of prepared queries, the ``(partition, query row)`` pairs of this
+node's subtree, and the manifest entries (key, size, SHA-256) of those partitions' segments,
+so a warm node needs no storage read at all: segments come from the module-level
+:class:`~squash.cache.SegmentCache`. The answer is the subtree's top-k per query plus
+statistics summed over the subtree (nodes, cold/warm containers, bytes read, time).
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..attributes import AttributeSpec
+from ..cache import SegmentCache
+from ..errors import SquashError, UpstreamError
+from ..filters import parse_filter
+from ..manifest import FileRef
+from ..params import SearchParams
+from ..results import TopK, merge
+from ..search import search_partitions
+from ..segment import Segment
+from ..storage import Storage, open_storage
+from .codec import pack_array, unpack_array
+from .invoke import Invoker
+from .tree import TreeLayout, function_name
+
+
+@dataclass
+class NodeRequest:
+    """The decoded payload of one tree node."""
+
+    index: str
+    position: int
+    tree: TreeLayout
+    prefix: str
+    k: int
+    params: SearchParams
+    filter: Any
+    specs: list[AttributeSpec]
+    segments: dict[int, FileRef]
+    queries: np.ndarray  # (m, d) float32, already prepared (normalised for cosine)
+    query_ids: np.ndarray  # (m,) int32, ascending rows of the coordinator's batch
+    pairs: np.ndarray  # (n, 2) int32: partition, row into ``queries``
+    include_attributes: bool
+
+    @classmethod
+    def from_event(cls, event: dict[str, Any]) -> NodeRequest:
+        tree = event["tree"]
+        return cls(
+            index=event["index"],
+            position=int(event["position"]),
+            tree=TreeLayout(int(tree["branching"]), int(tree["depth"])),
+            prefix=tree["prefix"],
+            k=int(event["k"]),
+            params=SearchParams.from_dict(event.get("params")),
+            filter=event.get("filter"),
+            specs=[AttributeSpec.from_json(a) for a in event.get("attributes", [])],
+            segments={int(p): FileRef(**ref) for p, ref in event["segments"].items()},
+            queries=unpack_array(event["queries"], "queries").astype(np.float32, copy=False),
+            query_ids=unpack_array(event["query_ids"], "query_ids"),
+            pairs=unpack_array(event["pairs"], "pairs").reshape(-1, 2),
+            include_attributes=bool(event.get("include_attributes", False)),
+        )
+
+    def child_event(self, event: dict[str, Any], child: int, rows: np.ndarray, pairs: np.ndarray) -> dict:
+        """The payload for ``child``: only the queries, pairs and segments its subtree needs."""
+        parts = np.unique(pairs[:, 0])
+        local = pairs.copy()
+        local[:, 1] = np.searchsorted(rows, pairs[:, 1])
+        return event | {
+            "position": child,
+            "queries": pack_array(self.queries[rows]),
+            "query_ids": pack_array(self.query_ids[rows]),
+            "pairs": pack_array(local.astype(np.int32)),
+            "segments": {str(p): event["segments"][str(p)] for p in parts.tolist()},
+        }
+
+
+class WorkerNode:
+    """Module-level state of a worker container: segment cache, storage clients, cold flag."""
+
+    def __init__(self, invoke: Invoker, cache_bytes: int) -> None:
+        self.invoke = invoke
+        self.cache = SegmentCache(cache_bytes)
+        self.cold = True
+        self._storages: dict[str, Storage] = {}
+        self._pool: ThreadPoolExecutor | None = None
+
+    def handle(self, event: dict[str, Any]) -> dict[str, Any]:
+        """Serve one invocation; a failed subtree becomes ``{"error": {...}}``, never fewer results."""
+        cold, self.cold = self.cold, False
+        try:
+            return self._handle(event, cold)
+        except UpstreamError as exc:
+            return {"error": {"status": exc.status, "message": exc.message}}
+        except SquashError as exc:
+            where = f"worker {event.get('position')}"
+            return {"error": {"status": 502, "message": f"{where}: {exc.message}"}}
+
+    def _handle(self, event: dict[str, Any], cold: bool) -> dict[str, Any]:
+        started = time.perf_counter()
+        req = NodeRequest.from_event(event)
+        owner = req.pairs[:, 0] % req.tree.size
+        branch = np.full(req.tree.size, -1, dtype=np.int64)
+        for child in req.tree.children(req.position):
+            branch[req.tree.subtree(child)] = child
+        futures = []
+        for child in req.tree.children(req.position):
+            # Every child is invoked, even with no work: one invocation per node per batch keeps
+            # the tree's containers warm and the cost model simple.
+            mine = req.pairs[branch[owner] == child]
+            rows = np.unique(mine[:, 1])
+            payload = req.child_event(event, child, rows, mine)
+            target = function_name(req.prefix, child)
+            futures.append(self._executor(req.tree.branching).submit(self.invoke, target, payload))
+
+        own = req.pairs[owner == req.position]
+        top, attrs, io = self._search_own(req, own)
+        node_ms = (time.perf_counter() - started) * 1e3
+        stats = {
+            "nodes": {"invoked": 1, "cold": int(cold), "warm": int(not cold)},
+            "positions": [req.position],
+            "s3": io,
+            "search_ms": node_ms,
+            "max_node_ms": node_ms,
+        }
+        for fut in futures:
+            child = fut.result()  # raises UpstreamError after the invoker's retries
+            top, attrs = _merge_child(req, top, attrs, child)
+            _add_stats(stats, child["stats"])
+        if req.include_attributes:
+            keep = {str(i) for i in np.unique(top.ids[top.ids >= 0]).tolist()}
+            attrs = {i: v for i, v in attrs.items() if i in keep}
+        return {
+            "query_ids": pack_array(req.query_ids),
+            "ids": pack_array(top.ids),
+            "distances": pack_array(top.distances),
+            "stats_per_query": pack_array(top.stats),
+            "attributes": attrs,
+            "stats": stats,
+        }
+
+    def _executor(self, width: int) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=max(width, 1), thread_name_prefix="child")
+        return self._pool
+
+    def _search_own(self, req: NodeRequest, own: np.ndarray) -> tuple[TopK, dict[str, dict], dict[str, int]]:
+        io = {"bytes_read": 0, "segments_loaded": 0, "cache_hits": 0}
+        node = parse_filter(req.filter, req.specs)
+        loaded: dict[int, Segment] = {}
+
+        def load(partition: int) -> Segment:
+            seg, hit, nbytes = self._segment(req.index, partition, req.segments[partition])
+            io["cache_hits" if hit else "segments_loaded"] += 1
+            io["bytes_read"] += nbytes
+            loaded[partition] = seg
+            return seg
+
+        order = np.argsort(own[:, 0], kind="stable")
+        own = own[order]
+        parts, starts = np.unique(own[:, 0], return_index=True)
+        groups = np.split(own[:, 1], starts[1:]) if own.shape[0] else []
+        top = search_partitions(
+            load, zip(parts.tolist(), groups, strict=True), req.queries, req.k, node, req.specs, req.params
+        )
+        attrs = _attributes_of(top, loaded.values(), req.specs) if req.include_attributes else {}
+        return top, attrs, io
+
+    def _segment(self, uri: str, partition: int, ref: FileRef) -> tuple[Segment, bool, int]:
+        storage = self._storages.get(uri)
+        if storage is None:
+            storage = self._storages[uri] = open_storage(uri)
+        read = [0]
+
+        def load() -> Segment:
+            data = ref.verify(storage.read(ref.key))
+            read[0] = len(data)
+            return Segment.from_bytes(partition, data, ref.key)
+
+        seg, hit = self.cache.get_or_load((uri, ref.key), load)
+        return seg, hit, read[0]
+
+
+def _attributes_of(top: TopK, segments, specs: list[AttributeSpec]) -> dict[str, dict[str, Any]]:
+    """Raw attribute values of every id in ``top`` that lives in one of ``segments``."""
+    wanted = np.unique(top.ids[top.ids >= 0])
+    out: dict[str, dict[str, Any]] = {}
+    for seg in segments:
+        rows = np.flatnonzero(np.isin(seg.ids, wanted))
+        if rows.size == 0:
+            continue
+        cols = {s.name: s.decode(seg.attr_raw[s.name][rows]) for s in specs}
+        for j, ident in enumerate(seg.ids[rows].tolist()):
+            out[str(ident)] = {name: vals[j] for name, vals in cols.items()}
+    return out
+
+
+def _merge_child(req: NodeRequest, top: TopK, attrs: dict, child: dict[str, Any]) -> tuple[TopK, dict]:
+    """Fold a child's answer (over a subset of this node's queries) into ``top``."""
+    rows = np.searchsorted(req.query_ids, unpack_array(child["query_ids"], "query_ids"))
+    theirs = TopK.empty(top.ids.shape[0], req.k)
+    theirs.ids[rows] = unpack_array(child["ids"], "ids")
+    theirs.distances[rows] = unpack_array(child["distances"], "distances")
+    theirs.stats[rows] = unpack_array(child["stats_per_query"], "stats_per_query")
+    return merge([top, theirs], req.k), attrs | child.get("attributes", {})
+
+
+def _add_stats(total: dict[str, Any], child: dict[str, Any]) -> None:
+    for key in ("invoked", "cold", "warm"):
+        total["nodes"][key] += child["nodes"][key]
+    for key in total["s3"]:
+        total["s3"][key] += child["s3"][key]
+    total["positions"] += child["positions"]
+    total["search_ms"] += child["search_ms"]
+    total["max_node_ms"] = max(total["max_node_ms"], child["max_node_ms"])

@@ -1,0 +1,143 @@
+"""Coordinator and worker code over moto S3, with invocations as in-process calls.
+
+The same code runs behind the Lambda Invoke API in tests/integration/test_serverless.py;
+here the invoker is a function call, so failures point at the runtime logic itself.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from local_tree import LocalTree
+
+import squash
+from squash.build import BuildOptions, build_index
+from squash.errors import InputError, PayloadTooLargeError, UpstreamError
+from squash.runtime.config import RuntimeConfig
+from squash.runtime.coordinator import Coordinator
+from squash.runtime.requests import parse_query
+from squash.runtime.tree import TreeLayout
+
+
+@pytest.fixture(scope="module")
+def s3_index(moto_s3, small_data):
+    import boto3
+
+    boto3.client("s3").create_bucket(Bucket="rt-bucket")
+    uri = "s3://rt-bucket/indexes/small"
+    build_index(small_data.base, uri, small_data.attributes, BuildOptions(partitions=16, seed=2))
+    return uri
+
+
+def _coordinator(b: int, depth: int) -> tuple[Coordinator, LocalTree]:
+    cfg = RuntimeConfig(bucket="rt-bucket", tree=TreeLayout(b, depth), manifest_check_s=0)
+    tree = LocalTree(cfg.worker_prefix, cfg.tree.size)
+    return Coordinator(cfg, tree), tree
+
+
+@pytest.mark.parametrize(("b", "depth"), [(2, 2), (4, 1)])
+@pytest.mark.parametrize(
+    "filt", [None, {"price": {"$lt": 60}}, {"label": {"$in": ["c01", "c03"]}, "in_stock": True}]
+)
+def test_tree_equals_in_process(s3_index, small_data, b, depth, filt):
+    coord, tree = _coordinator(b, depth)
+    q = small_data.queries[:20]
+    body = {"vectors": q.tolist(), "k": 10, "include": ["distance", "attributes"]}
+    if filt:
+        body["filter"] = filt
+    out = coord.query("small", parse_query(body))
+    expected = squash.open_index(s3_index).search(q, k=10, filter=filt)
+    got = [[h["id"] for h in row] for row in out["results"]]
+    want = [[i for i in row if i >= 0] for row in expected.ids.tolist()]
+    assert got == want
+    np.testing.assert_allclose(
+        [h["distance"] for row in out["results"] for h in row],
+        expected.distances[expected.ids >= 0],
+        rtol=1e-6,
+    )
+    assert out["stats"]["nodes"]["positions"] == list(range(coord.config.tree.size))
+    assert len(tree.calls) == coord.config.tree.size
+    assert out["stats"]["levels"]["l4_scored"] == sum(expected.stats["l4_scored"])
+    hit = out["results"][0][0]
+    assert set(hit["attributes"]) == {s.name for s in squash.open_index(s3_index).manifest.attributes}
+
+
+def test_warm_second_query_reads_nothing(s3_index, small_data):
+    coord, _ = _coordinator(2, 2)
+    req = parse_query({"vector": small_data.queries[0].tolist(), "k": 5})
+    first = coord.query("small", req)
+    second = coord.query("small", req)
+    assert first["stats"]["s3"]["bytes_read"] > 0
+    assert first["stats"]["nodes"]["cold"] == 7
+    assert second["stats"]["s3"]["bytes_read"] == 0
+    assert second["stats"]["s3"]["segments_loaded"] == 0
+    assert second["stats"]["nodes"] == {"invoked": 7, "cold": 0, "warm": 7, "positions": list(range(7))}
+    assert first["results"] == second["results"]
+
+
+def test_chunking_keeps_payloads_small(s3_index, small_data, monkeypatch):
+    import squash.runtime.coordinator as mod
+
+    monkeypatch.setattr(mod, "PAYLOAD_BUDGET", 40_000)
+    coord, _ = _coordinator(4, 1)
+    q = np.repeat(small_data.queries, 4, axis=0)  # 200 queries
+    out = coord.query("small", parse_query({"vectors": q.tolist(), "k": 10}))
+    assert out["stats"]["chunks"] > 1
+    expected = squash.open_index(s3_index).search(q, k=10)
+    assert [[h["id"] for h in r] for r in out["results"]] == [
+        [i for i in r if i >= 0] for r in expected.ids.tolist()
+    ]
+
+
+def test_failed_worker_is_an_error_not_fewer_results(s3_index, small_data):
+    coord, tree = _coordinator(2, 2)
+    tree.fail["squash-worker-4"] = 1
+    with pytest.raises(UpstreamError) as err:
+        coord.query("small", parse_query({"vector": small_data.queries[0].tolist()}))
+    assert err.value.status == 502 and "squash-worker-4" in err.value.message
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({}, "vector"),
+        ({"vector": [1.0, 2.0], "vectors": [[1.0]]}, "vector"),
+        ({"vector": ["a", "b"]}, "vector"),
+        ({"vector": [[1.0]]}, "vector"),
+        ({"vectors": [[1.0, 2.0], [1.0]]}, "vectors"),
+        ({"vector": [float("nan")]}, "vector"),
+        ({"vector": [1.0], "k": 0}, "k"),
+        ({"vector": [1.0], "k": 1001}, "k"),
+        ({"vector": [1.0], "k": "5"}, "k"),
+        ({"vector": [1.0], "include": ["ids"]}, "include"),
+        ({"vector": [1.0], "bogus": 1}, "bogus"),
+        ({"vector": [1.0], "params": {"sketch_keep": 2}}, "sketch_keep"),
+        ([1, 2], "body"),
+    ],
+)
+def test_bad_bodies_name_the_field(body, field):
+    with pytest.raises(InputError) as err:
+        parse_query(body)
+    assert err.value.field == field
+
+
+def test_bad_queries_against_the_index(s3_index, small_data):
+    coord, _ = _coordinator(4, 1)
+    with pytest.raises(InputError, match="dimension"):
+        coord.query("small", parse_query({"vector": [1.0, 2.0]}))
+    with pytest.raises(InputError) as err:
+        coord.query("small", parse_query({"vector": small_data.queries[0].tolist(), "filter": {"nope": 1}}))
+    assert "nope" in err.value.message
+    with pytest.raises(squash.errors.IndexNotFoundError):
+        coord.query("missing", parse_query({"vector": [1.0]}))
+    with pytest.raises(InputError):
+        coord.query("../etc", parse_query({"vector": [1.0]}))
+
+
+def test_answer_too_large_is_413(s3_index, small_data, monkeypatch):
+    import squash.runtime.coordinator as mod
+
+    monkeypatch.setattr(mod, "MAX_PAYLOAD_BYTES", 10_000)
+    coord, _ = _coordinator(4, 1)
+    with pytest.raises(PayloadTooLargeError):
+        coord.query("small", parse_query({"vectors": small_data.queries.tolist(), "k": 100}))
