@@ -8,6 +8,7 @@ from typing import Any
 from .errors import InputError
 
 MAX_K = 1000
+LEVELS = ("auto", "all", "exact")
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,9 @@ class SearchParams:
         still add more so a full k is returned); 0 = no cap.
     sketch_keep: fraction of a partition's candidates the binary sketch (L2) keeps.
     rerank_factor: L3 keeps k * rerank_factor candidates per partition for exact L4.
+    levels: "auto" re-ranks a partition's candidates exactly in one BLAS product when that
+        is cheaper than L2 -> L3 -> L4 (resident vectors, small partitions); "all" always
+        runs the levels; "exact" never does.
     """
 
     routing_factor: float = 1.12
@@ -29,6 +33,7 @@ class SearchParams:
     max_partitions: int = 0
     sketch_keep: float = 0.8
     rerank_factor: int = 6
+    levels: str = "auto"
 
     def __post_init__(self) -> None:
         checks = {
@@ -37,6 +42,7 @@ class SearchParams:
             "max_partitions": self.max_partitions >= 0,
             "sketch_keep": 0.0 < self.sketch_keep <= 1.0,
             "rerank_factor": self.rerank_factor >= 1,
+            "levels": self.levels in LEVELS,
         }
         for name, ok in checks.items():
             if not ok:
@@ -59,6 +65,11 @@ class SearchParams:
             raise InputError(f"unknown search parameter(s): {', '.join(sorted(unknown))}", field="params")
         clean: dict[str, Any] = {}
         for key, val in obj.items():
+            if names[key] == "str":
+                if val not in LEVELS:
+                    raise InputError(f"search parameter {key} must be one of {list(LEVELS)}", field=key)
+                clean[key] = val
+                continue
             want_int = names[key] == "int"
             if isinstance(val, bool) or not isinstance(val, int | float) or (want_int and int(val) != val):
                 kind = "an integer" if want_int else "a number"

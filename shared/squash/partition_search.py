@@ -23,6 +23,7 @@ from .results import STAT_NAMES, TopK, select_topk
 from .segment import Segment
 
 GATHER_BUDGET = 1 << 22  # elements per vectorised gather chunk (~16 MB of float32)
+GATHER_COST = 8  # one numpy table gather ~ this many BLAS multiply-adds (single query, 1 core)
 
 
 def filter_rows(seg: Segment, node: Node | None, specs: list[AttributeSpec]) -> tuple[int, np.ndarray]:
@@ -53,9 +54,12 @@ def search_partition(
     if n_c == 0:
         return _empty(m, k, stats)
 
-    q_rot = (queries - seg.mean) @ seg.rotation  # (m, kept)
     keep3 = min(n_c, k * params.rerank_factor)
     keep2 = min(n_c, max(keep3, math.ceil(params.sketch_keep * n_c)))
+    if params.levels == "exact" or (params.levels == "auto" and _exact_is_cheaper(seg, n_c, keep2, keep3)):
+        return _exact(seg, queries, k, rows, stats)
+
+    q_rot = (queries - seg.mean) @ seg.rotation  # (m, kept)
 
     # L2: Hamming distance on the sign sketch.
     if keep2 < n_c:
@@ -78,6 +82,40 @@ def search_partition(
     dist = np.maximum(q_sq[:, None] - 2.0 * dots + seg.sq_norms[cand], 0.0).astype(np.float32)
     stats[:, 5] = keep3
     return select_topk(seg.ids[cand], dist, k, stats)
+
+
+def _exact_is_cheaper(seg: Segment, n_c: int, keep2: int, keep3: int) -> bool:
+    """Whether one BLAS product over all candidates beats L2 -> L3 -> L4 on them.
+
+    Per query, L4 alone costs ``n_c * d`` multiply-adds in BLAS; the levels cost a sketch
+    pass, ``keep2 * S`` table gathers for L3 and ``keep3 * d`` for the re-rank. A numpy
+    gather costs about GATHER_COST multiply-adds (measured, see README "Benchmarks"), so
+    with resident full-precision vectors the levels pay only for large partitions of
+    low-dimensional data.
+    """
+    d, coded = seg.vectors.shape[1], seg.rotation.shape[1]
+    return n_c * d <= GATHER_COST * keep2 * coded + keep3 * d
+
+
+def _exact(seg: Segment, queries: np.ndarray, k: int, rows: np.ndarray, stats: np.ndarray) -> TopK:
+    """L4 on every candidate: one GEMM per chunk of queries over the candidates' vectors."""
+    n_c = rows.shape[0]
+    vectors = seg.vectors if n_c == seg.size else seg.vectors[rows]
+    sq = seg.sq_norms if n_c == seg.size else seg.sq_norms[rows]
+    ids = seg.ids if n_c == seg.size else seg.ids[rows]
+    stats[:, 3:6] = n_c
+    m = queries.shape[0]
+    q_sq = np.einsum("ij,ij->i", queries, queries)
+    step = max(1, GATHER_BUDGET // n_c)
+    parts = []
+    for start in range(0, m, step):
+        end = min(m, start + step)
+        dist = q_sq[start:end, None] - 2.0 * (queries[start:end] @ vectors.T) + sq[None, :]
+        dist = np.maximum(dist, 0.0, out=dist).astype(np.float32, copy=False)
+        parts.append(select_topk(np.broadcast_to(ids, dist.shape), dist, k, stats[start:end]))
+    if len(parts) == 1:
+        return parts[0]
+    return TopK(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("ids", "distances", "stats")))
 
 
 def _smallest_lower_bounds(

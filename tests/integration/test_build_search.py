@@ -43,11 +43,13 @@ def small_index(tmp_path_factory, small_data):
     return squash.open_index(path.as_uri())
 
 
+@pytest.mark.parametrize("levels", ["auto", "all"])
 @pytest.mark.parametrize("name", list(FILTERS))
-def test_filtered_search_is_accurate_and_full(small_index, small_data, name):
+def test_filtered_search_is_accurate_and_full(small_index, small_data, name, levels):
     k = 10
     mask = _mask(small_data, name)
-    res = small_index.search(small_data.queries, k=k, filter=FILTERS[name])
+    params = squash.SearchParams(levels=levels)
+    res = small_index.search(small_data.queries, k=k, filter=FILTERS[name], params=params)
     truth = exact_knn(small_data.base, small_data.queries, mask, k)
     assert recall_at_k(res.ids, truth) >= 0.95
     # Exactly min(k, matches) results, every one of them matching, sorted by distance.
@@ -64,12 +66,24 @@ def test_filtered_search_is_accurate_and_full(small_index, small_data, name):
 
 
 def test_stats_count_levels(small_index, small_data):
-    res = small_index.search(small_data.queries[:5], k=5, filter={"label": "c03"})
-    s = res.stats
+    params = squash.SearchParams(levels="all", min_candidates=500)
+    s = small_index.search(small_data.queries[:5], k=5, params=params).stats
     for q in range(5):
-        assert s["l0_candidates"][q] >= s["exact_matches"][q] >= s["l2_kept"][q] >= s["l3_kept"][q]
+        assert s["l0_candidates"][q] == s["exact_matches"][q] > s["l2_kept"][q] > s["l3_kept"][q]
         assert s["l3_kept"][q] == s["l4_scored"][q] >= 5
         assert s["partitions"][q] >= 1
+    s = small_index.search(small_data.queries[:5], k=5, filter={"label": "c03"}, params=params).stats
+    for q in range(5):
+        assert s["l0_candidates"][q] >= s["exact_matches"][q] >= s["l2_kept"][q] >= s["l3_kept"][q]
+
+
+def test_auto_levels_rerank_exactly_when_blas_is_cheaper(small_index, small_data):
+    # 32-d vectors in small partitions: one BLAS product beats the lookup tables, so every
+    # candidate is scored exactly; results equal the forced exact mode.
+    auto = small_index.search(small_data.queries, k=10)
+    exact = small_index.search(small_data.queries, k=10, params=squash.SearchParams(levels="exact"))
+    np.testing.assert_array_equal(auto.ids, exact.ids)
+    assert auto.stats["l4_scored"] == auto.stats["exact_matches"]
 
 
 def test_k_larger_than_matches_pads(small_index, small_data):

@@ -25,15 +25,16 @@ def fm_index(fashion, tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("levels", ["auto", "all"])
 @pytest.mark.parametrize("name", list(SELECTIVITY))
-def test_recall_at_10_on_fashion_mnist(fm_index, fashion, name):
+def test_recall_at_10_on_fashion_mnist(fm_index, fashion, name, levels):
     filt, mask = fashion_filters(fashion.attributes)[name]
     lo, hi = SELECTIVITY[name]
     assert lo <= mask.mean() <= hi, f"filter {name} has selectivity {mask.mean():.4f}"
-    res = fm_index.search(fashion.queries, k=K, filter=filt)
+    res = fm_index.search(fashion.queries, k=K, filter=filt, params=squash.SearchParams(levels=levels))
     truth = exact_knn(fashion.base, fashion.queries, mask, K)
     r = recall_at_k(res.ids, truth)
-    print(f"recall@10 {name}: {r:.4f}")
+    print(f"recall@10 {name} levels={levels}: {r:.4f}")
     assert r >= 0.95
     assert np.all((res.ids >= 0).sum(axis=1) == min(K, int(mask.sum())))
     assert np.all(mask[res.ids[res.ids >= 0]])

@@ -20,6 +20,7 @@ def test_from_dict_accepts_known_knobs():
         ({"sketch_keep": 0}, "sketch_keep=0.0 is out of range"),
         ({"routing_factor": 0.5}, "routing_factor=0.5 is out of range"),
         ([1], "params must be an object"),
+        ({"levels": "some"}, "levels must be one of"),
     ],
 )
 def test_from_dict_names_the_bad_knob(obj, message):
