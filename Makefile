@@ -9,9 +9,11 @@ FMNIST := /usr/share/datasets/fashion-mnist
 
 help:
 	@echo "make setup   create .venv and install pinned dependencies"
-	@echo "make demo    build an index from Fashion-MNIST (or synthetic data) and query it"
+	@echo "make demo    local stack up, build Fashion-MNIST (or synthetic) into it, query over HTTP, stop"
 	@echo "make test    lint + the whole test suite"
 	@echo "make bench   benchmark squash against exact search (one core)"
+	@echo "make local-up / local-down   start / stop the Docker-free local stack (.local/)"
+	@echo "make template-lint / sam-build / package-size   check, build and size the SAM app"
 
 setup: $(BIN)/.installed
 
@@ -45,14 +47,20 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: setup data lint
+test: setup tools data lint template-lint
 	$(BIN)/pytest -q
 
-demo: setup data
+# The demo runs the serverless path on the local stack (RIE comes from the tools venv).
+demo: setup tools data
 	$(BIN)/python infra/demo.py
 
 bench: setup data
 	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python bench/run.py
 
+# Local stack (local-up / local-down / local-status) and SAM (template-lint, sam-build,
+# package-size, localstack-*) targets.
+include infra/local/local.mk
+include infra/sam.mk
+
 clean:
-	rm -rf .local .pytest_cache .ruff_cache .hypothesis
+	rm -rf .local .aws-sam .pytest_cache .ruff_cache .hypothesis

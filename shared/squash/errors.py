@@ -40,6 +40,12 @@ class StorageError(SquashError):
     code = "storage_error"
 
 
+class AccessDeniedError(StorageError):
+    """Storage refused the read. Without ``s3:ListBucket`` S3 answers 403 for a missing key too."""
+
+    code = "access_denied"
+
+
 class IndexNotFoundError(StorageError):
     """No readable index (no manifest) at the URI."""
 

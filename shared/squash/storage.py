@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import unquote, urlparse
 
-from .errors import IndexNotFoundError, InputError, StorageError
+from .errors import AccessDeniedError, IndexNotFoundError, InputError, StorageError
 
 
 class Storage(Protocol):
@@ -130,6 +130,8 @@ class S3Storage:
                 return IndexNotFoundError(f"{self.uri}/{key} does not exist")
             if code == "NoSuchBucket":
                 return StorageError(f"bucket {self.bucket!r} does not exist")
+            if code in ("403", "AccessDenied", "Forbidden"):
+                return AccessDeniedError(f"access to {self.uri}/{key} denied")
             return StorageError(f"cannot {action} {self.uri}/{key}: {code or exc}")
         return StorageError(f"cannot {action} {self.uri}/{key}: {exc}")
 

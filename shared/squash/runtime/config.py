@@ -46,7 +46,8 @@ class RuntimeConfig:
         memory_mb = _int(env, "AWS_LAMBDA_FUNCTION_MEMORY_SIZE", 2048)
         # Default budget: 60 % of the function's memory, the rest for numpy work and the runtime.
         cache_mb = _int(env, "SQUASH_CACHE_MB", max(64, int(memory_mb * 0.6)))
-        timeout = _int(env, "AWS_LAMBDA_FUNCTION_TIMEOUT", 30)
+        # Lambda does not expose its timeout to the code (the emulator does); the template sets it.
+        timeout = _int(env, "SQUASH_INVOKE_TIMEOUT", _int(env, "AWS_LAMBDA_FUNCTION_TIMEOUT", 30))
         prefix = env.get("SQUASH_INDEX_PREFIX", "indexes/").strip("/")
         return cls(
             bucket=env.get("SQUASH_INDEX_BUCKET", ""),

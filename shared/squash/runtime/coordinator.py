@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..cache import SegmentCache
-from ..errors import IndexNotFoundError, PayloadTooLargeError
+from ..errors import AccessDeniedError, IndexNotFoundError, PayloadTooLargeError
 from ..index import Index
 from ..manifest import MANIFEST_KEY
 from ..results import STAT_NAMES
@@ -66,6 +66,9 @@ class Coordinator:
             index = Index.open(storage, cache=SegmentCache(0))  # the coordinator never loads segments
         except IndexNotFoundError as exc:
             raise IndexNotFoundError(f"index {name!r} not found", field="index") from exc
+        except AccessDeniedError as exc:  # S3's answer for a missing key without s3:ListBucket
+            msg = f"index {name!r} not found (or not readable here)"
+            raise IndexNotFoundError(msg, field="index") from exc
         with self._lock:
             self._indexes[name] = _Loaded(index, version, now)
         manifest_bytes = len(index.manifest.to_json())
