@@ -1,0 +1,274 @@
+"""A local API Gateway HTTP API ($default route, payload format 2.0) in front of one function.
+
+Every request becomes an HTTP API v2 event, is sent through the Lambda router's Invoke API (so
+the coordinator runs exactly as when boto3 invokes it), and the result is mapped back the way API
+Gateway maps it. Run: ``python infra/local/http_api.py --lambda-endpoint URL --port-file PATH``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import http.client
+import json
+import secrets
+import signal
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qsl, quote, urlsplit
+
+from procs import LOOPBACK, write_atomic
+
+ACCOUNT = "000000000000"
+API_ID = "local"
+MAX_REQUEST_BYTES = 10 * 1024 * 1024  # HTTP API request payload quota
+INTEGRATION_TIMEOUT_S = 30.0  # HTTP API's maximum integration timeout
+_TEXT_TYPES = ("text/", "application/json", "application/xml", "application/javascript")
+_TEXT_SUFFIXES = ("+json", "+xml")
+_TEXT_EXACT = ("application/x-www-form-urlencoded", "application/graphql", "application/x-ndjson")
+
+
+def log(msg: str) -> None:
+    print(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {msg}", file=sys.stderr, flush=True)
+
+
+def is_text(content_type: str | None, body: bytes) -> bool:
+    """Text bodies are passed as-is, everything else base64-encoded (isBase64Encoded)."""
+    if not content_type:
+        try:
+            body.decode("utf-8")
+            return True
+        except UnicodeDecodeError:
+            return False
+    mime = content_type.split(";")[0].strip().lower()
+    return mime.startswith(_TEXT_TYPES) or mime.endswith(_TEXT_SUFFIXES) or mime in _TEXT_EXACT
+
+
+def build_event(
+    method: str,
+    target: str,
+    headers: list[tuple[str, str]],
+    body: bytes,
+    source_ip: str,
+    request_id: str,
+    now: datetime | None = None,
+) -> dict:
+    """The HTTP API payload-format-2.0 event for one request (route ``$default``)."""
+    now = now or datetime.now(UTC)
+    url = urlsplit(target)
+    merged: dict[str, str] = {}
+    cookies: list[str] = []
+    for name, value in headers:
+        key = name.lower()
+        if key == "cookie":  # v2 moves cookies out of the headers
+            cookies.extend(c.strip() for c in value.split(";") if c.strip())
+            continue
+        merged[key] = f"{merged[key]},{value}" if key in merged else value
+    host = merged.get("host", f"{LOOPBACK}")
+    merged.setdefault("x-forwarded-for", source_ip)
+    merged.setdefault("x-forwarded-proto", "http")
+    if ":" in host:
+        merged.setdefault("x-forwarded-port", host.rsplit(":", 1)[1])
+    query: dict[str, str] = {}
+    for k, v in parse_qsl(url.query, keep_blank_values=True):
+        query[k] = f"{query[k]},{v}" if k in query else v
+    path = url.path or "/"
+    event: dict = {
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": path,
+        "rawQueryString": url.query,
+        "headers": merged,
+        "requestContext": {
+            "accountId": ACCOUNT,
+            "apiId": API_ID,
+            "domainName": host,
+            "domainPrefix": host.split(".")[0].split(":")[0],
+            "http": {
+                "method": method,
+                "path": path,
+                "protocol": "HTTP/1.1",
+                "sourceIp": source_ip,
+                "userAgent": merged.get("user-agent", ""),
+            },
+            "requestId": request_id,
+            "routeKey": "$default",
+            "stage": "$default",
+            "time": now.strftime("%d/%b/%Y:%H:%M:%S +0000"),
+            "timeEpoch": int(now.timestamp() * 1000),
+        },
+        "isBase64Encoded": False,
+    }
+    if cookies:
+        event["cookies"] = cookies
+    if query:
+        event["queryStringParameters"] = query
+    if body:
+        if is_text(merged.get("content-type"), body):
+            event["body"] = body.decode("utf-8", errors="replace")
+        else:
+            event["body"] = base64.b64encode(body).decode()
+            event["isBase64Encoded"] = True
+    return event
+
+
+def map_result(payload: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
+    """API Gateway's mapping of a (successful) function result to an HTTP response.
+
+    Raises ValueError for a malformed result (API Gateway answers 500 for those).
+    """
+    result = json.loads(payload)
+    if not (isinstance(result, dict) and "statusCode" in result):
+        # no statusCode: 200, JSON content type, the result as body (a string result verbatim)
+        body = result.encode() if isinstance(result, str) else payload
+        return 200, [("Content-Type", "application/json")], body
+    status = result["statusCode"]
+    if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
+        raise ValueError(f"bad statusCode {status!r}")
+    headers: list[tuple[str, str]] = []
+    for k, v in (result.get("headers") or {}).items():
+        headers.append((str(k), str(v)))
+    for cookie in result.get("cookies") or []:
+        headers.append(("Set-Cookie", str(cookie)))
+    body = result.get("body")
+    if body is None:
+        data = b""
+    elif not isinstance(body, str):
+        raise ValueError("body must be a string")
+    elif result.get("isBase64Encoded"):
+        data = base64.b64decode(body, validate=True)
+    else:
+        data = body.encode()
+    if not any(k.lower() == "content-type" for k, _ in headers):
+        headers.append(("Content-Type", "application/json"))
+    return status, headers, data
+
+
+class ApiHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body are separate writes: avoid a 40 ms delayed-ACK stall
+    server_version = "squash-local"
+    sys_version = ""
+    server: ApiServer
+
+    def log_message(self, format: str, *args) -> None:
+        log(f"{self.address_string()} {format % args}")
+
+    def _reply(self, status: int, headers: list[tuple[str, str]], body: bytes, request_id: str) -> None:
+        self.send_response(status)
+        for k, v in headers:
+            if k.lower() not in ("content-length", "connection", "transfer-encoding"):
+                self.send_header(k, v)
+        self.send_header("apigw-requestid", request_id)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if body and self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _message(self, status: int, message: str, request_id: str) -> None:
+        body = json.dumps({"message": message}).encode()
+        self._reply(status, [("Content-Type", "application/json")], body, request_id)
+
+    def _handle(self) -> None:
+        request_id = base64.b64encode(secrets.token_bytes(12)).decode().rstrip("=")
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            self.close_connection = True
+            self._message(411, "Length Required", request_id)
+            return
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_REQUEST_BYTES:
+            self.close_connection = True
+            self._message(413, "Request Entity Too Large", request_id)
+            return
+        body = self.rfile.read(length) if length else b""
+        event = build_event(
+            self.command, self.path, list(self.headers.items()), body, self.client_address[0], request_id
+        )
+        status, fn_error, payload = self.server.invoke(json.dumps(event).encode())
+        if status == 413:
+            self._message(413, "Request Entity Too Large", request_id)
+        elif status == 429:
+            self._message(429, "Too Many Requests", request_id)
+        elif status == 504:
+            self._message(503, "Service Unavailable", request_id)
+        elif status != 200 or fn_error:
+            self._message(500, "Internal Server Error", request_id)
+        else:
+            try:
+                code, headers, data = map_result(payload)
+            except (ValueError, TypeError, binascii.Error) as exc:
+                log(f"{request_id}: malformed function result: {exc}")
+                self._message(500, "Internal Server Error", request_id)
+                return
+            self._reply(code, headers, data, request_id)
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _handle  # noqa: N815
+
+
+class ApiServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128
+
+    def __init__(
+        self, port: int, lambda_endpoint: str, function: str, timeout_s: float = INTEGRATION_TIMEOUT_S
+    ):
+        super().__init__((LOOPBACK, port), ApiHandler)
+        url = urlsplit(lambda_endpoint)
+        self.lambda_host, self.lambda_port = url.hostname or LOOPBACK, url.port or 80
+        self.function, self.timeout_s = function, timeout_s
+
+    def invoke(self, payload: bytes) -> tuple[int, str | None, bytes]:
+        """(HTTP status from the Invoke API, X-Amz-Function-Error, body); 504 when it took too long."""
+        conn = http.client.HTTPConnection(self.lambda_host, self.lambda_port, timeout=self.timeout_s)
+        try:
+            conn.request(
+                "POST",
+                f"/2015-03-31/functions/{quote(self.function, safe='')}/invocations",
+                body=payload,
+                headers={"Content-Type": "application/json"},
+            )
+            resp = conn.getresponse()
+            return resp.status, resp.getheader("X-Amz-Function-Error"), resp.read()
+        except TimeoutError:
+            return 504, None, b""
+        except (OSError, http.client.HTTPException) as exc:
+            log(f"invoke {self.function} failed: {exc!r}")
+            return 502, None, b""
+        finally:
+            conn.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--lambda-endpoint", required=True, help="the Lambda router, http://127.0.0.1:PORT")
+    ap.add_argument("--function", default="squash-coordinator")
+    ap.add_argument("--port", type=int, default=0, help="0 = any free port")
+    ap.add_argument("--port-file", help="write the bound port here once listening")
+    ap.add_argument("--timeout", type=float, default=INTEGRATION_TIMEOUT_S, help="integration timeout, s")
+    args = ap.parse_args(argv)
+
+    server = ApiServer(args.port, args.lambda_endpoint, args.function, args.timeout)
+    port = server.server_address[1]
+
+    def on_signal(signum: int, _frame: object) -> None:
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    if args.port_file:
+        write_atomic(Path(args.port_file), f"{port}\n")
+    log(f"http api on http://{LOOPBACK}:{port} -> {args.function} via {args.lambda_endpoint}")
+    try:
+        server.serve_forever(poll_interval=0.2)
+    finally:
+        server.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

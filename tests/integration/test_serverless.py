@@ -1,0 +1,225 @@
+"""HTTP -> coordinator -> worker tree -> S3, through the real Lambda Invoke path.
+
+Endpoints come from the file named by ``SQUASH_ENDPOINTS`` (LocalStack, a deployed stack);
+without it each tree shape starts its own local stack (infra/local) and stops it after.
+The in-process engine over the same S3 index is the reference: answers must be identical.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import squash
+from squash.build import BuildOptions, build_index
+from squash.datasets import synthetic_mixture
+
+ROOT = Path(__file__).resolve().parents[2]
+STACK = ROOT / "infra" / "local" / "stack.py"
+INDEX = "itest"
+SHAPES = [(2, 2), (4, 1)]
+
+
+def _request(method: str, url: str, body: bytes | None = None, timeout: float = 60) -> tuple[int, dict]:
+    req = urllib.request.Request(url, data=body, method=method, headers={"content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read() or b"{}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@pytest.fixture(scope="module")
+def data():
+    return synthetic_mixture(n=4000, d=32, n_queries=30, clusters=16, seed=5)
+
+
+@pytest.fixture(scope="module", params=SHAPES, ids=lambda s: f"b{s[0]}l{s[1]}")
+def stack(request, tmp_path_factory, data):
+    """Endpoints of a running stack with the test index built into its bucket."""
+    branching, depth = request.param
+    given = os.environ.get("SQUASH_ENDPOINTS")
+    folder = tmp_path_factory.mktemp(f"stack-b{branching}l{depth}")
+    if given:
+        endpoints = json.loads(Path(given).read_text())
+        if (endpoints.get("branching"), endpoints.get("depth")) not in ((branching, depth), (None, None)):
+            pytest.skip(f"the stack in {given} is deployed with another tree shape")
+    else:
+        cmd = [sys.executable, str(STACK), "up", "--dir", str(folder), "--branching", str(branching)]
+        subprocess.run([*cmd, "--depth", str(depth)], check=True, timeout=120, capture_output=True)
+        endpoints = json.loads((folder / "endpoints.json").read_text())
+    env = {
+        "AWS_ENDPOINT_URL_S3": endpoints["s3_endpoint"],
+        "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "testing"),
+        "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "testing"),
+        "AWS_DEFAULT_REGION": endpoints.get("region", "us-east-1"),
+    }
+    mp = pytest.MonkeyPatch()
+    for key, val in env.items():
+        mp.setenv(key, val)
+    try:
+        uri = f"s3://{endpoints['bucket']}/indexes/{INDEX}"
+        build_index(data.base, uri, data.attributes, BuildOptions(partitions=24, seed=3))
+        yield endpoints | {"branching": branching, "depth": depth, "uri": uri}
+    finally:
+        mp.undo()
+        if not given:
+            _stop_and_check(folder, endpoints)
+
+
+def _stop_and_check(folder: Path, endpoints: dict) -> None:
+    pids = [int(p.read_text()) for p in (folder / "pids").glob("*.pid")]
+    pids += _function_pids(endpoints)
+    subprocess.run([sys.executable, str(STACK), "down", "--dir", str(folder)], check=True, timeout=60)
+    deadline = time.monotonic() + 10
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [p for p in pids if _alive(p)], "local-down left processes behind"
+
+
+def _functions(endpoints: dict) -> dict | None:
+    """The local router's view of functions and processes; None elsewhere (LocalStack, AWS)."""
+    try:
+        code, doc = _request("GET", f"{endpoints['lambda_endpoint']}/_local/functions", timeout=10)
+    except (OSError, ValueError):
+        return None
+    return doc if code == 200 else None
+
+
+def _function_pids(endpoints: dict) -> list[int]:
+    doc = _functions(endpoints) or {}
+    return [proc["pid"] for fn in doc.values() for proc in fn["processes"]]
+
+
+def _query(stack: dict, body: dict | bytes, index: str = INDEX) -> tuple[int, dict]:
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return _request("POST", f"{stack['api_url']}/indexes/{index}/query", raw)
+
+
+def _size(stack: dict) -> int:
+    return sum(stack["branching"] ** i for i in range(stack["depth"] + 1))
+
+
+@pytest.mark.parametrize("filt", [None, {"price": {"$lt": 30}}, {"label": {"$in": ["c02", "c07"]}}])
+def test_http_answers_equal_in_process(stack, data, filt):
+    body = {"vectors": data.queries.tolist(), "k": 10, "include": ["distance", "attributes"]}
+    if filt:
+        body["filter"] = filt
+    status, out = _query(stack, body)
+    assert status == 200, out
+    expected = squash.open_index(stack["uri"]).search(data.queries, k=10, filter=filt)
+    assert [[h["id"] for h in row] for row in out["results"]] == [
+        [i for i in row if i >= 0] for row in expected.ids.tolist()
+    ]
+    got = np.array([h["distance"] for row in out["results"] for h in row])
+    np.testing.assert_allclose(got, expected.distances[expected.ids >= 0], rtol=1e-6)
+    if filt and "price" in filt:
+        assert all(h["attributes"]["price"] < 30 for row in out["results"] for h in row)
+    assert out["stats"]["nodes"]["invoked"] == _size(stack)
+    assert out["stats"]["nodes"]["positions"] == list(range(_size(stack)))
+
+
+def test_second_identical_query_is_warm_and_reads_nothing(stack, data):
+    body = {"vector": data.queries[3].tolist(), "k": 5, "filter": {"in_stock": True}}
+    _, first = _query(stack, body)
+    status, second = _query(stack, body)
+    assert status == 200
+    assert second["results"] == first["results"]
+    assert second["stats"]["s3"]["bytes_read"] == 0
+    assert second["stats"]["s3"]["segments_loaded"] == 0
+    assert second["stats"]["nodes"]["cold"] == 0
+    assert second["stats"]["nodes"]["warm"] == _size(stack)
+    assert second["stats"]["coordinator"]["cold"] is False
+
+
+def test_every_node_is_invoked_once_per_request(stack, data):
+    before = _functions(stack)
+    if before is None:
+        pytest.skip("invocation counts come from the local stack's router")
+    status, _ = _query(stack, {"vectors": data.queries[:5].tolist(), "k": 10})
+    assert status == 200
+    after = _functions(stack)
+    for i in range(_size(stack)):
+        name = f"squash-worker-{i}"
+        assert after[name]["invocations"] - before[name]["invocations"] == 1, name
+    assert after["squash-coordinator"]["invocations"] - before["squash-coordinator"]["invocations"] == 1
+
+
+def test_killed_worker_is_replaced_cold_and_the_query_succeeds(stack, data):
+    if _functions(stack) is None:
+        pytest.skip("needs the local stack's process list")
+    body = {"vectors": data.queries[:8].tolist(), "k": 10}
+    _, reference = _query(stack, body)  # everything warm
+    victim = f"squash-worker-{_size(stack) - 1}"
+    procs = _functions(stack)[victim]["processes"]
+    assert procs, f"{victim} has no process to kill"
+    for proc in procs:
+        os.kill(proc["pid"], signal.SIGKILL)
+    status, out = _query(stack, body)
+    assert status == 200, out
+    assert out["results"] == reference["results"]
+    assert out["stats"]["nodes"]["cold"] >= 1
+    assert out["stats"]["s3"]["segments_loaded"] >= 1  # the new container loaded its partitions again
+    assert {p["pid"] for p in _functions(stack)[victim]["processes"]}.isdisjoint(p["pid"] for p in procs)
+
+
+BAD = [
+    (b'{"vector": [1, 2,', 400, "body"),
+    (b"{}", 400, "vector"),
+    (b'{"vector": [1.0, 2.0, 3.0]}', 400, "vector"),
+    (b'{"vector": [NaN' + b", 0.0" * 31 + b"]}", 400, "vector"),
+    (b'{"vector": [1e999' + b", 0.0" * 31 + b"]}", 400, "vector"),
+    (b'{"vector": [0.0' + b", 0.0" * 31 + b'], "k": 0}', 400, "k"),
+    (b'{"vector": [0.0' + b", 0.0" * 31 + b'], "k": 1001}', 400, "k"),
+    (b'{"vector": [0.0' + b", 0.0" * 31 + b'], "filter": {"colour": "red"}}', 400, "filter"),
+    (b'{"vector": [0.0' + b", 0.0" * 31 + b'], "filter": {"price": {"$near": 3}}}', 400, "filter"),
+]
+
+
+@pytest.mark.parametrize(("body", "status", "field"), BAD)
+def test_bad_requests_are_4xx_naming_the_problem(stack, body, status, field):
+    code, out = _query(stack, body)
+    assert code == status, out
+    assert out["error"]["field"] == field and out["error"]["message"]
+
+
+def test_unknown_index_oversized_body_and_still_serving(stack, data):
+    code, out = _query(stack, {"vector": data.queries[0].tolist()}, index="no-such-index")
+    assert code == 404 and out["error"]["code"] == "index_not_found"
+    huge = b'{"vectors": [' + b",".join([b"[" + b"1.0," * 31 + b"1.0]"] * 50_000) + b"]}"
+    assert len(huge) > 6 * 1024 * 1024
+    code, out = _query(stack, huge)
+    assert code == 413, out
+    code, out = _query(stack, {"vector": data.queries[0].tolist(), "k": 3})
+    assert code == 200 and len(out["results"][0]) == 3
+
+
+def test_index_info_and_health(stack, data):
+    code, info = _request("GET", f"{stack['api_url']}/indexes/{INDEX}")
+    assert code == 200 and info["n"] == data.base.shape[0] and info["dims"] == 32
+    code, health = _request("GET", f"{stack['api_url']}/health")
+    assert code == 200 and health["tree"] == {
+        "branching": stack["branching"],
+        "depth": stack["depth"],
+        "nodes": _size(stack),
+    }
