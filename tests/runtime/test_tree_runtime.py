@@ -141,3 +141,22 @@ def test_answer_too_large_is_413(s3_index, small_data, monkeypatch):
     coord, _ = _coordinator(4, 1)
     with pytest.raises(PayloadTooLargeError):
         coord.query("small", parse_query({"vectors": small_data.queries.tolist(), "k": 100}))
+
+
+def test_coordinator_reloads_when_a_new_build_is_published(moto_s3, small_data):
+    import boto3
+
+    boto3.client("s3").create_bucket(Bucket="reload-bucket")
+    uri = "s3://reload-bucket/indexes/moving"
+    build_index(small_data.base, uri, small_data.attributes, BuildOptions(partitions=8, seed=1))
+    cfg = RuntimeConfig(bucket="reload-bucket", tree=TreeLayout(2, 1), manifest_check_s=0)
+    coord = Coordinator(cfg, LocalTree(cfg.worker_prefix, cfg.tree.size))
+    req = parse_query({"vector": small_data.queries[0].tolist(), "k": 3})
+    first = coord.query("moving", req)
+    assert coord.query("moving", req)["stats"]["coordinator"]["bytes_read"] == 0  # unchanged: HEAD only
+    shifted = small_data.base + 1000.0  # a different index under the same name
+    build_index(shifted, uri, small_data.attributes, BuildOptions(partitions=8, seed=1))
+    second = coord.query("moving", req)
+    assert second["stats"]["coordinator"]["bytes_read"] > 0
+    assert coord.info("moving")["build_id"] == squash.open_index(uri).manifest.build_id
+    assert second["results"][0][0]["distance"] > first["results"][0][0]["distance"]
