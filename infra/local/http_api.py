@@ -16,13 +16,13 @@ import secrets
 import signal
 import sys
 import threading
-import time
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qsl, quote, urlsplit
 
 from procs import LOOPBACK, write_atomic
+from serving import LocalHandler, log
 
 ACCOUNT = "000000000000"
 API_ID = "local"
@@ -31,10 +31,6 @@ INTEGRATION_TIMEOUT_S = 30.0  # HTTP API's maximum integration timeout
 _TEXT_TYPES = ("text/", "application/json", "application/xml", "application/javascript")
 _TEXT_SUFFIXES = ("+json", "+xml")
 _TEXT_EXACT = ("application/x-www-form-urlencoded", "application/graphql", "application/x-ndjson")
-
-
-def log(msg: str) -> None:
-    print(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {msg}", file=sys.stderr, flush=True)
 
 
 def is_text(content_type: str | None, body: bytes) -> bool:
@@ -149,15 +145,8 @@ def map_result(payload: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
     return status, headers, data
 
 
-class ApiHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True  # headers and body are separate writes: avoid a 40 ms delayed-ACK stall
-    server_version = "squash-local"
-    sys_version = ""
+class ApiHandler(LocalHandler):
     server: ApiServer
-
-    def log_message(self, format: str, *args) -> None:
-        log(f"{self.address_string()} {format % args}")
 
     def _reply(self, status: int, headers: list[tuple[str, str]], body: bytes, request_id: str) -> None:
         self.send_response(status)

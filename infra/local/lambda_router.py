@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -32,6 +32,7 @@ from rie_pool import (
     encode_log_tail,
     find_rie,
 )
+from serving import LocalHandler, log
 
 REPO = Path(__file__).resolve().parents[2]
 ACCOUNT = "000000000000"
@@ -39,10 +40,6 @@ ASYNC_PAYLOAD_LIMIT = 1_048_576  # Event invocations (1 MB since 2025; 256 KB be
 ASYNC_WAIT_S = 600.0  # queued Event invocations wait this long for a free process
 _INVOKE = re.compile(r"^/2015-03-31/functions/([^/]+)/invocations$")
 _DISCARD_LIMIT = 64 * 1024 * 1024  # oversized bodies up to this are drained, larger ones drop the connection
-
-
-def log(msg: str) -> None:
-    print(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {msg}", file=sys.stderr, flush=True)
 
 
 def parse_function_name(raw: str) -> str:
@@ -101,15 +98,8 @@ class Router:
             pool.close()
 
 
-class InvokeHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True  # headers and body are separate writes: avoid a 40 ms delayed-ACK stall
-    server_version = "squash-local"
-    sys_version = ""
+class InvokeHandler(LocalHandler):
     server: RouterServer
-
-    def log_message(self, format: str, *args) -> None:
-        log(f"{self.address_string()} {format % args}")
 
     # -- responses ------------------------------------------------------------------------------
     def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
@@ -132,7 +122,7 @@ class InvokeHandler(BaseHTTPRequestHandler):
         self._send(200, json.dumps(doc, indent=1).encode())
 
     # -- routes ---------------------------------------------------------------------------------
-    def do_GET(self) -> None:
+    def do_GET(self) -> None:  # noqa: N802 (http.server names)
         path = urlsplit(self.path).path
         router = self.server.router
         if path == "/_local/health":
@@ -142,7 +132,7 @@ class InvokeHandler(BaseHTTPRequestHandler):
         else:
             self._error(404, "UnknownOperationException", f"Unknown operation GET {path}")
 
-    def do_POST(self) -> None:
+    def do_POST(self) -> None:  # noqa: N802 (http.server names)
         url = urlsplit(self.path)
         match = _INVOKE.match(url.path)
         if not match:
