@@ -21,7 +21,7 @@ from .build import BuildOptions, build_index
 from .errors import InputError, SquashError
 from .index import open_index
 from .inputs import read_table, read_vectors
-from .params import SearchParams
+from .params import LEVELS, SearchParams
 from .progress import NoProgress, TqdmProgress
 
 
@@ -90,7 +90,14 @@ def _search(args: argparse.Namespace) -> int:
     params = SearchParams(
         **{
             name: getattr(args, name)
-            for name in ("routing_factor", "min_candidates", "sketch_keep", "rerank_factor")
+            for name in (
+                "routing_factor",
+                "min_candidates",
+                "min_partitions",
+                "sketch_keep",
+                "rerank_factor",
+                "levels",
+            )
             if getattr(args, name) is not None
         }
     )
@@ -143,6 +150,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--min-candidates", type=int)
     s.add_argument("--sketch-keep", type=float)
     s.add_argument("--rerank-factor", type=int)
+    s.add_argument("--min-partitions", type=float)
+    s.add_argument("--levels", choices=LEVELS)
     s.set_defaults(run=_search)
 
     i = sub.add_parser("info", help="print an index's manifest summary")

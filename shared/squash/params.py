@@ -19,6 +19,9 @@ class SearchParams:
         nearest centroid's distance (then more, in distance order, until ``min_candidates``
         matching vectors are covered).
     min_candidates: matching vectors L1 must cover per query (at least k).
+    min_partitions: ... and at least this many average partitions' worth of matching
+        vectors, so coverage keeps up when partitions grow with N (an absolute count alone
+        covered only 4 partitions per query at 1M vectors, recall 0.90).
     max_partitions: hard cap on partitions per query from the factor rule (coverage may
         still add more so a full k is returned); 0 = no cap.
     sketch_keep: fraction of a partition's candidates the binary sketch (L2) keeps.
@@ -30,6 +33,7 @@ class SearchParams:
 
     routing_factor: float = 1.12
     min_candidates: int = 2000
+    min_partitions: float = 8.0
     max_partitions: int = 0
     sketch_keep: float = 0.8
     rerank_factor: int = 6
@@ -39,6 +43,7 @@ class SearchParams:
         checks = {
             "routing_factor": self.routing_factor >= 1.0,
             "min_candidates": self.min_candidates >= 0,
+            "min_partitions": self.min_partitions >= 0,
             "max_partitions": self.max_partitions >= 0,
             "sketch_keep": 0.0 < self.sketch_keep <= 1.0,
             "rerank_factor": self.rerank_factor >= 1,

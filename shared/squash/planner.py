@@ -3,9 +3,10 @@
 L0 evaluates the filter on quantized codes twice: ``maybe`` (a superset of the matches)
 tells which partitions are worth visiting, ``sure`` (a subset) tells how many matches a
 partition is guaranteed to return. L1 then visits, per query, the partitions close to the
-query (``routing_factor``) and more in centroid order until at least
-``max(k, min_candidates)`` sure matches are covered — or every partition that may match,
-when fewer than k matches are sure. One pass, never a second round.
+query (``routing_factor``) and more in centroid order until at least ``max(k,
+min_candidates, min_partitions x average sure matches per partition)`` sure matches are
+covered — or every partition that may match, when fewer than k matches are sure. One
+pass, never a second round.
 """
 
 from __future__ import annotations
@@ -75,7 +76,8 @@ def plan_queries(
         # Fewer than k guaranteed matches: every partition that may hold one is searched.
         visit_sorted = np.isfinite(sorted_d)
     else:
-        target = min(total_sure, max(k, params.min_candidates))
+        per_partition = total_sure / router.partitions  # average sure matches per partition
+        target = min(total_sure, max(k, params.min_candidates, params.min_partitions * per_partition))
         covered_before = np.cumsum(sure[order], axis=1) - sure[order]
         visit_sorted = (near | (covered_before < target)) & np.isfinite(sorted_d)
     visit = np.zeros((q, router.partitions), dtype=bool)
