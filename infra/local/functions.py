@@ -52,6 +52,7 @@ def functions(
         "POWERTOOLS_METRICS_NAMESPACE": "squash",
         "POWERTOOLS_LOG_LEVEL": "INFO",
         "POWERTOOLS_TRACE_DISABLED": "true",  # no X-Ray daemon locally
+        "OPENBLAS_NUM_THREADS": "1",  # template.yaml: one BLAS thread per function
     }
     specs = [
         FunctionSpec(
