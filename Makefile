@@ -5,13 +5,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: help setup tools data test lint demo bench clean
+.PHONY: help setup tools data test lint demo bench bench-stack clean
 
 help:
 	@echo "make setup   create .venv and install pinned dependencies"
 	@echo "make demo    local stack up, build Fashion-MNIST (or synthetic) into it, query over HTTP, stop"
 	@echo "make test    lint + the whole test suite"
-	@echo "make bench   benchmark squash against exact search (one core)"
+	@echo "make bench   squash vs numpy/FAISS, 1M scale, cost -> bench/results/REPORT.md (~14 min)"
+	@echo "make bench-stack   local-stack latency/throughput -> bench/results/stack.json"
 	@echo "make local-up / local-down   start / stop the Docker-free local stack (.local/)"
 	@echo "make template-lint / sam-build / package-size   check, build and size the SAM app"
 
@@ -56,6 +57,11 @@ demo: setup tools data
 
 bench: setup data
 	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python bench/run.py
+
+# Local-stack latency and throughput (trees 4,1 / 2,2 / 4,2) -> bench/results/stack.json,
+# which the next `make bench` report includes (or: bench/run.py --only report).
+bench-stack: setup tools data
+	OPENBLAS_NUM_THREADS=1 $(BIN)/python bench/stack_latency.py --out bench/results
 
 # Local stack (local-up / local-down / local-status) and SAM (template-lint, sam-build,
 # package-size, localstack-*) targets.
