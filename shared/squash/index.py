@@ -147,10 +147,14 @@ class Index:
         )
         return self._result(top, plan, started, planned, self.bytes_read - bytes_before)
 
-    def _result(self, top: TopK, plan: Plan, started: float, planned: float, read: int) -> SearchResult:
-        dist = top.distances
+    def user_distances(self, dist: np.ndarray) -> np.ndarray:
+        """Squared L2 as the search computes it -> the index's metric (cosine: 1 - cos)."""
         if self.manifest.metric == "cosine":
-            dist = np.where(np.isinf(dist), np.inf, dist / 2).astype(np.float32)  # 1 - cos
+            return np.where(np.isinf(dist), np.inf, dist / 2).astype(np.float32)
+        return dist
+
+    def _result(self, top: TopK, plan: Plan, started: float, planned: float, read: int) -> SearchResult:
+        dist = self.user_distances(top.distances)
         done = time.perf_counter()
         stats = top.stats_dict() | {
             "matches_maybe": int(plan.maybe_counts.sum()),

@@ -29,6 +29,15 @@ def s3_index(moto_s3, small_data):
     return uri
 
 
+def _ids(found: np.ndarray) -> list[list[int]]:
+    """In-process result ids per query without the -1 padding (the HTTP shape)."""
+    return [[i for i in row if i >= 0] for row in found.tolist()]
+
+
+def _hits(out: dict) -> list[list[int]]:
+    return [[h["id"] for h in row] for row in out["results"]]
+
+
 def _coordinator(b: int, depth: int) -> tuple[Coordinator, LocalTree]:
     cfg = RuntimeConfig(bucket="rt-bucket", tree=TreeLayout(b, depth), manifest_check_s=0)
     tree = LocalTree(cfg.worker_prefix, cfg.tree.size)
@@ -47,9 +56,7 @@ def test_tree_equals_in_process(s3_index, small_data, b, depth, filt):
         body["filter"] = filt
     out = coord.query("small", parse_query(body))
     expected = squash.open_index(s3_index).search(q, k=10, filter=filt)
-    got = [[h["id"] for h in row] for row in out["results"]]
-    want = [[i for i in row if i >= 0] for row in expected.ids.tolist()]
-    assert got == want
+    assert _hits(out) == _ids(expected.ids)
     np.testing.assert_allclose(
         [h["distance"] for row in out["results"] for h in row],
         expected.distances[expected.ids >= 0],
@@ -84,9 +91,7 @@ def test_chunking_keeps_payloads_small(s3_index, small_data, monkeypatch):
     out = coord.query("small", parse_query({"vectors": q.tolist(), "k": 10}))
     assert out["stats"]["chunks"] > 1
     expected = squash.open_index(s3_index).search(q, k=10)
-    assert [[h["id"] for h in r] for r in out["results"]] == [
-        [i for i in r if i >= 0] for r in expected.ids.tolist()
-    ]
+    assert _hits(out) == _ids(expected.ids)
 
 
 def test_failed_worker_is_an_error_not_fewer_results(s3_index, small_data):
@@ -160,3 +165,20 @@ def test_coordinator_reloads_when_a_new_build_is_published(moto_s3, small_data):
     assert second["stats"]["coordinator"]["bytes_read"] > 0
     assert coord.info("moving")["build_id"] == squash.open_index(uri).manifest.build_id
     assert second["results"][0][0]["distance"] > first["results"][0][0]["distance"]
+
+
+def test_cosine_index_through_the_tree(moto_s3, small_data):
+    import boto3
+
+    boto3.client("s3").create_bucket(Bucket="cosine-bucket")
+    uri = "s3://cosine-bucket/indexes/cos"
+    build_index(small_data.base, uri, small_data.attributes, BuildOptions(partitions=8, metric="cosine"))
+    cfg = RuntimeConfig(bucket="cosine-bucket", tree=TreeLayout(2, 1), manifest_check_s=0)
+    coord = Coordinator(cfg, LocalTree(cfg.worker_prefix, cfg.tree.size))
+    q = small_data.queries[:5] * 3.0  # scale must not matter for cosine
+    out = coord.query("cos", parse_query({"vectors": q.tolist(), "k": 5}))
+    expected = squash.open_index(uri).search(q, k=5)
+    assert _hits(out) == _ids(expected.ids)
+    got = [[h["distance"] for h in r] for r in out["results"]]
+    np.testing.assert_allclose(got, expected.distances, rtol=1e-6)
+    assert min(min(r) for r in got) >= 0.0 and max(max(r) for r in got) <= 2.0  # 1 - cos

@@ -109,13 +109,13 @@ class Coordinator:
         searched = time.perf_counter()
 
         ids = np.concatenate([unpack_array(a["ids"], "ids") for a in answers])
-        dist = np.concatenate([unpack_array(a["distances"], "distances") for a in answers])
+        dist = index.user_distances(
+            np.concatenate([unpack_array(a["distances"], "distances") for a in answers])
+        )
         per_query = np.concatenate([unpack_array(a["stats_per_query"], "stats_per_query") for a in answers])
         attributes: dict[str, Any] = {}
         for a in answers:
             attributes |= a.get("attributes", {})
-        if index.manifest.metric == "cosine":
-            dist = np.where(np.isinf(dist), np.inf, dist / 2).astype(np.float32)  # 1 - cos
 
         results = _shape_results(ids, dist, attributes, req.include)
         stats = _stats(plan, per_query, answers, len(chunks), cold, coord_bytes)
@@ -127,9 +127,10 @@ class Coordinator:
             "total": round((time.perf_counter() - started) * 1e3, 3),
         }
         out = {"results": results, "stats": stats}
-        if encoded_size(out) > MAX_PAYLOAD_BYTES - 64 * 1024:
+        size = encoded_size(out)
+        if size > MAX_PAYLOAD_BYTES - 64 * 1024:
             raise PayloadTooLargeError(
-                f"the answer ({encoded_size(out) / 2**20:.1f} MiB) would pass Lambda's 6 MiB response "
+                f"the answer ({size / 2**20:.1f} MiB) would pass Lambda's 6 MiB response "
                 "limit; send fewer queries per request, a smaller k, or drop include=attributes",
                 field="vectors",
             )
