@@ -22,7 +22,7 @@ from .planner import Plan, plan_queries
 from .results import TopK
 from .router import Router
 from .search import search_partitions
-from .segment import Segment
+from .segment import Segment, load_segment
 from .storage import Storage, open_storage
 
 DEFAULT_CACHE_BYTES = 2 << 30
@@ -111,14 +111,10 @@ class Index:
 
     def segment(self, partition: int) -> tuple[Segment, bool]:
         """The loaded segment of ``partition`` and whether it came from the cache."""
-        ref = self.manifest.segments[partition]
-
-        def load() -> Segment:
-            data = ref.verify(self.storage.read(ref.key))
-            self.bytes_read += len(data)
-            return Segment.from_bytes(partition, data, ref.key)
-
-        return self.cache.get_or_load((self.storage.uri, ref.key), load)
+        seg, hit = load_segment(self.storage, partition, self.manifest.segments[partition], self.cache)
+        if not hit:
+            self.bytes_read += seg.nbytes
+        return seg, hit
 
     def search(
         self,

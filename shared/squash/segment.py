@@ -13,12 +13,15 @@ import numpy as np
 
 from .arrays import from_arrow_bytes, to_arrow_bytes
 from .attributes import AttributeColumns
+from .cache import SegmentCache
+from .manifest import FileRef
 from .osq.bitalloc import allocate_bits
 from .osq.bounds import CellTable, residual_norms
 from .osq.cells import encode, fit_edges
 from .osq.klt import fit_klt
 from .osq.packing import pack_codes
 from .osq.sketch import sign_sketch
+from .storage import Storage
 
 
 def build_segment(
@@ -109,3 +112,13 @@ class Segment:
             nbytes=len(data),
             sketch_bits=int(arrays["sketch_bits"][0]),
         )
+
+
+def load_segment(storage: Storage, partition: int, ref: FileRef, cache: SegmentCache) -> tuple[Segment, bool]:
+    """``(segment, cache hit)``; a miss reads the file once (``segment.nbytes`` bytes) and
+    checks it against the manifest entry before anything maps it."""
+
+    def load() -> Segment:
+        return Segment.from_bytes(partition, ref.verify(storage.read(ref.key)), ref.key)
+
+    return cache.get_or_load((storage.uri, ref.key), load)

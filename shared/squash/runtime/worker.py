@@ -24,7 +24,7 @@ from ..manifest import FileRef
 from ..params import SearchParams
 from ..results import TopK, merge
 from ..search import search_partitions
-from ..segment import Segment
+from ..segment import Segment, load_segment
 from ..storage import Storage, open_storage
 from .codec import pack_array, unpack_array
 from .invoke import Invoker
@@ -177,15 +177,8 @@ class WorkerNode:
         storage = self._storages.get(uri)
         if storage is None:
             storage = self._storages[uri] = open_storage(uri)
-        read = [0]
-
-        def load() -> Segment:
-            data = ref.verify(storage.read(ref.key))
-            read[0] = len(data)
-            return Segment.from_bytes(partition, data, ref.key)
-
-        seg, hit = self.cache.get_or_load((uri, ref.key), load)
-        return seg, hit, read[0]
+        seg, hit = load_segment(storage, partition, ref, self.cache)
+        return seg, hit, 0 if hit else seg.nbytes
 
 
 def _attributes_of(top: TopK, segments, specs: list[AttributeSpec]) -> dict[str, dict[str, Any]]:
