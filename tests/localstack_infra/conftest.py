@@ -161,13 +161,7 @@ def start_router(rie, toy_dir, tmp_path_factory) -> Iterator[Callable[..., Serve
     try:
         yield start
     finally:
-        errors = []
-        for server in servers:
-            try:
-                server.stop()
-            except AssertionError as exc:
-                errors.append(exc)
-        assert not errors, errors
+        _stop_all(servers)
 
 
 @pytest.fixture(scope="module")
@@ -185,5 +179,15 @@ def start_api(tmp_path_factory) -> Iterator[Callable[..., Server]]:
     try:
         yield start
     finally:
-        for server in servers:
+        _stop_all(servers)
+
+
+def _stop_all(servers: list[Server]) -> None:
+    """Stop every server even when one of them fails its own checks, then report."""
+    errors = []
+    for server in servers:
+        try:
             server.stop()
+        except AssertionError as exc:
+            errors.append(exc)
+    assert not errors, errors
