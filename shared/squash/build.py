@@ -10,6 +10,7 @@ readable until the new one is complete.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 import uuid
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ import pyarrow as pa
 
 from .arrays import to_arrow_bytes
 from .attributes import AttributeColumns, quantize_attributes, read_ids
+from .calibration import DEFAULT_QUERIES, Calibration, calibrate, hard_queries, query_family
 from .errors import IndexFormatError, IndexNotFoundError, InputError
 from .inputs import check_vectors
 from .manifest import MANIFEST_KEY, METRICS, FileRef, Manifest
@@ -43,6 +45,7 @@ class BuildOptions:
     metric: str = "l2"
     seed: int = 0
     sketch_bits: int = 32
+    calibration_queries: int = DEFAULT_QUERIES  # how many to calibrate with; 0 = no calibration
 
     def resolve_partitions(self, n: int) -> int:
         if self.partitions is not None:
@@ -88,6 +91,36 @@ def validate_options(opts: BuildOptions, n: int) -> None:
         raise InputError(f"--bits-per-dim must be in (0, 8], got {opts.bits_per_dim}", field="bits_per_dim")
     if opts.sketch_bits < 1:
         raise InputError("sketch bits must be at least 1", field="sketch_bits")
+    if opts.calibration_queries < 0:
+        raise InputError("the number of calibration queries must be >= 0", field="calibration_queries")
+
+
+def prepare_calibration_queries(queries: np.ndarray, dims: int, metric: str) -> np.ndarray:
+    """A user's calibration queries, checked like vectors (dimension, NaN, magnitude)."""
+    try:
+        q = check_vectors(queries, "calibration queries")
+    except InputError as exc:
+        raise InputError(exc.message, field="calibration_queries") from exc
+    if q.shape[1] != dims:
+        raise InputError(
+            f"calibration queries have dimension {q.shape[1]}, the index has {dims}",
+            field="calibration_queries",
+        )
+    return normalise(q) if metric == "cosine" else q
+
+
+def calibration_sample(
+    x: np.ndarray, opts: BuildOptions, user: np.ndarray | None, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, str]:
+    """(queries, rows each must not find, families, source): at most
+    ``opts.calibration_queries`` of the user's queries, else a hard synthetic sample."""
+    n = opts.calibration_queries
+    if user is not None:
+        if user.shape[0] > n:
+            user = user[np.sort(rng.choice(user.shape[0], n, replace=False))]
+        return user, None, None, "queries"
+    q, exclude = hard_queries(x, n, rng, normalise=opts.metric == "cosine")
+    return q, exclude, query_family(n), "synthetic-hard"
 
 
 def normalise(x: np.ndarray) -> np.ndarray:
@@ -102,8 +135,13 @@ def build_index(
     attributes: pa.Table | None = None,
     options: BuildOptions | None = None,
     progress: Progress | None = None,
+    calibration_queries: np.ndarray | None = None,
 ) -> BuildSummary:
-    """Build an index from validated float32 ``vectors`` (n, d) and optional attributes."""
+    """Build an index from validated float32 ``vectors`` (n, d) and optional attributes.
+
+    ``calibration_queries`` (m, d): a sample of real queries to calibrate the planner with
+    (recommended); without them the build calibrates on a hard synthetic sample.
+    """
     started = time.perf_counter()
     opts = options or BuildOptions()
     progress = progress or NoProgress()
@@ -111,6 +149,9 @@ def build_index(
     vectors = check_vectors(vectors)  # library callers get the CLI's checks too
     n, d = vectors.shape
     validate_options(opts, n)
+    user_queries = None
+    if calibration_queries is not None:
+        user_queries = prepare_calibration_queries(calibration_queries, d, opts.metric)
     ids = read_ids(attributes, n)
     attrs = quantize_attributes(attributes, n)
     storage.check_writable()
@@ -149,6 +190,13 @@ def build_index(
     storage.write(router_ref.key, router)
     total_bytes += router_ref.size
 
+    calibration = None
+    if opts.calibration_queries:
+        with progress.step("calibrate", 1) as advance:
+            cal_q, exclude, families, source = calibration_sample(x, opts, user_queries, rng)
+            calibration = calibrate(x, assign, centroids, cal_q, source, opts.seed, exclude, families)
+            advance(1)
+
     bits_per_vector = float(budget if budget <= 8 * d else 8 * d)
     seconds = time.perf_counter() - started
     manifest = Manifest(
@@ -175,6 +223,7 @@ def build_index(
             "index_bytes": total_bytes,
             "build_seconds": round(seconds, 3),
         },
+        calibration=None if calibration is None else calibration.to_json(),
     )
     storage.write(MANIFEST_KEY, manifest.to_json())  # the commit point
     _drop_old_builds(storage, previous)
@@ -190,6 +239,52 @@ def build_index(
         index_bytes=total_bytes,
         seconds=seconds,
     )
+
+
+def calibrate_index(
+    index_uri: str | Storage,
+    queries: np.ndarray | None = None,
+    n_queries: int = DEFAULT_QUERIES,
+    progress: Progress | None = None,
+) -> Calibration:
+    """Recalibrate an existing index with ``queries`` (or a hard synthetic sample) in place.
+
+    Reads every segment once (the rows and their partitions), measures the recall curves
+    and commits a manifest that differs from the current one only in its calibration. The
+    write is refused if the index was rebuilt meanwhile.
+    """
+    from .index import Index  # the index reader sits above the build
+
+    progress = progress or NoProgress()
+    storage = open_storage(index_uri) if isinstance(index_uri, str) else index_uri
+    if n_queries < 1:
+        raise InputError("the number of calibration queries must be at least 1", field="calibration_queries")
+    version = storage.version(MANIFEST_KEY)
+    index = Index.open(storage)
+    manifest = index.manifest
+    user = None if queries is None else prepare_calibration_queries(queries, manifest.dims, manifest.metric)
+    storage.check_writable()
+    with progress.step("read partitions", manifest.partitions) as advance:
+        parts = []
+        for p in range(manifest.partitions):
+            parts.append(index.segment(p)[0].vectors)
+            advance(1)
+    x = np.concatenate(parts)
+    assign = np.repeat(np.arange(manifest.partitions), [a.shape[0] for a in parts])
+    opts = BuildOptions(
+        metric=manifest.metric, seed=int(manifest.params.get("seed", 0)), calibration_queries=n_queries
+    )
+    rng = np.random.default_rng(opts.seed + 1)
+    with progress.step("calibrate", 1) as advance:
+        cal_q, exclude, families, source = calibration_sample(x, opts, user, rng)
+        cal = calibrate(x, assign, index.router.centroids, cal_q, source, opts.seed, exclude, families)
+        advance(1)
+    if storage.version(MANIFEST_KEY) != version:
+        raise InputError(
+            "the index changed while it was being calibrated; run `squash calibrate` again", field="index_uri"
+        )
+    storage.write(MANIFEST_KEY, dataclasses.replace(manifest, calibration=cal.to_json()).to_json())
+    return cal
 
 
 def _router_bytes(centroids: np.ndarray, glob, offsets: np.ndarray, attrs: AttributeColumns) -> bytes:

@@ -17,11 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from .build import BuildOptions, build_index
+from .build import BuildOptions, build_index, calibrate_index
+from .calibration import DEFAULT_QUERIES
 from .errors import InputError, SquashError
 from .index import open_index
 from .inputs import read_table, read_vectors
-from .params import LEVELS, SearchParams
+from .params import DEFAULT_TARGET_RECALL, LEVELS, PLANS, SearchParams
 from .progress import NoProgress, TqdmProgress
 
 
@@ -44,10 +45,34 @@ def _build(args: argparse.Namespace) -> int:
         metric=args.metric,
         seed=args.seed,
         sketch_bits=args.sketch_bits,
+        calibration_queries=args.calibration_size,
     )
+    cal_queries = _read_calibration(args.calibration_queries)
     progress = NoProgress() if args.quiet else TqdmProgress()
-    summary = build_index(vin.vectors, args.index_uri, attrs, opts, progress)
+    summary = build_index(vin.vectors, args.index_uri, attrs, opts, progress, cal_queries)
     print("\n".join(summary.lines()))
+    return 0
+
+
+def _read_calibration(path: str | None) -> np.ndarray | None:
+    """A calibration query file, with errors that say which file they are about."""
+    if path is None:
+        return None
+    try:
+        return read_vectors(path).vectors
+    except InputError as exc:
+        raise InputError(f"calibration queries: {exc.message}", field="calibration_queries") from exc
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    queries = _read_calibration(args.queries)
+    progress = NoProgress() if args.quiet else TqdmProgress()
+    started = time.perf_counter()
+    cal = calibrate_index(args.index_uri, queries, args.calibration_size, progress)
+    print(
+        f"calibrated   {args.index_uri} with {cal.n_queries:,} {cal.source} queries "
+        f"in {time.perf_counter() - started:.1f} s"
+    )
     return 0
 
 
@@ -91,11 +116,14 @@ def _search(args: argparse.Namespace) -> int:
         **{
             name: getattr(args, name)
             for name in (
+                "target_recall",
+                "plan",
                 "routing_factor",
                 "min_candidates",
                 "min_partitions",
                 "sketch_keep",
                 "rerank_factor",
+                "max_partitions",
                 "levels",
             )
             if getattr(args, name) is not None
@@ -112,6 +140,11 @@ def _search(args: argparse.Namespace) -> int:
     )
     print(f"results      {found.min()}..{found.max()} per query -> {output}")
     print(f"filter       may match {res.stats['matches_maybe']:,}, surely {res.stats['matches_sure']:,}")
+    expected = res.stats["expected_recall"]
+    print(
+        f"plan         {res.stats['plan']} ({res.stats['rule']} rule), expected recall "
+        f"{'unknown (uncalibrated index: run squash calibrate)' if expected is None else expected}"
+    )
     for name in ("partitions", "l0_candidates", "exact_matches", "l2_kept", "l3_kept", "l4_scored"):
         print(f"  {name:<14} mean {np.mean(res.stats[name]):,.1f} per query")
     return 0
@@ -137,6 +170,17 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--metric", choices=("l2", "cosine"), default="l2")
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--sketch-bits", type=int, default=32, help="bits of the binary sign sketch")
+    b.add_argument(
+        "--calibration-queries",
+        help="a sample of real queries (.npy/.fvecs/.parquet) to calibrate the planner with "
+        "(recommended; default: a hard synthetic sample of the data)",
+    )
+    b.add_argument(
+        "--calibration-size",
+        type=int,
+        default=DEFAULT_QUERIES,
+        help=f"calibration queries used (default {DEFAULT_QUERIES}; 0 = no calibration)",
+    )
     b.add_argument("--quiet", action="store_true", help="no progress bars")
     b.set_defaults(run=_build)
 
@@ -146,13 +190,32 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--k", type=int, default=10)
     s.add_argument("--filter", help='JSON, e.g. \'{"label": "Bag"}\', or @file.json')
     s.add_argument("--output", required=True, help="OUT.npz with ids (int64) and distances (float32)")
-    s.add_argument("--routing-factor", type=float)
+    s.add_argument(
+        "--target-recall",
+        type=float,
+        help=f"expected recall@k the planner aims for, in (0, 1] (default {DEFAULT_TARGET_RECALL})",
+    )
+    s.add_argument("--plan", choices=PLANS, help="auto (cheaper by the cost model), routed or exact")
+    s.add_argument("--routing-factor", type=float, help="expert: the fixed routing rule's factor")
     s.add_argument("--min-candidates", type=int)
     s.add_argument("--sketch-keep", type=float)
     s.add_argument("--rerank-factor", type=int)
     s.add_argument("--min-partitions", type=float)
+    s.add_argument("--max-partitions", type=int)
     s.add_argument("--levels", choices=LEVELS)
     s.set_defaults(run=_search)
+
+    c = sub.add_parser("calibrate", help="recalibrate an index's planner with a sample of queries")
+    c.add_argument("--index-uri", required=True)
+    c.add_argument("--queries", help="real queries (.npy/.fvecs/.parquet); default: a hard synthetic sample")
+    c.add_argument(
+        "--calibration-size",
+        type=int,
+        default=DEFAULT_QUERIES,
+        help=f"at most this many queries (default {DEFAULT_QUERIES})",
+    )
+    c.add_argument("--quiet", action="store_true", help="no progress bars")
+    c.set_defaults(run=_calibrate)
 
     i = sub.add_parser("info", help="print an index's manifest summary")
     i.add_argument("--index-uri", required=True)

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from .cache import SegmentCache
+from .calibration import Calibration
 from .errors import IndexNotFoundError, InputError
 from .filters import Node, parse_filter
 from .manifest import MANIFEST_KEY, Manifest
@@ -74,6 +75,9 @@ class Index:
         self.router = router
         self.cache = cache
         self.bytes_read = 0
+        where = f"{storage.uri}/{MANIFEST_KEY}"
+        raw = manifest.calibration
+        self.calibration = None if raw is None else Calibration.from_json(raw, where)
 
     @classmethod
     def open(cls, uri: str | Storage, cache: SegmentCache | None = None) -> Index:
@@ -107,7 +111,7 @@ class Index:
         return parse_filter(filt, self.manifest.attributes)
 
     def plan(self, queries: np.ndarray, k: int, node: Node | None, params: SearchParams) -> Plan:
-        return plan_queries(self.router, queries, k, node, params)
+        return plan_queries(self.router, queries, k, node, params, self.calibration)
 
     def segment(self, partition: int) -> tuple[Segment, bool]:
         """The loaded segment of ``partition`` and whether it came from the cache."""
@@ -139,7 +143,7 @@ class Index:
             k,
             node,
             self.manifest.attributes,
-            params,
+            plan.execution_params(params),
         )
         return self._result(top, plan, started, planned, self.bytes_read - bytes_before)
 
@@ -152,13 +156,17 @@ class Index:
     def _result(self, top: TopK, plan: Plan, started: float, planned: float, read: int) -> SearchResult:
         dist = self.user_distances(top.distances)
         done = time.perf_counter()
-        stats = top.stats_dict() | {
-            "matches_maybe": int(plan.maybe_counts.sum()),
-            "matches_sure": int(plan.sure_counts.sum()),
-            "bytes_read": read,
-            "plan_ms": round((planned - started) * 1e3, 3),
-            "search_ms": round((done - planned) * 1e3, 3),
-        }
+        stats = (
+            top.stats_dict()
+            | plan.stats()
+            | {
+                "matches_maybe": int(plan.maybe_counts.sum()),
+                "matches_sure": int(plan.sure_counts.sum()),
+                "bytes_read": read,
+                "plan_ms": round((planned - started) * 1e3, 3),
+                "search_ms": round((done - planned) * 1e3, 3),
+            }
+        )
         return SearchResult(top.ids, dist, stats)
 
 

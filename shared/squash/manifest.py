@@ -54,6 +54,7 @@ class Manifest:
     partition_sizes: list[int]
     params: dict[str, Any] = field(default_factory=dict)
     stats: dict[str, Any] = field(default_factory=dict)
+    calibration: dict[str, Any] | None = None  # see squash.calibration; None = uncalibrated
 
     def to_json(self) -> bytes:
         doc = {
@@ -73,6 +74,8 @@ class Manifest:
             "params": self.params,
             "stats": self.stats,
         }
+        if self.calibration is not None:
+            doc["calibration"] = self.calibration
         return json.dumps(doc, indent=1).encode()
 
     @classmethod
@@ -103,6 +106,7 @@ class Manifest:
                 partition_sizes=[int(s) for s in doc["partition_sizes"]],
                 params=doc.get("params", {}),
                 stats=doc.get("stats", {}),
+                calibration=doc.get("calibration"),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise IndexFormatError(f"{where}: missing or malformed field ({exc})") from exc
@@ -123,4 +127,12 @@ class Manifest:
                 for a in self.attributes
             ],
             "stats": self.stats,
+            "calibration": _calibration_summary(self.calibration),
         }
+
+
+def _calibration_summary(cal: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The calibration's provenance (not its table) for ``info``."""
+    if cal is None:
+        return None
+    return {k: cal.get(k) for k in ("source", "n_queries", "seconds")}

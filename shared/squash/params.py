@@ -1,7 +1,9 @@
-"""Search knobs, with defaults tuned for recall@10 >= 0.95 (see README, "Search knobs")."""
+"""Search knobs. Users turn ``target_recall``; the planner derives coverage from the index's
+calibration (see README, "Planning to a recall target"). The routing knobs stay for experts."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -9,31 +11,42 @@ from .errors import InputError
 
 MAX_K = 1000
 LEVELS = ("auto", "all", "exact")
+PLANS = ("auto", "routed", "exact")
+DEFAULT_TARGET_RECALL = 0.95
+
+#: The fixed rule used when a routing knob is given, or the index carries no calibration.
+LEGACY_ROUTING_FACTOR = 1.12
+LEGACY_MIN_CANDIDATES = 2000
+LEGACY_MIN_PARTITIONS = 8.0
 
 
 @dataclass(frozen=True)
 class SearchParams:
-    """How much work each level may do.
+    """What a search must deliver, and (optionally) how.
 
-    routing_factor: L1 visits every partition whose centroid is within this factor of the
-        nearest centroid's distance (then more, in distance order, until ``min_candidates``
-        matching vectors are covered).
-    min_candidates: matching vectors L1 must cover per query (at least k).
-    min_partitions: ... and at least this many average partitions' worth of matching
-        vectors, so coverage keeps up when partitions grow with N (an absolute count alone
-        covered only 4 partitions per query at 1M vectors, recall 0.90).
-    max_partitions: hard cap on partitions per query from the factor rule (coverage may
+    target_recall: the expected recall@k the planner plans for, in (0, 1]; 1 means exact.
+        Coverage per query comes from the calibration stored with the index.
+    plan: "auto" picks the cheaper of a routed and an exact scan by the cost model;
+        "routed" and "exact" force one.
+    routing_factor, min_candidates, min_partitions: expert knobs. Giving any of them
+        replaces the calibrated rule by the fixed one: visit every partition whose centroid
+        is within ``routing_factor`` of the nearest one's distance, then more in distance
+        order until ``max(k, min_candidates, min_partitions x average matches per
+        partition)`` matches are covered. Unset knobs of that rule take their legacy
+        defaults (1.12, 2000, 8).
+    max_partitions: hard cap on partitions per query from the distance rule (coverage may
         still add more so a full k is returned); 0 = no cap.
     sketch_keep: fraction of a partition's candidates the binary sketch (L2) keeps.
     rerank_factor: L3 keeps k * rerank_factor candidates per partition for exact L4.
     levels: "auto" re-ranks a partition's candidates exactly in one BLAS product when that
-        is cheaper than L2 -> L3 -> L4 (resident vectors, small partitions); "all" always
-        runs the levels; "exact" never does.
+        is cheaper than L2 -> L3 -> L4; "all" always runs the levels; "exact" never does.
     """
 
-    routing_factor: float = 1.12
-    min_candidates: int = 2000
-    min_partitions: float = 8.0
+    target_recall: float = DEFAULT_TARGET_RECALL
+    plan: str = "auto"
+    routing_factor: float | None = None
+    min_candidates: int | None = None
+    min_partitions: float | None = None
     max_partitions: int = 0
     sketch_keep: float = 0.8
     rerank_factor: int = 6
@@ -41,9 +54,11 @@ class SearchParams:
 
     def __post_init__(self) -> None:
         checks = {
-            "routing_factor": self.routing_factor >= 1.0,
-            "min_candidates": self.min_candidates >= 0,
-            "min_partitions": self.min_partitions >= 0,
+            "target_recall": 0.0 < self.target_recall <= 1.0,
+            "plan": self.plan in PLANS,
+            "routing_factor": self.routing_factor is None or 1.0 <= self.routing_factor < math.inf,
+            "min_candidates": self.min_candidates is None or self.min_candidates >= 0,
+            "min_partitions": self.min_partitions is None or 0 <= self.min_partitions < math.inf,
             "max_partitions": self.max_partitions >= 0,
             "sketch_keep": 0.0 < self.sketch_keep <= 1.0,
             "rerank_factor": self.rerank_factor >= 1,
@@ -55,8 +70,21 @@ class SearchParams:
                     f"search parameter {name}={getattr(self, name)!r} is out of range", field=name
                 )
 
+    @property
+    def expert(self) -> bool:
+        """Whether a routing knob was given (the fixed rule replaces the calibrated one)."""
+        return any(v is not None for v in (self.routing_factor, self.min_candidates, self.min_partitions))
+
+    def fixed_rule(self) -> tuple[float, int, float]:
+        """(routing_factor, min_candidates, min_partitions) of the fixed rule."""
+        return (
+            LEGACY_ROUTING_FACTOR if self.routing_factor is None else self.routing_factor,
+            LEGACY_MIN_CANDIDATES if self.min_candidates is None else self.min_candidates,
+            LEGACY_MIN_PARTITIONS if self.min_partitions is None else self.min_partitions,
+        )
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if v is not None}
 
     @classmethod
     def from_dict(cls, obj: dict[str, Any] | None) -> SearchParams:
@@ -64,20 +92,34 @@ class SearchParams:
         obj = obj or {}
         if not isinstance(obj, dict):
             raise InputError("params must be an object", field="params")
-        names = {f.name: f.type for f in fields(cls)}
+        names = {f.name: str(f.type) for f in fields(cls)}
         unknown = set(obj) - set(names)
         if unknown:
             raise InputError(f"unknown search parameter(s): {', '.join(sorted(unknown))}", field="params")
         clean: dict[str, Any] = {}
         for key, val in obj.items():
-            if names[key] == "str":
-                if val not in LEVELS:
-                    raise InputError(f"search parameter {key} must be one of {list(LEVELS)}", field=key)
+            kind = names[key]
+            if kind == "str":
+                choices = PLANS if key == "plan" else LEVELS
+                if val not in choices:
+                    raise InputError(f"search parameter {key} must be one of {list(choices)}", field=key)
                 clean[key] = val
                 continue
-            want_int = names[key] == "int"
-            if isinstance(val, bool) or not isinstance(val, int | float) or (want_int and int(val) != val):
-                kind = "an integer" if want_int else "a number"
-                raise InputError(f"search parameter {key} must be {kind}", field=key)
-            clean[key] = int(val) if want_int else float(val)
+            if val is None and "None" in kind:
+                continue
+            want_int = kind.startswith("int")
+            if isinstance(val, bool) or not isinstance(val, int | float):
+                raise InputError(f"search parameter {key} must be {_kind(want_int)}", field=key)
+            if isinstance(val, float) and not math.isfinite(val):
+                raise InputError(f"search parameter {key} must be a finite number", field=key)
+            if want_int and int(val) != val:
+                raise InputError(f"search parameter {key} must be {_kind(want_int)}", field=key)
+            try:
+                clean[key] = int(val) if want_int else float(val)
+            except OverflowError as exc:
+                raise InputError(f"search parameter {key} is too large", field=key) from exc
         return cls(**clean)
+
+
+def _kind(want_int: bool) -> str:
+    return "an integer" if want_int else "a number"

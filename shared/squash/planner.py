@@ -1,20 +1,31 @@
-"""Coordinator-side planning: L0 quantized-attribute filter and L1 centroid routing.
+"""Coordinator-side planning: L0 quantized-attribute filter, L1 routing, and the plan choice.
 
 L0 evaluates the filter on quantized codes twice: ``maybe`` (a superset of the matches)
-tells which partitions are worth visiting, ``sure`` (a subset) tells how many matches a
-partition is guaranteed to return. L1 then visits, per query, the partitions close to the
-query (``routing_factor``) and more in centroid order until at least ``max(k,
-min_candidates, min_partitions x average sure matches per partition)`` sure matches are
-covered — or every partition that may match, when fewer than k matches are sure. One
-pass, never a second round.
+tells which partitions are worth visiting, ``sure`` (a subset) how many matches a partition
+is guaranteed to return.
+
+L1, calibrated (the default): each query visits the partitions whose routing score (see
+:mod:`squash.calibration`) is within the threshold that the index's calibration gives for
+the target recall at this filter's selectivity and k — then more, in centroid order, until
+at least k sure matches are covered (every partition that may match when fewer than k are
+sure). One pass, never a second round. With an expert routing knob, or on an index without
+calibration, the fixed rule of :class:`~squash.params.SearchParams` applies instead.
+
+Plan choice: an exact scan of every candidate row is a plan too. With ``plan="auto"`` the
+cost model (:mod:`squash.costmodel`) prices both for the batch and the cheaper one runs;
+``target_recall=1`` always scans exactly.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
+from . import costmodel
+from .calibration import Calibration, routing_scores
 from .filters import Node, evaluate
 from .params import SearchParams
 from .router import Router
@@ -22,11 +33,16 @@ from .router import Router
 
 @dataclass
 class Plan:
-    """visit[q, p]: query q searches partition p."""
+    """visit[q, p]: query q searches partition p; ``kind`` is "routed" or "exact"."""
 
     visit: np.ndarray  # (Q, P) bool
     maybe_counts: np.ndarray  # (P,) L0 superset per partition
     sure_counts: np.ndarray  # (P,) L0 subset per partition
+    kind: str = "routed"
+    rule: str = "calibrated"  # "calibrated", "fixed" (expert knobs / no calibration) or "exact"
+    expected_recall: float | None = None  # from the calibration; 1.0 for exact; None = unknown
+    cost_routed_ms: float | None = None
+    cost_exact_ms: float | None = None
 
     @property
     def partitions(self) -> np.ndarray:
@@ -35,6 +51,21 @@ class Plan:
 
     def queries_of(self, partition: int) -> np.ndarray:
         return np.flatnonzero(self.visit[:, partition])
+
+    def execution_params(self, params: SearchParams) -> SearchParams:
+        """The params the partitions are searched with: the chosen plan made explicit."""
+        return params if params.plan == self.kind else dataclasses.replace(params, plan=self.kind)
+
+    def stats(self) -> dict[str, object]:
+        """What every answer says about the plan that ran."""
+        out: dict[str, object] = {
+            "plan": self.kind,
+            "rule": self.rule,
+            "expected_recall": None if self.expected_recall is None else round(self.expected_recall, 4),
+        }
+        if self.cost_routed_ms is not None:
+            out["cost_ms"] = {"routed": round(self.cost_routed_ms, 3), "exact": round(self.cost_exact_ms, 3)}
+        return out
 
 
 def count_matches(router: Router, node: Node | None) -> tuple[np.ndarray, np.ndarray]:
@@ -59,27 +90,83 @@ def centroid_distances(router: Router, queries: np.ndarray) -> np.ndarray:
 
 
 def plan_queries(
-    router: Router, queries: np.ndarray, k: int, node: Node | None, params: SearchParams
+    router: Router,
+    queries: np.ndarray,
+    k: int,
+    node: Node | None,
+    params: SearchParams,
+    calibration: Calibration | None = None,
 ) -> Plan:
     """Decide which partitions each query visits (vectorised over queries and partitions)."""
     maybe, sure = count_matches(router, node)
     q = queries.shape[0]
-    d2 = centroid_distances(router, queries)
-    d2 = np.where(maybe[None, :] > 0, d2, np.inf)  # nothing to find there
+    valid = maybe > 0
+    exact_visit = np.broadcast_to(valid, (q, router.partitions))
+    if params.plan == "exact" or params.target_recall >= 1.0:
+        return Plan(exact_visit.copy(), maybe, sure, kind="exact", rule="exact", expected_recall=1.0)
+    dims, filtered = int(queries.shape[1]), node is not None
+    exact_ms = costmodel.exact_seconds(q, maybe, dims, filtered) * 1e3
+    planning_ms = costmodel.planning_seconds(q, router.partitions, dims) * 1e3
+    if params.plan == "auto" and exact_ms <= planning_ms:  # routing alone would cost more
+        return Plan(
+            exact_visit.copy(),
+            maybe,
+            sure,
+            "exact",
+            "exact",
+            1.0,
+            cost_routed_ms=planning_ms,
+            cost_exact_ms=exact_ms,
+        )
+
+    d2 = np.where(valid[None, :], centroid_distances(router, queries), np.inf)
     order = np.argsort(d2, axis=1, kind="stable")
+    finite = np.isfinite(np.take_along_axis(d2, order, axis=1))
+    total_sure = int(sure.sum())
+    need = float(k)  # sure matches to cover in centroid order
+    if params.expert or calibration is None:
+        visit_sorted, rule, expected = _fixed_rule(router, d2, order, sure, k, params), "fixed", None
+    else:
+        selectivity = total_sure / max(router.n, 1)
+        score, cover, expected = calibration.threshold(selectivity, k, params.target_recall)
+        if math.isinf(score) or math.isinf(cover):
+            visit_sorted = finite
+        else:
+            near = routing_scores(d2, valid[None, :], calibration.radius) <= score
+            visit_sorted = np.take_along_axis(near, order, axis=1)
+            if params.max_partitions:
+                visit_sorted[:, params.max_partitions :] = False
+            if node is not None:  # matches may lie away from the nearest partitions
+                need = max(need, cover)
+        rule = "calibrated"
+    if total_sure < k:
+        visit_sorted = finite  # fewer than k sure matches: search every partition that may hold one
+    else:
+        covered_before = np.cumsum(sure[order], axis=1) - sure[order]
+        visit_sorted = (visit_sorted | (covered_before < need)) & finite
+    visit = np.zeros((q, router.partitions), dtype=bool)
+    np.put_along_axis(visit, order, visit_sorted, axis=1)
+    plan = Plan(visit, maybe, sure, kind="routed", rule=rule, expected_recall=expected)
+    if params.plan == "auto":
+        plan.cost_routed_ms = planning_ms + costmodel.routed_seconds(visit, maybe, dims, filtered) * 1e3
+        plan.cost_exact_ms = exact_ms
+        if plan.cost_exact_ms < plan.cost_routed_ms:
+            plan.visit, plan.kind, plan.expected_recall = exact_visit.copy(), "exact", 1.0
+    return plan
+
+
+def _fixed_rule(
+    router: Router, d2: np.ndarray, order: np.ndarray, sure: np.ndarray, k: int, params: SearchParams
+) -> np.ndarray:
+    """The expert rule, in centroid order: within ``routing_factor`` of the nearest, then
+    until ``max(k, min_candidates, min_partitions x average sure matches)`` are covered."""
+    factor, min_candidates, min_partitions = params.fixed_rule()
     sorted_d = np.take_along_axis(d2, order, axis=1)
-    near = np.sqrt(sorted_d) <= params.routing_factor * np.sqrt(sorted_d[:, :1])
+    near = np.sqrt(sorted_d) <= factor * np.sqrt(sorted_d[:, :1])
     if params.max_partitions:
         near[:, params.max_partitions :] = False
     total_sure = int(sure.sum())
-    if total_sure < k:
-        # Fewer than k guaranteed matches: every partition that may hold one is searched.
-        visit_sorted = np.isfinite(sorted_d)
-    else:
-        per_partition = total_sure / router.partitions  # average sure matches per partition
-        target = min(total_sure, max(k, params.min_candidates, params.min_partitions * per_partition))
-        covered_before = np.cumsum(sure[order], axis=1) - sure[order]
-        visit_sorted = (near | (covered_before < target)) & np.isfinite(sorted_d)
-    visit = np.zeros((q, router.partitions), dtype=bool)
-    np.put_along_axis(visit, order, visit_sorted, axis=1)
-    return Plan(visit, maybe, sure)
+    per_partition = total_sure / router.partitions
+    target = min(total_sure, max(k, min_candidates, min_partitions * per_partition))
+    covered_before = np.cumsum(sure[order], axis=1) - sure[order]
+    return near | (covered_before < target)

@@ -44,6 +44,34 @@ def merge(parts: list[TopK], k: int) -> TopK:
     return select_topk(ids, dist, k, stats)
 
 
+def merge_rows(pieces: list[tuple[np.ndarray, TopK]], q: int, k: int) -> TopK:
+    """Merge per-partition answers for subsets of the queries into one TopK over ``q`` queries.
+
+    ``pieces`` are ``(query rows, TopK of those rows)``. Instead of widening every piece to all
+    ``q`` queries, the rows are grouped by query into one (q, pieces per query x k) buffer and
+    selected once: the cost follows the (query, partition) pairs searched, not q x partitions.
+    """
+    out = TopK.empty(q, k)
+    if not pieces:
+        return out
+    rows = np.concatenate([r for r, _ in pieces])
+    ids = np.concatenate([t.ids for _, t in pieces])
+    dist = np.concatenate([t.distances for _, t in pieces])
+    stats = np.concatenate([t.stats for _, t in pieces])
+    order = np.argsort(rows, kind="stable")
+    rows, ids, dist = rows[order], ids[order], dist[order]
+    counts = np.bincount(rows, minlength=q)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    rank = np.arange(rows.shape[0]) - starts[rows]
+    width = int(counts.max())
+    buf_ids = np.full((q, width, k), -1, dtype=np.int64)
+    buf_dist = np.full((q, width, k), np.inf, dtype=np.float32)
+    buf_ids[rows, rank], buf_dist[rows, rank] = ids, dist
+    for i in range(stats.shape[1]):
+        out.stats[:, i] = np.bincount(rows, stats[order, i], minlength=q).astype(np.int64)
+    return select_topk(buf_ids.reshape(q, -1), buf_dist.reshape(q, -1), k, out.stats)
+
+
 def select_topk(ids: np.ndarray, dist: np.ndarray, k: int, stats: np.ndarray) -> TopK:
     """k smallest of each row, sorted; ties broken by id so results are deterministic."""
     width = ids.shape[1]

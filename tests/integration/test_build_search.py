@@ -43,12 +43,12 @@ def small_index(tmp_path_factory, small_data):
     return squash.open_index(path.as_uri())
 
 
-@pytest.mark.parametrize("levels", ["auto", "all"])
+@pytest.mark.parametrize(("plan", "levels"), [("auto", "auto"), ("routed", "auto"), ("routed", "all")])
 @pytest.mark.parametrize("name", list(FILTERS))
-def test_filtered_search_is_accurate_and_full(small_index, small_data, name, levels):
+def test_filtered_search_is_accurate_and_full(small_index, small_data, name, plan, levels):
     k = 10
     mask = _mask(small_data, name)
-    params = squash.SearchParams(levels=levels)
+    params = squash.SearchParams(plan=plan, levels=levels)
     res = small_index.search(small_data.queries, k=k, filter=FILTERS[name], params=params)
     truth = exact_knn(small_data.base, small_data.queries, mask, k)
     assert recall_at_k(res.ids, truth) >= 0.95
@@ -66,7 +66,7 @@ def test_filtered_search_is_accurate_and_full(small_index, small_data, name, lev
 
 
 def test_stats_count_levels(small_index, small_data):
-    params = squash.SearchParams(levels="all", min_candidates=500)
+    params = squash.SearchParams(plan="routed", levels="all", min_candidates=500)
     s = small_index.search(small_data.queries[:5], k=5, params=params).stats
     for q in range(5):
         assert s["l0_candidates"][q] == s["exact_matches"][q] > s["l2_kept"][q] > s["l3_kept"][q]
@@ -80,8 +80,11 @@ def test_stats_count_levels(small_index, small_data):
 def test_auto_levels_rerank_exactly_when_blas_is_cheaper(small_index, small_data):
     # 32-d vectors in small partitions: one BLAS product beats the lookup tables, so every
     # candidate is scored exactly; results equal the forced exact mode.
-    auto = small_index.search(small_data.queries, k=10)
-    exact = small_index.search(small_data.queries, k=10, params=squash.SearchParams(levels="exact"))
+    routed = squash.SearchParams(plan="routed")
+    auto = small_index.search(small_data.queries, k=10, params=routed)
+    exact = small_index.search(
+        small_data.queries, k=10, params=squash.SearchParams(plan="routed", levels="exact")
+    )
     np.testing.assert_array_equal(auto.ids, exact.ids)
     assert auto.stats["l4_scored"] == auto.stats["exact_matches"]
 

@@ -54,7 +54,7 @@ def test_searching_per_node_and_merging_up_the_tree_equals_in_process(tmp_path, 
         own = search_partitions(
             lambda p: index.segment(p)[0],
             ((p, plan.queries_of(p)) for p in owned[position]),
-            index.prepare_queries(q), k, node, index.manifest.attributes, params,
+            index.prepare_queries(q), k, node, index.manifest.attributes, plan.execution_params(params),
         )  # fmt: skip
         return merge([own, *kids], k)
 

@@ -21,6 +21,7 @@ from ..cache import SegmentCache
 from ..errors import AccessDeniedError, IndexNotFoundError, PayloadTooLargeError
 from ..index import Index
 from ..manifest import MANIFEST_KEY
+from ..planner import Plan
 from ..results import STAT_NAMES
 from ..storage import open_storage
 from .codec import MAX_PAYLOAD_BYTES, encoded_size, pack_array, unpack_array
@@ -87,7 +88,7 @@ class Coordinator:
         plan = index.plan(q, req.k, node, req.params)
         planned = time.perf_counter()
 
-        base = self._base_event(name, index, req, plan.partitions)
+        base = self._base_event(name, index, req, plan)
         size = self._chunk_size(q.shape[0], index.dims, req, plan.visit.sum(axis=1), encoded_size(base))
         chunks = [np.arange(s, min(s + size, q.shape[0])) for s in range(0, q.shape[0], size)]
 
@@ -136,9 +137,10 @@ class Coordinator:
             )
         return out
 
-    def _base_event(self, name: str, index: Index, req: QueryRequest, parts: np.ndarray) -> dict[str, Any]:
+    def _base_event(self, name: str, index: Index, req: QueryRequest, plan: Plan) -> dict[str, Any]:
         tree = self.config.tree
         segs = index.manifest.segments
+        parts = plan.partitions
         return {
             "index": index.storage.uri,
             "name": name,
@@ -146,7 +148,7 @@ class Coordinator:
             "position": 0,
             "tree": {"branching": tree.branching, "depth": tree.depth, "prefix": self.config.worker_prefix},
             "k": req.k,
-            "params": req.params.to_dict(),
+            "params": plan.execution_params(req.params).to_dict(),
             "filter": req.filter,
             "attributes": [a.to_json() for a in index.manifest.attributes],
             "segments": {str(p): segs[p].__dict__ for p in parts.tolist()},
@@ -190,7 +192,7 @@ def _shape_results(ids: np.ndarray, dist: np.ndarray, attrs: dict[str, Any], inc
 
 
 def _stats(
-    plan, per_query: np.ndarray, answers: list[dict], chunks: int, cold: bool, coord_bytes: int
+    plan: Plan, per_query: np.ndarray, answers: list[dict], chunks: int, cold: bool, coord_bytes: int
 ) -> dict:
     nodes = {"invoked": 0, "cold": 0, "warm": 0}
     s3 = {"bytes_read": coord_bytes, "segments_loaded": 0, "cache_hits": 0}
@@ -202,7 +204,7 @@ def _stats(
             s3[key] += a["stats"]["s3"][key]
         positions += a["stats"]["positions"]
     totals = per_query.sum(axis=0)
-    return {
+    return plan.stats() | {
         "queries": int(per_query.shape[0]),
         "chunks": chunks,
         "partitions_visited": int(plan.partitions.size),

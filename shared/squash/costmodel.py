@@ -1,0 +1,57 @@
+"""The planner's cost model: seconds of one core for a routed plan and for an exact scan.
+
+Both plans score candidates with BLAS products; they differ in how many (query, row) pairs
+they score and in fixed costs. Per partition a plan touches, the rows are streamed once
+(``C_STREAM`` per float, plus ``C_GATHER`` when a filter makes it copy rows), every query
+routed there costs ``C_MAC`` per multiply-add and ``C_SELECT`` per scored row (top-k
+selection), and the partition itself a fixed Python/numpy overhead (``C_PART`` in the
+routed path, which filters, scores and merges per partition; ``C_PART_EXACT`` in the exact
+scan, which only rechecks and gathers). The constants were fitted on the team machine
+(2-core Xeon VM, one BLAS thread, numpy 2.4 / OpenBLAS) by ``bench/fit_cost.py``; see
+README, "Planning to a recall target". Only ratios matter to the choice, so a faster or
+slower machine of the same kind picks the same plans.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+C_MAC = 0.045e-9  # s per multiply-add in a batched product (float32 GEMM)
+C_STREAM = 0.25e-9  # s per float of a candidate matrix streamed once (dominates one query)
+C_GATHER = 0.6e-9  # s per float copied when a filter gathers candidate rows
+C_SELECT = 2.5e-9  # s per (query, row) distance through top-k selection
+C_PAIR = 4e-6  # s per (query, partition) pair: query gather, top-k rows, merge
+C_PART = 45e-6  # s per partition a routed plan searches
+C_PART_EXACT = 8e-6  # s per partition the exact scan rechecks and gathers
+C_FIXED_EXACT = 30e-6  # s per batch for the exact scan's setup
+C_PLAN = 40e-9  # s per (query, partition) of routing work besides the centroid product (sorts)
+
+
+def planning_seconds(queries: int, partitions: int, dims: int) -> float:
+    """Routing's own cost: centroid distances and their ordering (the exact scan needs neither)."""
+    return queries * partitions * (dims * C_MAC + C_PLAN)
+
+
+def routed_seconds(visit: np.ndarray, rows: np.ndarray, dims: int, filtered: bool) -> float:
+    """A routed plan: ``visit`` (Q, P) bool, ``rows`` (P,) candidate rows per partition."""
+    m = visit.sum(axis=0).astype(np.float64)  # queries per partition
+    used = m > 0
+    r = rows.astype(np.float64)
+    stream = C_STREAM + (C_GATHER if filtered else 0.0)
+    per_part = C_PART + r * dims * stream + m * r * (dims * C_MAC + C_SELECT) + m * C_PAIR
+    return float(per_part[used].sum())
+
+
+def exact_seconds(queries: int, rows: np.ndarray, dims: int, filtered: bool) -> float:
+    """An exact scan of every candidate row (``rows`` (P,) per partition) for the batch."""
+    r = rows.astype(np.float64)
+    total = float(r.sum())
+    stream = C_STREAM + (C_GATHER if filtered else 0.0)
+    parts = int(np.count_nonzero(r))
+    return (
+        C_FIXED_EXACT
+        + C_PART_EXACT * parts
+        + total * dims * stream
+        + queries * total * (dims * C_MAC + C_SELECT)
+        + queries * C_PAIR
+    )
