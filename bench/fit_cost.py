@@ -19,15 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "shared"))
-
-import squash  # noqa: E402
-import squash.datasets  # noqa: E402
-from squash import costmodel  # noqa: E402
-from squash.build import BuildOptions, build_index  # noqa: E402
-from squash.partition_search import filter_rows, search_partition  # noqa: E402
-from squash.planner import plan_queries  # noqa: E402
-from squash.search import exact_scan  # noqa: E402
+import squash
+import squash.datasets
+from squash import costmodel
+from squash.build import BuildOptions, build_index
+from squash.partition_search import filter_rows, search_partition
+from squash.planner import plan_queries
+from squash.search import exact_scan
 
 
 def median_seconds(fn: Callable[[], object], repeats: int = 7) -> float:
