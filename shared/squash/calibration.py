@@ -44,7 +44,7 @@ DEFAULT_QUERIES = 500
 #: A band needs this many matches per requested neighbour to be calibrated at all.
 MIN_MATCHES_PER_K = 3
 #: Planning aims this much closer to 1 than the target (calibration queries are a sample).
-MARGIN = 0.3
+MARGIN = 0.5
 _CHUNK_ELEMENTS = 1 << 24  # (queries x rows) distance block during ground truth (64 MB)
 
 

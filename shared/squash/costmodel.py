@@ -32,6 +32,11 @@ def planning_seconds(queries: int, partitions: int, dims: int) -> float:
     return queries * partitions * (dims * C_MAC + C_PLAN)
 
 
+def scoring_seconds(pairs: float, dims: int) -> float:
+    """Scoring ``pairs`` (query, row) distances in batched products, selection included."""
+    return pairs * (dims * C_MAC + C_SELECT)
+
+
 def routed_seconds(visit: np.ndarray, rows: np.ndarray, dims: int, filtered: bool) -> float:
     """A routed plan: ``visit`` (Q, P) bool, ``rows`` (P,) candidate rows per partition."""
     m = visit.sum(axis=0).astype(np.float64)  # queries per partition

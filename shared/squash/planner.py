@@ -89,6 +89,32 @@ def centroid_distances(router: Router, queries: np.ndarray) -> np.ndarray:
     return np.maximum(d2, 0.0)
 
 
+@dataclass(frozen=True)
+class _Rule:
+    """How far a routed plan goes, decided before any centroid distance is computed."""
+
+    name: str  # "calibrated" or "fixed"
+    score: float  # calibrated: visit partitions scoring <= this (inf: all that may match)
+    need: float  # sure matches every query covers in centroid order
+    expected: float | None
+
+
+def _rule(
+    router: Router, k: int, sure: np.ndarray, filtered: bool, params: SearchParams, cal: Calibration | None
+) -> _Rule:
+    total = float(sure.sum())
+    if params.expert or cal is None:
+        _, min_candidates, min_partitions = params.fixed_rule()
+        need = min(total, max(k, min_candidates, min_partitions * total / router.partitions))
+        return _Rule("fixed", math.nan, need, None)
+    score, cover, expected = cal.threshold(total / max(router.n, 1), k, params.target_recall)
+    # The coverage rule serves filters, whose matches may lie away from the nearest partitions.
+    need = max(k, cover) if filtered else k
+    if math.isinf(score):
+        need = math.inf
+    return _Rule("calibrated", score, float(need), expected)
+
+
 def plan_queries(
     router: Router,
     queries: np.ndarray,
@@ -105,68 +131,50 @@ def plan_queries(
     if params.plan == "exact" or params.target_recall >= 1.0:
         return Plan(exact_visit.copy(), maybe, sure, kind="exact", rule="exact", expected_recall=1.0)
     dims, filtered = int(queries.shape[1]), node is not None
+    total_sure = int(sure.sum())
+    rule = _rule(router, k, sure, filtered, params, calibration)
+    if total_sure < k:
+        rule = dataclasses.replace(rule, need=math.inf)  # fewer than k sure: all that may match
+
     exact_ms = costmodel.exact_seconds(q, maybe, dims, filtered) * 1e3
+    # No routed plan costs less than routing itself plus scoring ``need`` rows per query.
+    floor_rows = min(rule.need, float(maybe.sum()))
     planning_ms = costmodel.planning_seconds(q, router.partitions, dims) * 1e3
-    if params.plan == "auto" and exact_ms <= planning_ms:  # routing alone would cost more
-        return Plan(
-            exact_visit.copy(),
-            maybe,
-            sure,
-            "exact",
-            "exact",
-            1.0,
-            cost_routed_ms=planning_ms,
-            cost_exact_ms=exact_ms,
-        )
+    floor_ms = planning_ms + costmodel.scoring_seconds(q * floor_rows, dims) * 1e3
+    if params.plan == "auto" and exact_ms <= floor_ms:
+        return Plan(exact_visit.copy(), maybe, sure, "exact", "exact", 1.0, floor_ms, exact_ms)
 
     d2 = np.where(valid[None, :], centroid_distances(router, queries), np.inf)
     order = np.argsort(d2, axis=1, kind="stable")
     finite = np.isfinite(np.take_along_axis(d2, order, axis=1))
-    total_sure = int(sure.sum())
-    need = float(k)  # sure matches to cover in centroid order
-    if params.expert or calibration is None:
-        visit_sorted, rule, expected = _fixed_rule(router, d2, order, sure, k, params), "fixed", None
+    if rule.name == "fixed":
+        visit_sorted = _fixed_rule(d2, order, params)
+    elif math.isinf(rule.score):
+        visit_sorted = finite
     else:
-        selectivity = total_sure / max(router.n, 1)
-        score, cover, expected = calibration.threshold(selectivity, k, params.target_recall)
-        if math.isinf(score) or math.isinf(cover):
-            visit_sorted = finite
-        else:
-            near = routing_scores(d2, valid[None, :], calibration.radius) <= score
-            visit_sorted = np.take_along_axis(near, order, axis=1)
-            if params.max_partitions:
-                visit_sorted[:, params.max_partitions :] = False
-            if node is not None:  # matches may lie away from the nearest partitions
-                need = max(need, cover)
-        rule = "calibrated"
-    if total_sure < k:
-        visit_sorted = finite  # fewer than k sure matches: search every partition that may hold one
-    else:
-        covered_before = np.cumsum(sure[order], axis=1) - sure[order]
-        visit_sorted = (visit_sorted | (covered_before < need)) & finite
+        near = routing_scores(d2, valid[None, :], calibration.radius) <= rule.score
+        visit_sorted = np.take_along_axis(near, order, axis=1)
+        if params.max_partitions:
+            visit_sorted[:, params.max_partitions :] = False
+    covered_before = np.cumsum(sure[order], axis=1) - sure[order]
+    visit_sorted = (visit_sorted | (covered_before < rule.need)) & finite
     visit = np.zeros((q, router.partitions), dtype=bool)
     np.put_along_axis(visit, order, visit_sorted, axis=1)
-    plan = Plan(visit, maybe, sure, kind="routed", rule=rule, expected_recall=expected)
+    plan = Plan(visit, maybe, sure, kind="routed", rule=rule.name, expected_recall=rule.expected)
     if params.plan == "auto":
         plan.cost_routed_ms = planning_ms + costmodel.routed_seconds(visit, maybe, dims, filtered) * 1e3
         plan.cost_exact_ms = exact_ms
         if plan.cost_exact_ms < plan.cost_routed_ms:
-            plan.visit, plan.kind, plan.expected_recall = exact_visit.copy(), "exact", 1.0
+            plan.visit, plan.kind, plan.rule, plan.expected_recall = exact_visit.copy(), "exact", "exact", 1.0
     return plan
 
 
-def _fixed_rule(
-    router: Router, d2: np.ndarray, order: np.ndarray, sure: np.ndarray, k: int, params: SearchParams
-) -> np.ndarray:
-    """The expert rule, in centroid order: within ``routing_factor`` of the nearest, then
-    until ``max(k, min_candidates, min_partitions x average sure matches)`` are covered."""
-    factor, min_candidates, min_partitions = params.fixed_rule()
+def _fixed_rule(d2: np.ndarray, order: np.ndarray, params: SearchParams) -> np.ndarray:
+    """The expert rule's distance part, in centroid order: within ``routing_factor`` of the
+    nearest centroid's distance (capped at ``max_partitions``); coverage comes from ``_Rule``."""
+    factor = params.fixed_rule()[0]
     sorted_d = np.take_along_axis(d2, order, axis=1)
     near = np.sqrt(sorted_d) <= factor * np.sqrt(sorted_d[:, :1])
     if params.max_partitions:
         near[:, params.max_partitions :] = False
-    total_sure = int(sure.sum())
-    per_partition = total_sure / router.partitions
-    target = min(total_sure, max(k, min_candidates, min_partitions * per_partition))
-    covered_before = np.cumsum(sure[order], axis=1) - sure[order]
-    return near | (covered_before < target)
+    return near

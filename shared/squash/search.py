@@ -70,40 +70,40 @@ def exact_scan(
     """Exact top-k of every query over every row of ``partitions`` passing the filter.
 
     Candidate rows are scored in blocks of about ``EXACT_BLOCK_ROWS`` (a big whole partition
-    is its own block, without a copy); each block keeps its k best per query and one
-    selection at the end merges the blocks.
+    is its own block, without a copy) with the BLAS form of the distance; each block keeps
+    its k best per query. The k chosen over all blocks then get their distance computed
+    directly (sum of squared differences): the BLAS form's rounding depends on the block a
+    row was scored in, so without this an answer would depend on how rows were grouped
+    (in-process vs per worker of the tree).
     """
     q = queries.shape[0]
     q_sq = np.einsum("ij,ij->i", queries, queries)
     stats = np.zeros((q, len(STAT_NAMES)), dtype=np.int64)
-    kept_ids: list[np.ndarray] = []  # per block: (q, <= k)
-    kept_dist: list[np.ndarray] = []
-    block: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    blocks: list[np.ndarray] = []  # the vectors of each scored block
+    kept: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # per block: ids, BLAS dist, rows
+    pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     held = 0
 
     def score(vectors: np.ndarray, sq: np.ndarray, ids: np.ndarray) -> None:
         n = ids.shape[0]
         width = min(k, n)
-        block_ids = np.empty((q, width), dtype=np.int64)
-        block_dist = np.empty((q, width), dtype=np.float32)
+        rows = np.empty((q, width), dtype=np.int64)
+        dist = np.empty((q, width), dtype=np.float32)
         step = max(1, GATHER_BUDGET // max(1, n))
         for start in range(0, q, step):
             end = min(q, start + step)
-            if n > k:  # select with the BLAS form, keep k per query of this block
-                dist = q_sq[start:end, None] - 2.0 * (queries[start:end] @ vectors.T) + sq[None, :]
-                top = np.argpartition(dist, k - 1, axis=1)[:, :k]
-            else:
-                top = np.broadcast_to(np.arange(n), (end - start, n))
-            block_ids[start:end] = ids[top]
-            block_dist[start:end] = _direct_distances(queries[start:end], vectors, top)
-        kept_ids.append(block_ids)
-        kept_dist.append(block_dist)
+            d = q_sq[start:end, None] - 2.0 * (queries[start:end] @ vectors.T) + sq[None, :]
+            top = np.argpartition(d, k - 1, axis=1)[:, :k] if n > k else np.arange(n)[None, :]
+            rows[start:end] = top
+            dist[start:end] = np.take_along_axis(d, np.broadcast_to(top, (end - start, width)), axis=1)
+        blocks.append(vectors)
+        kept.append((ids[rows], dist, rows))
 
     def flush() -> None:
-        nonlocal block, held
-        if block:
-            score(*(np.concatenate(parts) for parts in zip(*block, strict=True)))
-        block, held = [], 0
+        nonlocal pending, held
+        if pending:
+            score(*(np.concatenate(parts) for parts in zip(*pending, strict=True)))
+        pending, held = [], 0
 
     for partition in partitions:
         seg = load(partition)
@@ -116,29 +116,47 @@ def exact_scan(
         if rows.shape[0] == seg.size and seg.size >= EXACT_BLOCK_ROWS // 2:
             score(seg.vectors, seg.sq_norms, seg.ids)  # big and whole: no copy
             continue
-        block.append((seg.vectors[rows], seg.sq_norms[rows], seg.ids[rows]))
+        pending.append((seg.vectors[rows], seg.sq_norms[rows], seg.ids[rows]))
         held += rows.shape[0]
         if held >= EXACT_BLOCK_ROWS:
             flush()
     flush()
-    if not kept_ids:
+    if not kept:
         out = TopK.empty(q, k)
         out.stats = stats
         return out
-    return select_topk(np.concatenate(kept_ids, axis=1), np.concatenate(kept_dist, axis=1), k, stats)
+    ids = np.concatenate([c[0] for c in kept], axis=1)
+    dist = np.concatenate([c[1] for c in kept], axis=1)
+    rows = np.concatenate([c[2] for c in kept], axis=1)
+    which = np.concatenate([np.full(c[0].shape[1], b) for b, c in enumerate(kept)])
+    # A margin above the k-th BLAS distance keeps near-ties, whatever block they came from.
+    chosen = _k_smallest(dist, min(dist.shape[1], k + EXACT_TIE_MARGIN))
+    ids, rows = np.take_along_axis(ids, chosen, axis=1), np.take_along_axis(rows, chosen, axis=1)
+    direct = _direct_distances(queries, blocks, which[chosen], rows)
+    return select_topk(ids, direct, k, stats)
 
 
-def _direct_distances(queries: np.ndarray, vectors: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """Squared L2 as the sum of squared differences of each query and its ``cols`` (m, c) rows.
+EXACT_TIE_MARGIN = 2  # extra candidates re-scored directly, so BLAS rounding cannot pick the k
 
-    Selection uses the BLAS form (fast, but its rounding depends on the block it ran in);
-    the distances returned are computed directly, so an answer does not depend on how the
-    rows were grouped (in-process vs per worker) and has no cancellation error.
-    """
-    m, c = cols.shape
-    out = np.empty((m, c), dtype=np.float32)
-    step = max(1, GATHER_BUDGET // max(1, c * vectors.shape[1]))
-    for start in range(0, m, step):
-        diff = vectors[cols[start : start + step]] - queries[start : start + step, None, :]
-        out[start : start + step] = np.einsum("mcd,mcd->mc", diff, diff)
+
+def _k_smallest(dist: np.ndarray, width: int) -> np.ndarray:
+    """Column positions (q, width) of each row's ``width`` smallest values (unordered)."""
+    if width >= dist.shape[1]:
+        return np.broadcast_to(np.arange(dist.shape[1]), dist.shape)
+    return np.argpartition(dist, width - 1, axis=1)[:, :width]
+
+
+def _direct_distances(
+    queries: np.ndarray, blocks: list[np.ndarray], block: np.ndarray, rows: np.ndarray
+) -> np.ndarray:
+    """Squared L2 as the sum of squared differences between each query and its candidates
+    (``blocks[block[i, j]][rows[i, j]]``): independent of grouping, no cancellation error."""
+    out = np.empty(rows.shape, dtype=np.float32)
+    for j in range(rows.shape[1]):  # one column at a time: (q, d) temporaries, queries not gathered
+        bj, rj = block[:, j], rows[:, j]
+        for b in np.unique(bj):
+            sel = slice(None) if bj[0] == bj[-1] == b and (bj == b).all() else bj == b
+            diff = blocks[b][rj[sel]]
+            diff -= queries[sel]
+            out[sel, j] = np.einsum("md,md->m", diff, diff)
     return out

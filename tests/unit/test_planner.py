@@ -136,7 +136,8 @@ def test_calibrate_on_s3(tmp_path, small_data, s3_bucket):
     assert main(["calibrate", "--index-uri", uri, "--queries", str(tmp_path / "q.npy"), "--quiet"]) == 0
     index = squash.open_index(uri)
     assert index.calibration.source == "queries"
-    assert index.search(small_data.queries, 10).stats["rule"] == "calibrated"
+    routed = squash.SearchParams(plan="routed")
+    assert index.search(small_data.queries, 10, params=routed).stats["rule"] == "calibrated"
 
 
 @pytest.mark.parametrize("value", [0, -0.5, 1.01, float("nan"), float("inf"), "high", True])
