@@ -26,7 +26,7 @@ lies from itself.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -61,6 +61,7 @@ class Calibration:
     score: np.ndarray  # (bands, ks, levels) score thresholds, non-decreasing along levels
     coverage: np.ndarray  # (bands, ks, levels) matching rows to cover, likewise
     seconds: float = 0.0
+    _memo: dict = field(default_factory=dict, compare=False, repr=False)  # threshold() answers
 
     def _at(self, table: np.ndarray, selectivity: float, k: int, level: int, log: bool) -> float:
         by_band = np.array([_interp_log(k, self.ks, row) for row in table[:, :, level]])
@@ -72,6 +73,14 @@ class Calibration:
     def threshold(self, selectivity: float, k: int, target: float) -> tuple[float, float, float]:
         """(score threshold, matches to cover, calibrated recall) for ``target`` plus the
         margin; thresholds are inf (visit every partition that may match) past the levels."""
+        key = (selectivity, k, target)
+        if key not in self._memo:
+            if len(self._memo) > 4096:
+                self._memo.clear()
+            self._memo[key] = self._threshold(selectivity, k, target)
+        return self._memo[key]
+
+    def _threshold(self, selectivity: float, k: int, target: float) -> tuple[float, float, float]:
         aim = 1.0 - (1.0 - target) * (1.0 - MARGIN)
         li = int(np.searchsorted(self.levels, aim - 1e-12))
         if li >= len(self.levels):

@@ -43,8 +43,12 @@ def search_partition(
     rows: np.ndarray,
     l0_count: int,
     params: SearchParams,
+    select: bool = True,
 ) -> TopK:
-    """Top-k of ``queries`` (m, d) among ``rows`` of ``seg``; stats per query."""
+    """Top-k of ``queries`` (m, d) among ``rows`` of ``seg``; stats per query.
+
+    ``select=False`` lets the exact re-rank return every candidate's distance unselected
+    (a small batch merges them all at once, cheaper than a selection per partition)."""
     m = queries.shape[0]
     n_c = rows.shape[0]
     stats = np.zeros((m, len(STAT_NAMES)), dtype=np.int64)
@@ -57,7 +61,7 @@ def search_partition(
     keep3 = min(n_c, k * params.rerank_factor)
     keep2 = min(n_c, max(keep3, math.ceil(params.sketch_keep * n_c)))
     if params.levels == "exact" or (params.levels == "auto" and _exact_is_cheaper(seg, n_c, keep2, keep3)):
-        return _exact(seg, queries, k, rows, stats)
+        return _exact(seg, queries, k, rows, stats, select)
 
     q_rot = (queries - seg.mean) @ seg.rotation  # (m, kept)
 
@@ -97,7 +101,9 @@ def _exact_is_cheaper(seg: Segment, n_c: int, keep2: int, keep3: int) -> bool:
     return n_c * d <= GATHER_COST * keep2 * coded + keep3 * d
 
 
-def _exact(seg: Segment, queries: np.ndarray, k: int, rows: np.ndarray, stats: np.ndarray) -> TopK:
+def _exact(
+    seg: Segment, queries: np.ndarray, k: int, rows: np.ndarray, stats: np.ndarray, select: bool = True
+) -> TopK:
     """L4 on every candidate: one GEMM per chunk of queries over the candidates' vectors."""
     n_c = rows.shape[0]
     vectors = seg.vectors if n_c == seg.size else seg.vectors[rows]
@@ -112,6 +118,9 @@ def _exact(seg: Segment, queries: np.ndarray, k: int, rows: np.ndarray, stats: n
         end = min(m, start + step)
         dist = q_sq[start:end, None] - 2.0 * (queries[start:end] @ vectors.T) + sq[None, :]
         dist = np.maximum(dist, 0.0, out=dist).astype(np.float32, copy=False)
+        if not select:
+            parts.append(TopK(np.broadcast_to(ids, dist.shape), dist, stats[start:end]))
+            continue
         parts.append(select_topk(np.broadcast_to(ids, dist.shape), dist, k, stats[start:end]))
     if len(parts) == 1:
         return parts[0]

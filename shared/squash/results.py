@@ -72,6 +72,29 @@ def merge_rows(pieces: list[tuple[np.ndarray, TopK]], q: int, k: int) -> TopK:
     return select_topk(buf_ids.reshape(q, -1), buf_dist.reshape(q, -1), k, out.stats)
 
 
+def merge_flat(pieces: list[tuple[np.ndarray, TopK]], q: int, k: int) -> TopK:
+    """Like :func:`merge_rows` for pieces of any width (e.g. unselected distances): one sort of
+    every (query, candidate), for small batches where per-partition selections cost more."""
+    out = TopK.empty(q, k)
+    if not pieces:
+        return out
+    rows = np.concatenate([np.repeat(r, t.ids.shape[1]) for r, t in pieces])
+    ids = np.concatenate([t.ids.ravel() for _, t in pieces])
+    dist = np.concatenate([t.distances.ravel() for _, t in pieces])
+    order = np.lexsort((ids, dist, rows))  # by query, then distance, then id
+    rows, ids, dist = rows[order], ids[order], dist[order]
+    starts = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=q))[:-1]])
+    rank = np.arange(rows.shape[0]) - starts[rows]
+    keep = (rank < k) & np.isfinite(dist)
+    out.ids[rows[keep], rank[keep]] = ids[keep]
+    out.distances[rows[keep], rank[keep]] = dist[keep]
+    srows = np.concatenate([r for r, _ in pieces])
+    stats = np.concatenate([t.stats for _, t in pieces])
+    for i in range(stats.shape[1]):
+        out.stats[:, i] = np.bincount(srows, stats[:, i], minlength=q).astype(np.int64)
+    return out
+
+
 def select_topk(ids: np.ndarray, dist: np.ndarray, k: int, stats: np.ndarray) -> TopK:
     """k smallest of each row, sorted; ties broken by id so results are deterministic."""
     width = ids.shape[1]

@@ -17,9 +17,10 @@ from .attributes import AttributeSpec
 from .filters import Node
 from .params import SearchParams
 from .partition_search import GATHER_BUDGET, filter_rows, search_partition
-from .results import STAT_NAMES, TopK, merge, merge_rows, select_topk
+from .results import STAT_NAMES, TopK, merge, merge_flat, merge_rows, select_topk
 from .segment import Segment
 
+SMALL_BATCH = 4  # queries; up to this, per-partition distances are merged unselected
 EXACT_BLOCK_ROWS = 8192  # candidate rows gathered before one product (32 MB at d = 1024)
 
 
@@ -45,15 +46,16 @@ def search_partitions(
         pending = [(p, qidx) for p, qidx in pending if qidx.size != q]
         if whole:
             parts.append(exact_scan(load, whole, queries, k, node, specs))
+    small = q <= SMALL_BATCH  # one sort of all candidates beats a selection per partition
     pieces = []
     for partition, qidx in pending:
         if qidx.size == 0:
             continue
         seg = load(partition)
         l0, rows = filter_rows(seg, node, specs)
-        pieces.append((qidx, search_partition(seg, queries[qidx], k, rows, l0, params)))
+        pieces.append((qidx, search_partition(seg, queries[qidx], k, rows, l0, params, select=not small)))
     if pieces:
-        parts.append(merge_rows(pieces, q, k))
+        parts.append((merge_flat if small else merge_rows)(pieces, q, k))
     if not parts:
         return TopK.empty(q, k)
     return parts[0] if len(parts) == 1 else merge(parts, k)

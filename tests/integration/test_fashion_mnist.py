@@ -38,3 +38,17 @@ def test_recall_at_10_on_fashion_mnist(fm_index, fashion, name, levels):
     assert r >= 0.95
     assert np.all((res.ids >= 0).sum(axis=1) == min(K, int(mask.sum())))
     assert np.all(mask[res.ids[res.ids >= 0]])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(SELECTIVITY))
+def test_target_recall_0_99_on_fashion_mnist(fm_index, fashion, name):
+    filt, mask = fashion_filters(fashion.attributes)[name]
+    params = squash.SearchParams(target_recall=0.99)
+    res = fm_index.search(fashion.queries, k=K, filter=filt, params=params)
+    r = recall_at_k(res.ids, exact_knn(fashion.base, fashion.queries, mask, K))
+    plan, expected = res.stats["plan"], res.stats["expected_recall"]
+    print(f"recall@10 {name} target 0.99: {r:.4f} ({plan}, expected {expected})")
+    assert r >= 0.99
+    assert res.stats["expected_recall"] >= 0.99
+    assert np.all((res.ids >= 0).sum(axis=1) == min(K, int(mask.sum())))
