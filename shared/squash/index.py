@@ -16,6 +16,7 @@ import numpy as np
 from .cache import SegmentCache
 from .errors import IndexNotFoundError, InputError
 from .filters import Node, parse_filter
+from .inputs import check_magnitude
 from .manifest import MANIFEST_KEY, Manifest
 from .params import MAX_K, SearchParams
 from .planner import Plan, plan_queries
@@ -37,26 +38,34 @@ class SearchResult:
     stats: dict[str, Any] = field(default_factory=dict)
 
 
-def validate_queries(queries: Any, dims: int) -> np.ndarray:
-    """Queries as C-contiguous float32 (Q, dims); one vector may be given as (dims,)."""
+def validate_queries(queries: Any, dims: int, field: str = "vector") -> np.ndarray:
+    """Queries as C-contiguous float32 (Q, dims); one vector may be given as (dims,).
+
+    Finiteness and magnitude are checked before the float32 cast, with the build's rule
+    (:func:`squash.inputs.check_magnitude`): a query whose squared distances would overflow
+    float32 is an error, never an empty answer.
+    """
     try:
-        arr = np.asarray(queries, dtype=np.float32)
+        arr = np.asarray(queries)
+        if arr.dtype.kind not in "fiub":  # e.g. object arrays of Python ints
+            arr = arr.astype(np.float64)
+    except OverflowError as exc:
+        raise InputError("queries hold a number too large for float32", field=field) from exc
     except (TypeError, ValueError) as exc:
-        raise InputError("queries must be numeric vectors", field="vector") from exc
+        raise InputError("queries must be numeric vectors", field=field) from exc
     if arr.ndim == 1:
         arr = arr[None, :]
     if arr.ndim != 2 or arr.shape[0] == 0:
-        raise InputError(
-            f"queries must be a non-empty (Q, {dims}) array, got shape {arr.shape}", field="vector"
-        )
+        raise InputError(f"queries must be a non-empty (Q, {dims}) array, got shape {arr.shape}", field=field)
     if arr.shape[1] != dims:
-        raise InputError(f"query dimension {arr.shape[1]} does not match the index ({dims})", field="vector")
+        raise InputError(f"query dimension {arr.shape[1]} does not match the index ({dims})", field=field)
     finite = np.isfinite(arr).all(axis=1)
     if not finite.all():
         raise InputError(
-            f"query {int(np.flatnonzero(~finite)[0])} contains NaN or infinite values", field="vector"
+            f"query {int(np.flatnonzero(~finite)[0])} contains NaN or infinite values", field=field
         )
-    return np.ascontiguousarray(arr)
+    check_magnitude(arr, "queries", field=field, row="query")
+    return np.ascontiguousarray(arr, dtype=np.float32)
 
 
 def validate_k(k: Any) -> int:

@@ -181,13 +181,19 @@ def check_vectors(arr: np.ndarray, what: str = "vectors") -> np.ndarray:
     return out
 
 
-def check_magnitude(block: np.ndarray, what: str, first_row: int = 0) -> None:
-    """Reject rows so large that squared distances would overflow float32."""
-    norms = np.linalg.norm(block.astype(np.float64), axis=1)
+def check_magnitude(
+    block: np.ndarray, what: str, first_row: int = 0, *, field: str = "vectors", row: str = "row"
+) -> None:
+    """Reject rows so large that squared distances would overflow float32.
+
+    The one rule for build vectors (CLI and library) and for queries (library, CLI and
+    HTTP): a row whose L2 norm is above :data:`MAX_NORM` is an error naming the row.
+    """
+    norms = np.linalg.norm(np.asarray(block, dtype=np.float64), axis=1)
     if norms.size and norms.max() > MAX_NORM:
-        row = first_row + int(np.argmax(norms))
+        at = first_row + int(np.argmax(norms))
         raise InputError(
-            f"{what}: row {row} has norm {norms.max():.3g}, above {MAX_NORM:.0e}; "
+            f"{what}: {row} {at} has norm {norms.max():.3g}, too large (above {MAX_NORM:.0e}): "
             "squared distances would overflow float32 — rescale the vectors",
-            field="vectors",
+            field=field,
         )

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..index import validate_k
+from ..inputs import check_magnitude
 from ..params import SearchParams
 
 INCLUDE_CHOICES = ("distance", "attributes")
@@ -83,10 +84,10 @@ def _vectors(value: Any, field: str, single: bool) -> np.ndarray:
         raise InputError(
             f"{field} holds {arr.shape[0]} queries; at most {MAX_QUERIES} per request", field=field
         )
-    with np.errstate(over="ignore"):
-        arr = np.atleast_2d(arr.astype(np.float32))
+    arr = np.atleast_2d(arr)
     bad = ~np.isfinite(arr).all(axis=1)
     if bad.any():
         where = "" if single else f" (query {int(np.flatnonzero(bad)[0])})"
         raise InputError(f"{field} contains NaN or infinite values{where}", field=field)
-    return arr
+    check_magnitude(arr, field, field=field, row="query")  # the build's rule, before the cast
+    return arr.astype(np.float32)
