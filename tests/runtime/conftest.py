@@ -72,7 +72,9 @@ def runtime_indexes(moto_s3):
     boto3.client("s3").create_bucket(Bucket=BUCKET)
     ds = sample_dataset()
     build_index(ds.base, f"s3://{BUCKET}/indexes/sample", ds.attributes)
-    build_index(ds.base, f"s3://{BUCKET}/indexes/ints", ints_table(ds.base.shape[0]), BuildOptions(partitions=8))
+    build_index(
+        ds.base, f"s3://{BUCKET}/indexes/ints", ints_table(ds.base.shape[0]), BuildOptions(partitions=8)
+    )
     build_index(ds.base, f"s3://{BUCKET}/indexes/cos", None, BuildOptions(metric="cosine", partitions=8))
     return ds
 

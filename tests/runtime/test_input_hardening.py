@@ -24,3 +24,33 @@ def test_good_batch_still_answers(coordinator_app, runtime_indexes):
     status, body = post(coordinator_app, "sample", {"vectors": q.tolist(), "k": 3})
     assert status == 200 and [len(r) for r in body["results"]] == [3, 3]
     assert np.isfinite([h["distance"] for r in body["results"] for h in r]).all()
+
+
+def test_int64_filters_through_the_tree_are_exact(coordinator_app, runtime_indexes):
+    """$in/$gt/$nin/... on int64 values near 2^62 and at the int64 edges, over HTTP."""
+    from conftest import ints_table
+
+    values = ints_table(runtime_indexes.base.shape[0]).column("big").to_pylist()
+    q = runtime_indexes.queries[0].tolist()
+    cases = {
+        "in": ({"$in": [2**62 + 1, 2**63 - 1]}, lambda v: v in (2**62 + 1, 2**63 - 1)),
+        "gt": ({"$gt": 2**62 + 1}, lambda v: v > 2**62 + 1),
+        "gte": ({"$gte": 2**62 + 2}, lambda v: v >= 2**62 + 2),
+        "lt": ({"$lt": -(2**63) + 1}, lambda v: v < -(2**63) + 1),
+        "lte": ({"$lte": 2**62 - 1}, lambda v: v <= 2**62 - 1),
+        "ne": ({"$ne": 2**62}, lambda v: v != 2**62),
+        "nin": ({"$nin": [2**62, 2**62 + 1, 2**62 + 2]}, lambda v: v not in (2**62, 2**62 + 1, 2**62 + 2)),
+        "eq": ({"$eq": 2**62 + 3}, lambda v: v == 2**62 + 3),
+        "eq-2^63": ({"$eq": 2**63}, lambda v: False),
+        "lt-2^63": ({"$lt": 2**63}, lambda v: True),
+    }
+    for name, (cond, pred) in cases.items():
+        want = {i for i, v in enumerate(values) if pred(v)}
+        body = {"vector": q, "k": 1000, "filter": {"big": cond}, "include": ["attributes"]}
+        body["params"] = {"min_candidates": len(values)}
+        status, out = post(coordinator_app, "ints", body)
+        assert status == 200, (name, out)
+        hits = out["results"][0]
+        assert {h["id"] for h in hits} <= want, name
+        assert len(hits) == min(1000, len(want)), name
+        assert all(pred(h["attributes"]["big"]) for h in hits), name
