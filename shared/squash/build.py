@@ -21,7 +21,7 @@ import pyarrow as pa
 from .arrays import to_arrow_bytes
 from .attributes import AttributeColumns, quantize_attributes, read_ids
 from .errors import IndexFormatError, IndexNotFoundError, InputError
-from .inputs import check_vectors
+from .inputs import check_vectors, normalise_rows
 from .manifest import MANIFEST_KEY, METRICS, FileRef, Manifest
 from .osq.klt import fit_klt
 from .osq.kmeans import REFINE_ROUNDS, balanced_kmeans, centroids_of
@@ -91,9 +91,11 @@ def validate_options(opts: BuildOptions, n: int) -> None:
 
 
 def normalise(x: np.ndarray) -> np.ndarray:
-    """Unit-normalise rows (cosine metric); zero rows stay zero."""
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return (x / np.where(norms == 0, 1.0, norms)).astype(np.float32)
+    """Unit-normalise rows (cosine metric); a zero row is an InputError naming it."""
+    out = np.empty(x.shape, dtype=np.float32)
+    for start in range(0, x.shape[0], 65536):  # chunked: float64 work stays bounded
+        out[start : start + 65536] = normalise_rows(x[start : start + 65536], "vectors", first_row=start)
+    return out
 
 
 def build_index(

@@ -16,7 +16,7 @@ import numpy as np
 from .cache import SegmentCache
 from .errors import IndexNotFoundError, InputError
 from .filters import Node, parse_filter
-from .inputs import check_magnitude
+from .inputs import check_magnitude, normalise_rows
 from .manifest import MANIFEST_KEY, Manifest
 from .params import MAX_K, SearchParams
 from .planner import Plan, plan_queries
@@ -105,11 +105,11 @@ class Index:
     def info(self) -> dict[str, Any]:
         return self.manifest.summary() | {"uri": self.storage.uri}
 
-    def prepare_queries(self, queries: Any) -> np.ndarray:
-        q = validate_queries(queries, self.dims)
+    def prepare_queries(self, queries: Any, field: str = "vector") -> np.ndarray:
+        """Validated float32 queries, unit-normalised for cosine (a zero query is an error)."""
+        q = validate_queries(queries, self.dims, field)
         if self.manifest.metric == "cosine":
-            norms = np.linalg.norm(q, axis=1, keepdims=True)
-            q = (q / np.where(norms == 0, 1.0, norms)).astype(np.float32)
+            q = normalise_rows(q, "queries", field=field, row="query")
         return q
 
     def parse_filter(self, filt: Any) -> Node | None:

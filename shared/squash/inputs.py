@@ -197,3 +197,20 @@ def check_magnitude(
             "squared distances would overflow float32 — rescale the vectors",
             field=field,
         )
+
+
+def normalise_rows(
+    x: np.ndarray, what: str, first_row: int = 0, *, field: str = "vectors", row: str = "row"
+) -> np.ndarray:
+    """Unit-normalise rows for the cosine metric, in float64 (tiny rows stay exact), as
+    float32. An all-zero row has no direction: an error naming it, never a silent zero."""
+    x64 = np.asarray(x, dtype=np.float64)
+    norms = np.linalg.norm(x64, axis=1, keepdims=True)
+    zero = norms[:, 0] == 0
+    if zero.any():
+        raise InputError(
+            f"{what}: {row} {first_row + int(np.flatnonzero(zero)[0])} is all zeros; the cosine metric "
+            "needs non-zero vectors (a zero vector has no direction)",
+            field=field,
+        )
+    return (x64 / norms).astype(np.float32)

@@ -54,3 +54,15 @@ def test_int64_filters_through_the_tree_are_exact(coordinator_app, runtime_index
         assert {h["id"] for h in hits} <= want, name
         assert len(hits) == min(1000, len(want)), name
         assert all(pred(h["attributes"]["big"]) for h in hits), name
+
+
+def test_cosine_zero_query_is_a_400(coordinator_app, runtime_indexes):
+    d = runtime_indexes.base.shape[1]
+    status, body = post(coordinator_app, "cos", {"vector": [0.0] * d, "k": 3})
+    assert_error(status, body, 400, "vector")
+    good = runtime_indexes.queries[0].tolist()
+    status, body = post(coordinator_app, "cos", {"vectors": [good, [0] * d], "k": 3})
+    err = assert_error(status, body, 400, "vectors")
+    assert "query 1" in err["message"]
+    status, body = post(coordinator_app, "cos", {"vectors": [good], "k": 3})
+    assert status == 200 and len(body["results"][0]) == 3

@@ -82,7 +82,7 @@ class Coordinator:
         started = time.perf_counter()
         cold, self._cold = self._cold, False
         index, coord_bytes = self.index(name)
-        q = index.prepare_queries(req.vectors)
+        q = index.prepare_queries(req.vectors, req.vector_field)
         node = index.parse_filter(req.filter)
         plan = index.plan(q, req.k, node, req.params)
         planned = time.perf_counter()

@@ -30,6 +30,7 @@ class QueryRequest:
     filter: Any
     include: frozenset[str]
     params: SearchParams
+    vector_field: str = "vector"  # the body key the queries came in ("vector" or "vectors")
 
 
 def parse_body(body: str | bytes | None) -> Any:
@@ -69,6 +70,7 @@ def parse_query(doc: Any) -> QueryRequest:
         filter=doc.get("filter"),
         include=frozenset(include),
         params=SearchParams.from_dict(doc.get("params")),
+        vector_field=field,
     )
 
 
