@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import sys
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -9,6 +11,7 @@ from .errors import InputError
 
 MAX_K = 1000
 LEVELS = ("auto", "all", "exact")
+MAX_INT_PARAM = 2**63 - 1  # integer knobs must fit int64 (they meet numpy counts)
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,10 @@ class SearchParams:
             "rerank_factor": self.rerank_factor >= 1,
             "levels": self.levels in LEVELS,
         }
+        for f in fields(self):  # NaN and inf pass no range check below; say so plainly
+            val = getattr(self, f.name)
+            if isinstance(val, float) and not math.isfinite(val):
+                raise InputError(f"search parameter {f.name}={val!r} is not a finite number", field=f.name)
         for name, ok in checks.items():
             if not ok:
                 raise InputError(
@@ -76,8 +83,15 @@ class SearchParams:
                 clean[key] = val
                 continue
             want_int = names[key] == "int"
-            if isinstance(val, bool) or not isinstance(val, int | float) or (want_int and int(val) != val):
-                kind = "an integer" if want_int else "a number"
+            kind = "an integer" if want_int else "a number"
+            if isinstance(val, bool) or not isinstance(val, int | float):
                 raise InputError(f"search parameter {key} must be {kind}", field=key)
+            if isinstance(val, float) and not math.isfinite(val):  # JSON NaN, Infinity, 1e400
+                raise InputError(f"search parameter {key} must be a finite number, got {val!r}", field=key)
+            if want_int and int(val) != val:
+                raise InputError(f"search parameter {key} must be {kind}", field=key)
+            if abs(val) > (MAX_INT_PARAM if want_int else sys.float_info.max):
+                limit = "int64" if want_int else "float64"
+                raise InputError(f"search parameter {key} is too large (beyond {limit})", field=key)
             clean[key] = int(val) if want_int else float(val)
         return cls(**clean)

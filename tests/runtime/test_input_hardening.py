@@ -3,7 +3,10 @@ naming the field — never a 5xx, a traceback or a wrong answer returned as succ
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
+import pytest
 from conftest import assert_error, post
 
 
@@ -66,3 +69,42 @@ def test_cosine_zero_query_is_a_400(coordinator_app, runtime_indexes):
     assert "query 1" in err["message"]
     status, body = post(coordinator_app, "cos", {"vectors": [good], "k": 3})
     assert status == 200 and len(body["results"][0]) == 3
+
+
+def _raw_query(runtime_indexes, extra: str) -> str:
+    """A query body as JSON text, with ``extra`` (raw JSON members) appended."""
+    q = json.dumps(runtime_indexes.queries[0].tolist())
+    return '{"vector": ' + q + ', "k": 3' + (", " + extra if extra else "") + "}"
+
+
+@pytest.mark.parametrize("literal", ["Infinity", "-Infinity", "NaN", "1e400", "1" + "0" * 400])
+@pytest.mark.parametrize("key", ["routing_factor", "min_candidates", "sketch_keep", "rerank_factor"])
+def test_non_finite_or_huge_params_are_a_400_naming_the_key(coordinator_app, runtime_indexes, literal, key):
+    body = _raw_query(runtime_indexes, f'"params": {{"{key}": {literal}}}')
+    status, out = post(coordinator_app, "sample", body, raw=True)
+    err = assert_error(status, out, 400, key)
+    assert key in err["message"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        ('"filter": {"price": {"$lt": Infinity}}', "filter"),
+        ('"filter": {"price": {"$in": [1, NaN]}}', "filter"),
+        ('"filter": {"price": 1e400}', "filter"),
+        ('"k": NaN', "k"),
+        ('"include": [Infinity]', "include"),
+    ],
+)
+def test_non_finite_numbers_anywhere_in_the_body_are_a_400(coordinator_app, runtime_indexes, extra, field):
+    status, out = post(coordinator_app, "sample", _raw_query(runtime_indexes, extra), raw=True)
+    assert_error(status, out, 400, field)
+
+
+def test_direct_invocation_with_non_finite_params_is_a_400(coordinator_app, runtime_indexes):
+    from conftest import Context
+
+    event = {"index": "sample", "vector": runtime_indexes.queries[0].tolist(), "k": 3}
+    for value in (float("inf"), float("nan"), 10**400):
+        out = coordinator_app.handler(event | {"params": {"routing_factor": value}}, Context())
+        assert out["status"] == 400 and out["error"]["field"] == "routing_factor", out

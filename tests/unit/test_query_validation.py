@@ -56,11 +56,11 @@ def cos_index(tmp_path_factory, small_data):
 
 
 def test_cosine_zero_query_is_rejected(cos_index, small_data):
-    with pytest.raises(InputError, match="query 0 .*zero") as exc:
+    with pytest.raises(InputError, match=r"query 0 .*zero") as exc:
         cos_index.search(np.zeros(cos_index.dims, np.float32), k=3)
     assert exc.value.field == "vector"
     batch = np.stack([small_data.queries[0], np.zeros(cos_index.dims, np.float32)])
-    with pytest.raises(InputError, match="query 1 .*zero"):
+    with pytest.raises(InputError, match=r"query 1 .*zero"):
         cos_index.search(batch, k=3)
 
 

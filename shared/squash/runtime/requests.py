@@ -8,6 +8,8 @@ the handler can answer 400 with a message a user can act on. Checks that need th
 from __future__ import annotations
 
 import json
+import math
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,10 +45,51 @@ def parse_body(body: str | bytes | None) -> Any:
         raise InputError(f"request body is not valid JSON ({exc})", field="body") from exc
 
 
+def check_numbers(doc: dict[str, Any]) -> None:
+    """Every number of a body (outside the query vectors, which numpy checks in bulk) must be
+    finite and within float64: JSON's NaN/Infinity and overflowing literals like 1e400 or a
+    400-digit integer are a 400 naming where they are, not a 500 further down.
+
+    Iterative, so the walk itself cannot exhaust the stack.
+    """
+    stack: list[tuple[tuple[str | int, ...], Any]] = [
+        ((key,), val) for key, val in reversed(doc.items()) if key not in ("vector", "vectors")
+    ]
+    while stack:
+        path, val = stack.pop()
+        if isinstance(val, dict):
+            stack.extend(((*path, k), v) for k, v in reversed(val.items()))
+        elif isinstance(val, list):
+            stack.extend(((*path, i), v) for i, v in reversed(list(enumerate(val))))
+        elif isinstance(val, float) and not math.isfinite(val):
+            raise InputError(
+                f"{_dotted(path)} is {val!r}: numbers must be finite (no NaN, Infinity or 1e400)",
+                field=_field_of(path),
+            )
+        elif isinstance(val, int) and not isinstance(val, bool) and abs(val) > sys.float_info.max:
+            raise InputError(
+                f"{_dotted(path)} is too large (an integer of {len(str(abs(val)))} digits); "
+                "numbers must fit a float64",
+                field=_field_of(path),
+            )
+
+
+def _dotted(path: tuple[str | int, ...]) -> str:
+    return "".join(f"[{p}]" if isinstance(p, int) else (f".{p}" if i else str(p)) for i, p in enumerate(path))
+
+
+def _field_of(path: tuple[str | int, ...]) -> str:
+    """The error's field: the knob for params (as SearchParams names it), else the body key."""
+    if path[0] == "params" and len(path) > 1 and isinstance(path[1], str):
+        return path[1]
+    return str(path[0])
+
+
 def parse_query(doc: Any) -> QueryRequest:
     """Validate a decoded query body (see README, "HTTP API")."""
     if not isinstance(doc, dict):
         raise InputError("request body must be a JSON object", field="body")
+    check_numbers(doc)
     unknown = sorted(set(doc) - _KEYS)
     if unknown:
         raise InputError(
