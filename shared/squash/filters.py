@@ -11,7 +11,6 @@ implicit AND across keys. A parsed filter is evaluated three ways:
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ import numpy as np
 
 from .attributes import I64_MAX, I64_MIN, AttributeSpec
 from .errors import FilterError
+from .jsontext import loads
 
 FIELD_OPS = ("$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin")
 ORDER_OPS = ("$gt", "$gte", "$lt", "$lte")
@@ -50,10 +50,7 @@ Node = Compare | Logical
 def parse_filter(filt: Any, specs: list[AttributeSpec]) -> Node | None:
     """Parse a filter (dict, or JSON text) against the schema; None means "no filter"."""
     if isinstance(filt, str | bytes):
-        try:
-            filt = json.loads(filt)
-        except json.JSONDecodeError as exc:
-            raise FilterError(f"filter is not valid JSON: {exc.msg} at position {exc.pos}") from exc
+        filt = loads(filt, "filter", field="filter", error=FilterError)
     if filt is None:
         return None
     schema = {s.name: s for s in specs}
@@ -169,26 +166,26 @@ def _operand(spec: AttributeSpec, op: str, v: Any) -> int | float:
     """Check an operand's type against the field; categories become their codes (-1: absent)."""
     if spec.numeric:
         if isinstance(v, bool) or not isinstance(v, int | float):
-            raise FilterError(f"field {spec.name!r} is numeric; {op} needs a finite number, got {v!r}")
+            raise FilterError(f"filter field {spec.name!r} is numeric; {op} needs a finite number, got {v!r}")
         if isinstance(v, int):
             try:
                 float(v)
             except OverflowError:
                 raise FilterError(
-                    f"field {spec.name!r}: the {op} operand is too large (an integer of "
+                    f"filter field {spec.name!r}: the {op} operand is too large (an integer of "
                     f"{len(str(abs(v)))} digits; numbers must fit a float64)"
                 ) from None
         elif not math.isfinite(v):
-            raise FilterError(f"field {spec.name!r} is numeric; {op} needs a finite number, got {v!r}")
+            raise FilterError(f"filter field {spec.name!r} is numeric; {op} needs a finite number, got {v!r}")
         return v
     if op in ORDER_OPS:
         raise FilterError(f"operator {op} is not supported on {spec.kind} field {spec.name!r}")
     if spec.kind == "bool":
         if not isinstance(v, bool):
-            raise FilterError(f"field {spec.name!r} is boolean; {op} needs true or false, got {v!r}")
+            raise FilterError(f"filter field {spec.name!r} is boolean; {op} needs true or false, got {v!r}")
         return int(v)
     if not isinstance(v, str):
-        raise FilterError(f"field {spec.name!r} is categorical; {op} needs a string, got {v!r}")
+        raise FilterError(f"filter field {spec.name!r} is categorical; {op} needs a string, got {v!r}")
     try:
         return spec.categories.index(v)
     except ValueError:

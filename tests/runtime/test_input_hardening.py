@@ -108,3 +108,25 @@ def test_direct_invocation_with_non_finite_params_is_a_400(coordinator_app, runt
     for value in (float("inf"), float("nan"), 10**400):
         out = coordinator_app.handler(event | {"params": {"routing_factor": value}}, Context())
         assert out["status"] == 400 and out["error"]["field"] == "routing_factor", out
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        '"filter": {"price": 1' + "0" * 400 + "}",
+        '"filter": {"price": {"$in": [3, 1' + "0" * 400 + "]}}",
+        '"filter": {"$or": [{"price": {"$gt": -1' + "0" * 400 + "}}]}",
+        '"filter": {"price": 1' + "0" * 5000 + "}",
+    ],
+)
+def test_filter_integers_beyond_float64_are_a_400(coordinator_app, runtime_indexes, extra):
+    status, out = post(coordinator_app, "sample", _raw_query(runtime_indexes, extra), raw=True)
+    assert status == 400 and out["error"]["field"] in ("filter", "body"), out
+
+
+def test_filter_integers_beyond_float64_direct_invocation(coordinator_app, runtime_indexes):
+    from conftest import Context
+
+    event = {"index": "sample", "vector": runtime_indexes.queries[0].tolist(), "k": 3}
+    out = coordinator_app.handler(event | {"filter": {"price": {"$in": [10**400]}}}, Context())
+    assert out["status"] == 400 and out["error"]["field"] == "filter", out

@@ -139,3 +139,45 @@ def test_search_errors(tmp_path, good, capsys):
     with np.load(out) as saved:
         assert saved["ids"].shape == (3, 10) and saved["ids"].dtype == np.int64
         assert saved["distances"].dtype == np.float32
+
+
+@pytest.fixture
+def attr_index(tmp_path, good, capsys):
+    """An index over ``good`` with an int and a float attribute; (uri, queries, output)."""
+    attrs = tmp_path / "a.parquet"
+    pq.write_table(pa.table({"n": pa.array(range(200), pa.int64()), "f": pa.array([0.5] * 200)}), attrs)
+    uri = (tmp_path / "idx").as_uri()
+    assert (
+        run(capsys, "build", "--vectors", str(good), "--attributes", str(attrs), "--index-uri", uri)[0] == 0
+    )
+    q = tmp_path / "q.npy"
+    np.save(q, np.ones((2, 8), np.float32))
+    return uri, q, tmp_path / "o.npz"
+
+
+def _one_line_error(code, err):
+    assert code == 2, err
+    assert err.startswith("squash: error: ") and err.count("\n") == 1, err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "filt",
+    [
+        '{"n": 1' + "0" * 400 + "}",
+        '{"n": {"$in": [1, 1' + "0" * 400 + "]}}",
+        '{"f": {"$lt": -1' + "0" * 400 + "}}",
+        '{"n": 1' + "0" * 5000 + "}",  # past Python's int-parsing digit limit
+        '{"n": {"$gte": 1e400}}',
+        '{"n": NaN}',
+    ],
+    ids=["int-400-digits", "in-400-digits", "float-field", "5000-digits", "1e400", "NaN"],
+)
+def test_cli_filter_with_an_unrepresentable_number_is_one_line(capsys, attr_index, filt):
+    uri, q, out = attr_index
+    code, err = run(
+        capsys, "search", "--index-uri", uri, "--queries", str(q), "--output", str(out), "--filter", filt
+    )
+    _one_line_error(code, err)
+    assert "filter" in err
+    assert not out.exists()

@@ -7,7 +7,6 @@ the handler can answer 400 with a message a user can act on. Checks that need th
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ import numpy as np
 from ..errors import InputError
 from ..index import validate_k
 from ..inputs import check_magnitude
+from ..jsontext import loads
 from ..params import SearchParams
 
 INCLUDE_CHOICES = ("distance", "attributes")
@@ -39,10 +39,7 @@ def parse_body(body: str | bytes | None) -> Any:
     """JSON text of an HTTP body; an empty or malformed body is a 400, not a crash."""
     if body is None or (isinstance(body, str | bytes) and not body.strip()):
         raise InputError("request body is empty: send a JSON object", field="body")
-    try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InputError(f"request body is not valid JSON ({exc})", field="body") from exc
+    return loads(body, "request body", field="body")
 
 
 def check_numbers(doc: dict[str, Any]) -> None:
