@@ -24,6 +24,10 @@ from .jsontext import loads
 
 FIELD_OPS = ("$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin")
 ORDER_OPS = ("$gt", "$gte", "$lt", "$lte")
+#: Limits on one filter (documented in the README, "Limits and guarantees").
+MAX_FILTER_DEPTH = 32  # nested $and/$or levels
+MAX_FILTER_TERMS = 1024  # field comparisons in total ({"a": {"$gte": 1, "$lt": 5}} is 2)
+MAX_IN_VALUES = 10_000  # operands of one $in/$nin
 Mode = Literal["maybe", "sure", "exact"]
 
 
@@ -48,46 +52,59 @@ Node = Compare | Logical
 
 
 def parse_filter(filt: Any, specs: list[AttributeSpec]) -> Node | None:
-    """Parse a filter (dict, or JSON text) against the schema; None means "no filter"."""
+    """Parse a filter (dict, or JSON text) against the schema; None means "no filter".
+
+    Limits (README, "Limits and guarantees"): at most MAX_FILTER_DEPTH nested $and/$or
+    levels, MAX_FILTER_TERMS field comparisons and MAX_IN_VALUES operands per $in/$nin —
+    checked while parsing, so no input can drive the recursion deeper than the limit.
+    """
     if isinstance(filt, str | bytes):
         filt = loads(filt, "filter", field="filter", error=FilterError)
     if filt is None:
         return None
     schema = {s.name: s for s in specs}
-    node = _parse_doc(filt, schema, "filter")
-    return node
+    return _parse_doc(filt, schema, "filter", 0, [0])
 
 
-def _parse_doc(doc: Any, schema: dict[str, AttributeSpec], where: str) -> Node:
+def _parse_doc(doc: Any, schema: dict[str, AttributeSpec], where: str, depth: int, terms: list[int]) -> Node:
     if not isinstance(doc, dict):
         raise FilterError(f"{where} must be a JSON object, got {type(doc).__name__}")
     if not doc:
         return Logical("$and", ())
     parts: list[Node] = []
     for key, val in doc.items():
+        if not isinstance(key, str):
+            raise FilterError(f"{where}: keys must be strings, got {key!r}")
         if key in ("$and", "$or"):
+            if depth >= MAX_FILTER_DEPTH:
+                raise FilterError(f"filter is nested more than {MAX_FILTER_DEPTH} levels of $and/$or")
             if not isinstance(val, list) or not val:
                 raise FilterError(f"{key} takes a non-empty list of filters")
-            kids = tuple(_parse_doc(v, schema, f"{key}[{i}]") for i, v in enumerate(val))
+            kids = tuple(_parse_doc(v, schema, f"{key}[{i}]", depth + 1, terms) for i, v in enumerate(val))
             parts.append(Logical(key, kids))
         elif key.startswith("$"):
             raise FilterError(f"unknown operator {key!r} at the top of {where}; use $and or $or")
         else:
-            parts.extend(_parse_field(key, val, schema))
+            parts.extend(_parse_field(key, val, schema, terms))
     return parts[0] if len(parts) == 1 else Logical("$and", tuple(parts))
 
 
-def _parse_field(name: str, val: Any, schema: dict[str, AttributeSpec]) -> list[Node]:
+def _parse_field(name: str, val: Any, schema: dict[str, AttributeSpec], terms: list[int]) -> list[Node]:
     spec = schema.get(name)
     if spec is None:
         known = ", ".join(sorted(schema)) or "none"
         raise FilterError(f"unknown field {name!r} in filter (attributes: {known})")
-    if not isinstance(val, dict):
-        return [_compare_node(spec, "$eq", val)]
-    if not val:
+    ops = val if isinstance(val, dict) else {"$eq": val}
+    if not ops:
         raise FilterError(f"field {name!r} has an empty operator object")
+    terms[0] += len(ops)
+    if terms[0] > MAX_FILTER_TERMS:
+        raise FilterError(
+            f"filter has more than {MAX_FILTER_TERMS} field comparisons ({terms[0]} so far); "
+            "use $in for many values of one field"
+        )
     out: list[Node] = []
-    for op, operand in val.items():
+    for op, operand in ops.items():
         if op not in FIELD_OPS:
             raise FilterError(
                 f"unknown operator {op!r} on field {name!r} (supported: {', '.join(FIELD_OPS)})"
@@ -110,6 +127,10 @@ def _compare_node(spec: AttributeSpec, op: str, operand: Any) -> Compare:
     if op in ("$in", "$nin"):
         if not isinstance(operand, list):
             raise FilterError(f"{op} on field {spec.name!r} takes a list")
+        if len(operand) > MAX_IN_VALUES:
+            raise FilterError(
+                f"{op} on field {spec.name!r} has {len(operand)} values; at most {MAX_IN_VALUES}"
+            )
         values = [_operand(spec, op, v) for v in operand]
         exact = [e for e in (_exact_in_domain(spec, v) for v in values) if e is not None]
         return Compare(spec.name, op, np.array(sorted(set(exact)), dtype=spec.domain))

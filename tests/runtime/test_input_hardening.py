@@ -130,3 +130,53 @@ def test_filter_integers_beyond_float64_direct_invocation(coordinator_app, runti
     event = {"index": "sample", "vector": runtime_indexes.queries[0].tolist(), "k": 3}
     out = coordinator_app.handler(event | {"filter": {"price": {"$in": [10**400]}}}, Context())
     assert out["status"] == 400 and out["error"]["field"] == "filter", out
+
+
+def _deep_filter(depth: int) -> dict:
+    doc: dict = {"price": {"$lt": 50}}
+    for _ in range(depth):
+        doc = {"$and": [doc]}
+    return doc
+
+
+@pytest.mark.parametrize("text", ["[" * 100_000, '{"vector": ' + "[" * 100_000, "{" * 50_000])
+def test_deeply_nested_bodies_are_a_400(coordinator_app, text):
+    status, out = post(coordinator_app, "sample", text, raw=True)
+    err = assert_error(status, out, 400, "body")
+    assert "nested deeper than" in err["message"]
+
+
+@pytest.mark.parametrize("depth", [33, 1_000, 10_000])
+def test_deeply_nested_filters_are_a_400(coordinator_app, runtime_indexes, depth):
+    body = {"vector": runtime_indexes.queries[0].tolist(), "k": 3}
+    text = json.dumps(body)[:-1] + ', "filter": ' + '{"$and": [' * depth + '{"price": 1}' + "]}" * depth + "}"
+    status, out = post(coordinator_app, "sample", text, raw=True)
+    err = assert_error(status, out, 400)
+    assert err["field"] in ("filter", "body") and "nested" in err["message"]
+
+
+def test_filter_at_the_depth_limit_answers(coordinator_app, runtime_indexes):
+    body = {"vector": runtime_indexes.queries[0].tolist(), "k": 3, "filter": _deep_filter(32)}
+    status, out = post(coordinator_app, "sample", body)
+    assert status == 200 and len(out["results"][0]) == 3
+
+
+@pytest.mark.parametrize("depth", [1_000, 100_000])
+def test_deep_filter_by_direct_invocation_is_a_400(coordinator_app, runtime_indexes, depth):
+    from conftest import Context
+
+    event = {"index": "sample", "vector": runtime_indexes.queries[0].tolist(), "filter": _deep_filter(depth)}
+    out = coordinator_app.handler(event, Context())
+    assert out["status"] == 400 and out["error"]["field"] == "filter", out
+
+
+def test_too_many_terms_and_in_values_are_a_400(coordinator_app, runtime_indexes):
+    base = {"vector": runtime_indexes.queries[0].tolist(), "k": 3}
+    status, out = post(
+        coordinator_app, "sample", base | {"filter": {"$or": [{"price": i} for i in range(1025)]}}
+    )
+    assert_error(status, out, 400, "filter")
+    status, out = post(coordinator_app, "sample", base | {"filter": {"price": {"$in": list(range(10_001))}}})
+    assert_error(status, out, 400, "filter")
+    status, out = post(coordinator_app, "sample", base | {"filter": {"price": {"$nin": list(range(10_000))}}})
+    assert status == 200

@@ -181,3 +181,29 @@ def test_cli_filter_with_an_unrepresentable_number_is_one_line(capsys, attr_inde
     _one_line_error(code, err)
     assert "filter" in err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("depth", [33, 1_000, 10_000, 100_000])
+def test_cli_deep_filter_is_one_line(capsys, attr_index, tmp_path, depth):
+    uri, q, out = attr_index
+    text = '{"$and": [' * depth + '{"n": 1}' + "]}" * depth
+    (tmp_path / "deep.json").write_text(text)
+    for arg in (text, "@" + str(tmp_path / "deep.json")):
+        code, err = run(
+            capsys, "search", "--index-uri", uri, "--queries", str(q), "--output", str(out), "--filter", arg
+        )
+        _one_line_error(code, err)
+        assert "nested" in err
+    code, err = run(
+        capsys,
+        "search",
+        "--index-uri",
+        uri,
+        "--queries",
+        str(q),
+        "--output",
+        str(out),
+        "--filter",
+        "[" * 100_000,
+    )
+    _one_line_error(code, err)

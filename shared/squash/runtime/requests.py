@@ -17,7 +17,7 @@ import numpy as np
 from ..errors import InputError
 from ..index import validate_k
 from ..inputs import check_magnitude
-from ..jsontext import loads
+from ..jsontext import MAX_JSON_DEPTH, loads
 from ..params import SearchParams
 
 INCLUDE_CHOICES = ("distance", "attributes")
@@ -47,13 +47,19 @@ def check_numbers(doc: dict[str, Any]) -> None:
     finite and within float64: JSON's NaN/Infinity and overflowing literals like 1e400 or a
     400-digit integer are a 400 naming where they are, not a 500 further down.
 
-    Iterative, so the walk itself cannot exhaust the stack.
+    Iterative and depth-bounded (MAX_JSON_DEPTH), so a direct invocation's event — parsed
+    by the Lambda runtime, not by :func:`parse_body` — cannot exhaust the stack either.
     """
     stack: list[tuple[tuple[str | int, ...], Any]] = [
         ((key,), val) for key, val in reversed(doc.items()) if key not in ("vector", "vectors")
     ]
     while stack:
         path, val = stack.pop()
+        if len(path) > MAX_JSON_DEPTH and isinstance(val, dict | list):
+            raise InputError(
+                f"{_dotted(path[:3])}... is nested deeper than {MAX_JSON_DEPTH} levels",
+                field=_field_of(path),
+            )
         if isinstance(val, dict):
             stack.extend(((*path, k), v) for k, v in reversed(val.items()))
         elif isinstance(val, list):
