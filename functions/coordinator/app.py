@@ -9,6 +9,8 @@ A direct invocation carries the query body plus ``"index"`` and gets the same JS
 
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
@@ -53,8 +55,19 @@ def index_info(index: str) -> Response:
 
 @app.post("/indexes/<index>/query")
 def query(index: str) -> Response:
-    body = parse_body(app.current_event.decoded_body)
-    return _json(200, _search(index, body))
+    return _json(200, _search(index, parse_body(_raw_body(app.current_event))))
+
+
+def _raw_body(event: Any) -> str | bytes | None:
+    """The body as sent: base64-encoded bodies are decoded to bytes (not to text), so a
+    body that is not UTF-8 is a 400 from parse_body, whatever its content type."""
+    body = event.body
+    if not event.is_base64_encoded or not body:
+        return body
+    try:
+        return base64.b64decode(body, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InputError("request body is marked base64 but is not valid base64", field="body") from exc
 
 
 @app.not_found

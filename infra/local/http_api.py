@@ -34,13 +34,18 @@ _TEXT_EXACT = ("application/x-www-form-urlencoded", "application/graphql", "appl
 
 
 def is_text(content_type: str | None, body: bytes) -> bool:
-    """Text bodies are passed as-is, everything else base64-encoded (isBase64Encoded)."""
+    """Text bodies are passed as-is, everything else base64-encoded (isBase64Encoded).
+
+    A body is text only when it is valid UTF-8 (and, with a content type, a text type):
+    bytes that are not UTF-8 travel base64-encoded whatever their declared type, so the
+    handler sees what the client sent instead of U+FFFD replacement characters.
+    """
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
     if not content_type:
-        try:
-            body.decode("utf-8")
-            return True
-        except UnicodeDecodeError:
-            return False
+        return True
     mime = content_type.split(";")[0].strip().lower()
     return mime.startswith(_TEXT_TYPES) or mime.endswith(_TEXT_SUFFIXES) or mime in _TEXT_EXACT
 
@@ -106,7 +111,7 @@ def build_event(
         event["queryStringParameters"] = query
     if body:
         if is_text(merged.get("content-type"), body):
-            event["body"] = body.decode("utf-8", errors="replace")
+            event["body"] = body.decode("utf-8")
         else:
             event["body"] = base64.b64encode(body).decode()
             event["isBase64Encoded"] = True

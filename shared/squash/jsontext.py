@@ -35,8 +35,30 @@ def nesting_depth(text: str) -> int:
     return int(np.cumsum(np.where(steps, 1, -1), dtype=np.int64).max())
 
 
+class _DuplicateKeyError(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """object_pairs_hook: a key given twice is an error, not "the last one wins"."""
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKeyError(key)
+            seen.add(key)
+    return out
+
+
 def loads(text: str | bytes, what: str, *, field: str, error: type[InputError] = InputError) -> Any:
-    """Parse ``text`` (bytes must be UTF-8); errors are ``error(message, field=field)``."""
+    """Parse ``text`` (bytes must be UTF-8); errors are ``error(message, field=field)``.
+
+    Rejected: bytes that are not UTF-8, nesting deeper than MAX_JSON_DEPTH, an object
+    holding the same key twice, and anything :func:`json.loads` rejects.
+    """
     if isinstance(text, bytes | bytearray):
         try:
             text = bytes(text).decode("utf-8")
@@ -53,7 +75,9 @@ def loads(text: str | bytes, what: str, *, field: str, error: type[InputError] =
             field=field,
         )
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=_unique_keys)
+    except _DuplicateKeyError as exc:
+        raise error(f"{what} has the key {exc.key!r} twice in one object", field=field) from exc
     except json.JSONDecodeError as exc:
         raise error(f"{what} is not valid JSON: {exc.msg} at position {exc.pos}", field=field) from exc
     except ValueError as exc:  # e.g. an integer past Python's digit limit

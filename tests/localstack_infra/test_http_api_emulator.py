@@ -66,6 +66,16 @@ def test_binary_body_is_base64(api):
     assert event["isBase64Encoded"] is True and base64.b64decode(event["body"]) == payload
 
 
+@pytest.mark.parametrize("content_type", ["application/json", "text/plain; charset=utf-8", None])
+def test_text_body_that_is_not_utf8_is_passed_base64(api, content_type):
+    """The handler must see the bytes the client sent (and answer 400), not U+FFFD."""
+    payload = b'{"k": "\xff\xfe"}'
+    headers = {"Content-Type": content_type} if content_type else {}
+    _, _, raw = request(api, "POST", "/blob", payload, headers)
+    event = json.loads(raw)
+    assert event["isBase64Encoded"] is True and base64.b64decode(event["body"]) == payload
+
+
 def test_response_mapping(api):
     status, headers, raw = request(api, "GET", "/status")
     assert (status, raw, headers["X-Reply"]) == (201, b"created", "yes")

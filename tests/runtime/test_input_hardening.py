@@ -74,7 +74,8 @@ def test_cosine_zero_query_is_a_400(coordinator_app, runtime_indexes):
 def _raw_query(runtime_indexes, extra: str) -> str:
     """A query body as JSON text, with ``extra`` (raw JSON members) appended."""
     q = json.dumps(runtime_indexes.queries[0].tolist())
-    return '{"vector": ' + q + ', "k": 3' + (", " + extra if extra else "") + "}"
+    k = "" if extra.startswith('"k"') else ', "k": 3'
+    return '{"vector": ' + q + k + (", " + extra if extra else "") + "}"
 
 
 @pytest.mark.parametrize("literal", ["Infinity", "-Infinity", "NaN", "1e400", "1" + "0" * 400])
@@ -180,3 +181,46 @@ def test_too_many_terms_and_in_values_are_a_400(coordinator_app, runtime_indexes
     assert_error(status, out, 400, "filter")
     status, out = post(coordinator_app, "sample", base | {"filter": {"price": {"$nin": list(range(10_000))}}})
     assert status == 200
+
+
+@pytest.mark.parametrize("content_type", ["application/octet-stream", "application/json", "text/plain"])
+@pytest.mark.parametrize("raw", [b"\xff\xfe{", b'{"vector": [1, 2], "filter": {"label": "\xe9"}}', b"\x80"])
+def test_non_utf8_body_is_a_400(coordinator_app, raw, content_type):
+    """API Gateway hands a body that is not UTF-8 text over base64-encoded."""
+    from conftest import Context, http_event
+
+    event = http_event("POST", "/indexes/sample/query", raw, b64=True)
+    event["headers"]["content-type"] = content_type
+    resp = coordinator_app.handler(event, Context())
+    err = assert_error(resp["statusCode"], json.loads(resp["body"]), 400, "body")
+    assert "UTF-8" in err["message"]
+
+
+def test_utf8_body_sent_base64_answers(coordinator_app, runtime_indexes):
+    body = json.dumps({"vector": runtime_indexes.queries[0].tolist(), "k": 2}).encode()
+    status, out = post(coordinator_app, "sample", body, raw=True, b64=True)
+    assert status == 200 and len(out["results"][0]) == 2
+
+
+def test_bad_base64_body_is_a_400(coordinator_app):
+    from conftest import Context, http_event
+
+    event = http_event("POST", "/indexes/sample/query", None)
+    event["body"], event["isBase64Encoded"] = "%%%not base64", True
+    resp = coordinator_app.handler(event, Context())
+    assert_error(resp["statusCode"], json.loads(resp["body"]), 400, "body")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"vector": [1], "vector": [2]}',
+        '{"vector": [1], "k": 3, "k": 4}',
+        '{"vector": [1], "filter": {"price": {"$lt": 3, "$lt": 5}}}',
+        '{"vector": [1], "params": {"sketch_keep": 0.5, "sketch_keep": 0.6}}',
+    ],
+)
+def test_duplicate_json_keys_are_a_400(coordinator_app, text):
+    status, out = post(coordinator_app, "sample", text, raw=True)
+    err = assert_error(status, out, 400, "body")
+    assert "twice" in err["message"]

@@ -83,3 +83,17 @@ def test_json_depth_limit_is_exact_and_ignores_brackets_in_strings():
         loads("[" + at + "]", "x", field="body")
     inside = json.dumps({"s": "[" * 10_000 + '\\"{' * 100})
     assert loads(inside, "x", field="body")["s"].startswith("[[[")
+
+
+def test_duplicate_keys_are_rejected_at_any_depth():
+    for text in ('{"a": 1, "a": 1}', '[{"x": {"b": 1, "c": 2, "b": 3}}]'):
+        with pytest.raises(InputError, match="twice"):
+            loads(text, "body", field="body")
+    assert loads('{"a": {"a": 1}}', "body", field="body") == {"a": {"a": 1}}
+
+
+def test_non_utf8_bytes_are_rejected():
+    with pytest.raises(InputError, match="not UTF-8") as err:
+        loads(b'{"a": "\xff"}', "request body", field="body")
+    assert err.value.field == "body"
+    assert loads('{"a": "é"}'.encode(), "x", field="body") == {"a": "é"}
