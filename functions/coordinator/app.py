@@ -21,7 +21,7 @@ from squash.errors import InputError, SquashError
 from squash.runtime.codec import dumps
 from squash.runtime.config import RuntimeConfig
 from squash.runtime.coordinator import Coordinator
-from squash.runtime.http import error_body, status_of
+from squash.runtime.http import ALLOWED_ACTIONS, check_http_event, error_body, is_http_event, status_of
 from squash.runtime.invoke import LambdaInvoker
 from squash.runtime.requests import parse_body, parse_query
 
@@ -95,7 +95,7 @@ def _search(index: str, body: Any) -> dict[str, Any]:
     return out
 
 
-def _direct(event: dict[str, Any]) -> dict[str, Any]:
+def _direct(event: Any) -> dict[str, Any]:
     """Batch jobs invoke the function with the query body plus "index"; errors come back as JSON."""
     try:
         if not isinstance(event, dict):
@@ -104,7 +104,19 @@ def _direct(event: dict[str, Any]) -> dict[str, Any]:
         name = body.pop("index", None)
         if name is None:
             raise InputError('direct invocation needs "index" (the index name)', field="index")
-        if body.pop("action", "query") == "info":
+        if not isinstance(name, str):
+            raise InputError(f"index must be a string (the index name), got {name!r}", field="index")
+        action = body.pop("action", "query")
+        if action not in ALLOWED_ACTIONS:  # not str? `in` on a tuple of str is simply False
+            raise InputError(
+                f"unknown action {action!r}; allowed: {', '.join(ALLOWED_ACTIONS)}", field="action"
+            )
+        if action == "info":
+            if body:
+                raise InputError(
+                    f'action info takes only "index", not {", ".join(sorted(map(str, body)))}',
+                    field=str(next(iter(body))),
+                )
             return COORDINATOR.info(name)
         return _search(name, body)
     except SquashError as exc:
@@ -114,7 +126,11 @@ def _direct(event: dict[str, Any]) -> dict[str, Any]:
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics(capture_cold_start_metric=True)
 @tracer.capture_lambda_handler(capture_response=False)
-def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    if isinstance(event, dict) and "http" in event.get("requestContext", {}):
+def handler(event: Any, context: Any) -> dict[str, Any]:
+    if is_http_event(event):
+        try:
+            check_http_event(event)
+        except InputError as exc:  # a hand-made partial envelope: answered like a direct call
+            return error_body(exc) | {"status": status_of(exc)}
         return app.resolve(event, context)
     return _direct(event)
