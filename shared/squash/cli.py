@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ from .index import open_index
 from .inputs import read_table, read_vectors
 from .params import LEVELS, SearchParams
 from .progress import NoProgress, TqdmProgress
+from .storage import atomic_write
 
 
 def _build(args: argparse.Namespace) -> int:
@@ -72,14 +71,7 @@ def _check_output(path: Path) -> None:
 
 def _write_npz(path: Path, **arrays: np.ndarray) -> None:
     """Write atomically: a failed write leaves any existing file untouched."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda fh: np.savez(fh, **arrays))
 
 
 def _search(args: argparse.Namespace) -> int:
