@@ -23,7 +23,7 @@ from .planner import Plan, plan_queries
 from .results import TopK
 from .router import Router
 from .search import search_partitions
-from .segment import Segment, load_segment
+from .segment import Segment, load_segment, read_indexed_file
 from .storage import Storage, open_storage
 
 DEFAULT_CACHE_BYTES = 2 << 30
@@ -92,8 +92,9 @@ class Index:
         except IndexNotFoundError as exc:
             raise IndexNotFoundError(f"no squash index at {storage.uri} ({MANIFEST_KEY} is missing)") from exc
         manifest = Manifest.from_json(raw, f"{storage.uri}/{MANIFEST_KEY}")
-        data = manifest.router.verify(storage.read(manifest.router.key))
+        data = manifest.router.verify(read_indexed_file(storage, manifest.router.key))
         router = Router.from_bytes(data, manifest.attributes, manifest.router.key)
+        router.check(manifest, manifest.router.key)
         index = cls(storage, manifest, router, cache or SegmentCache(DEFAULT_CACHE_BYTES))
         index.bytes_read = len(data)
         return index

@@ -3,15 +3,18 @@ read only manifests that hold together, write files other users can read."""
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 
 import numpy as np
 import pytest
 
+import squash
 from squash.build import BuildOptions, build_index
 from squash.cli import main
-from squash.errors import InputError
+from squash.errors import IndexFormatError, InputError
+from squash.manifest import MANIFEST_KEY
 
 
 @pytest.fixture
@@ -51,6 +54,105 @@ def test_cli_refuses_the_root(tmp_path, vectors, no_writes, capsys):
     code = main(["build", "--vectors", str(tmp_path / "v.npy"), "--index-uri", "file:///", "--quiet"])
     err = capsys.readouterr().err
     assert code == 2 and "filesystem root" in err
+
+
+# --- 14: manifests validated on load -----------------------------------------------------------
+
+
+@pytest.fixture
+def built(tmp_path, vectors):
+    import pyarrow as pa
+
+    attrs = pa.table({"n": pa.array(np.arange(300) % 7), "c": pa.array(["a", "b", "c"] * 100)})
+    build_index(vectors, tmp_path.as_uri(), attrs, BuildOptions(partitions=3))
+    return tmp_path
+
+
+def _tamper(root, change):
+    doc = json.loads((root / MANIFEST_KEY).read_text())
+    change(doc)
+    (root / MANIFEST_KEY).write_text(json.dumps(doc))
+
+
+def _set(*path_and_value):
+    *path, value = path_and_value
+
+    def change(doc):
+        node = doc
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = value
+
+    return change
+
+
+TAMPERED = {
+    "metric bogus": (_set("metric", "bogus"), "metric"),
+    "dims wrong": (_set("dims", 9), "dims"),
+    "dims zero": (_set("dims", 0), "dims"),
+    "dims string": (_set("dims", "8"), "dims"),
+    "dims bool": (_set("dims", True), "dims"),
+    "n wrong": (_set("n", 301), "n"),
+    "n negative": (_set("n", -300), "n"),
+    "partitions wrong": (_set("partitions", 4), "partition"),
+    "partitions zero": (_set("partitions", 0), "partitions"),
+    "sizes do not sum": (
+        lambda d: d["partition_sizes"].__setitem__(0, d["partition_sizes"][0] + 1),
+        "partition_sizes",
+    ),
+    "sizes negative": (_set("partition_sizes", [-1, 150, 151]), "partition_sizes"),
+    "segments missing one": (lambda d: d["segments"].pop(), "segments"),
+    "segment ref not object": (lambda d: d["segments"].__setitem__(0, "x"), "segments"),
+    "segment key escapes": (lambda d: d["segments"][0].__setitem__("key", "../../etc/passwd"), "key"),
+    "segment key absolute": (lambda d: d["segments"][0].__setitem__("key", "/etc/passwd"), "key"),
+    "sha not hex": (lambda d: d["router"].__setitem__("sha256", "zz"), "sha256"),
+    "size negative": (lambda d: d["router"].__setitem__("size", -1), "size"),
+    "bits nan": (_set("bits_per_dim", "NaN"), "bits_per_dim"),
+    "bits too many": (_set("bits_per_dim", 99), "bits_per_dim"),
+    "attribute type": (lambda d: d["attributes"][0].__setitem__("type", "date"), "type"),
+    "attribute name $": (lambda d: d["attributes"][0].__setitem__("name", "$and"), "name"),
+    "attribute duplicate": (lambda d: d["attributes"].append(d["attributes"][0]), "twice"),
+    "cells ragged": (lambda d: d["attributes"][0]["cells"]["lo"].pop(), "cells"),
+    "cells lo > hi": (lambda d: d["attributes"][0]["cells"].__setitem__("lo", [10**6] * 7), "cells"),
+    "cells not numbers": (lambda d: d["attributes"][0]["cells"].__setitem__("hi", ["x"] * 7), "cells"),
+    "categories not strings": (
+        lambda d: d["attributes"][1].__setitem__("categories", [1, 2, 3]),
+        "categories",
+    ),
+    "categories fewer than codes": (lambda d: d["attributes"][1].__setitem__("categories", ["a"]), "categor"),
+    "attributes not a list": (_set("attributes", {}), "attributes"),
+    "params not object": (_set("params", []), "params"),
+    "build id empty": (_set("build_id", ""), "build_id"),
+}
+
+
+@pytest.mark.parametrize("name", list(TAMPERED))
+def test_tampered_manifest_is_index_corrupt_with_the_reason(built, name):
+    change, reason = TAMPERED[name]
+    _tamper(built, change)
+    with pytest.raises(IndexFormatError, match=reason) as err:
+        squash.open_index(built.as_uri()).search(np.zeros(8, np.float32), k=3)
+    assert err.value.code == "index_corrupt"
+
+
+def test_missing_router_is_index_corrupt_not_not_found(built):
+    doc = json.loads((built / MANIFEST_KEY).read_text())
+    (built / doc["router"]["key"]).unlink()
+    with pytest.raises(IndexFormatError, match=r"router\.arrow.*missing") as err:
+        squash.open_index(built.as_uri())
+    assert err.value.code == "index_corrupt"
+
+
+def test_missing_segment_is_index_corrupt(built):
+    doc = json.loads((built / MANIFEST_KEY).read_text())
+    (built / doc["segments"][1]["key"]).unlink()
+    index = squash.open_index(built.as_uri())
+    with pytest.raises(IndexFormatError, match="missing"):
+        index.search(np.zeros((4, 8), np.float32), k=300, params=squash.SearchParams(min_candidates=300))
+
+
+def test_untampered_manifest_opens(built):
+    assert squash.open_index(built.as_uri()).search(np.zeros(8, np.float32), k=3).ids.shape == (1, 3)
 
 
 # --- 15: file modes follow the umask -----------------------------------------------------------
