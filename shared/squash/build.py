@@ -10,6 +10,7 @@ readable until the new one is complete.
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 import uuid
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from .arrays import to_arrow_bytes
 from .attributes import AttributeColumns, quantize_attributes, read_ids
 from .errors import IndexFormatError, IndexNotFoundError, InputError
 from .inputs import check_vectors, normalise_rows
-from .manifest import MANIFEST_KEY, METRICS, FileRef, Manifest
+from .manifest import MANIFEST_KEY, METRICS, FileRef, Manifest, is_squash_manifest
 from .osq.klt import fit_klt
 from .osq.kmeans import REFINE_ROUNDS, balanced_kmeans, centroids_of
 from .progress import NoProgress, Progress
@@ -32,6 +33,7 @@ from .storage import Storage, open_storage
 ROUTING_DIMS = 64  # k-means runs on the leading global KLT axes
 KLT_SAMPLE = 100_000
 KEEP_BUILDS = 2  # the current build and the one before it (for in-flight readers)
+_BUILD_ID = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}$")  # only such folders are ever deleted
 
 
 @dataclass(frozen=True)
@@ -206,12 +208,27 @@ def _router_bytes(centroids: np.ndarray, glob, offsets: np.ndarray, attrs: Attri
 
 
 def _previous_build(storage: Storage) -> list[str]:
-    """Build ids the stored manifest history names (newest last); empty for a new index."""
+    """Build ids the stored manifest history names (newest last); empty for a new index.
+
+    A ``manifest.json`` that is not a squash manifest belongs to someone else: the build
+    refuses (before writing anything) rather than replace it. A squash manifest that is
+    corrupt is replaced — rebuilding repairs the index."""
     try:
-        old = Manifest.from_json(storage.read(MANIFEST_KEY))
-    except (IndexNotFoundError, IndexFormatError):
+        raw = storage.read(MANIFEST_KEY)
+    except IndexNotFoundError:
         return []
-    return [*old.params.get("previous_builds", []), old.build_id]
+    if not is_squash_manifest(raw):
+        raise InputError(
+            f"{storage.uri}/{MANIFEST_KEY} exists and is not a squash index manifest; refusing to "
+            "overwrite it — build into an empty folder/prefix, or remove that file first",
+            field="index_uri",
+        )
+    try:
+        old = Manifest.from_json(raw)
+    except IndexFormatError:
+        return []
+    history = [*old.params.get("previous_builds", []), old.build_id]
+    return [b for b in history if isinstance(b, str) and _BUILD_ID.match(b)]  # never "../.."
 
 
 def _drop_old_builds(storage: Storage, previous: list[str]) -> None:

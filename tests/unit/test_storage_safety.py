@@ -26,6 +26,49 @@ def _tree(root):
     return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
 
 
+# --- 12: a folder holding someone else's manifest.json -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b'{"name": "my-app", "version": "1.0"}', b"not json at all", b"[1, 2, 3]", b'{"format": "other"}'],
+)
+def test_build_refuses_a_foreign_manifest(tmp_path, vectors, content):
+    (tmp_path / MANIFEST_KEY).write_bytes(content)
+    before = _tree(tmp_path)
+    with pytest.raises(InputError, match="not a squash index manifest") as err:
+        build_index(vectors, tmp_path.as_uri(), None, BuildOptions(partitions=2))
+    assert err.value.field == "index_uri"
+    assert (tmp_path / MANIFEST_KEY).read_bytes() == content, "the foreign file is untouched"
+    assert _tree(tmp_path) == before, "nothing written"
+
+
+def test_cli_build_refuses_a_foreign_manifest(tmp_path, vectors, capsys):
+    np.save(tmp_path / "v.npy", vectors)
+    target = tmp_path / "site"
+    target.mkdir()
+    (target / MANIFEST_KEY).write_text('{"short_name": "pwa"}')
+    code = main(["build", "--vectors", str(tmp_path / "v.npy"), "--index-uri", target.as_uri(), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("squash: error: ") and "not a squash index manifest" in err
+    assert _tree(target) == ["manifest.json"]
+
+
+def test_rebuild_over_a_squash_index_still_works(tmp_path, vectors):
+    build_index(vectors, tmp_path.as_uri(), None, BuildOptions(partitions=2))
+    build_index(vectors, tmp_path.as_uri(), None, BuildOptions(partitions=3))
+    assert squash.open_index(tmp_path.as_uri()).manifest.partitions == 3
+
+
+def test_rebuild_over_a_corrupt_squash_manifest_repairs_it(tmp_path, vectors):
+    build_index(vectors, tmp_path.as_uri(), None, BuildOptions(partitions=2))
+    doc = json.loads((tmp_path / MANIFEST_KEY).read_text())
+    doc["dims"] = -1
+    (tmp_path / MANIFEST_KEY).write_text(json.dumps(doc))
+    build_index(vectors, tmp_path.as_uri(), None, BuildOptions(partitions=2))
+    assert squash.open_index(tmp_path.as_uri()).dims == 8
+
+
 # --- 13: the filesystem root -------------------------------------------------------------------
 
 
