@@ -185,6 +185,19 @@ def _quantize_numeric(name: str, values: np.ndarray) -> tuple[np.ndarray, np.nda
     return codes.astype(np.uint8), lo, hi
 
 
+def check_attribute_name(name: str, count: int = 1) -> None:
+    """Attribute names must be filterable: not empty, not starting with '$' (the filter
+    language's operators), and unique."""
+    if not name or name.startswith("$"):
+        raise InputError(
+            f"attribute column {name!r} cannot be filtered on: names must be non-empty and "
+            "not start with '$' (rename the column)",
+            field="attributes",
+        )
+    if count > 1:
+        raise InputError(f"attribute column {name!r} appears {count} times; names must be unique", field=name)
+
+
 def quantize_attributes(table: pa.Table | None, n: int) -> AttributeColumns:
     """Validate an attribute table and quantize every column (the ``id`` column excluded)."""
     specs: list[AttributeSpec] = []
@@ -201,6 +214,7 @@ def quantize_attributes(table: pa.Table | None, n: int) -> AttributeColumns:
     for name in table.column_names:
         if name == "id":
             continue
+        check_attribute_name(name, table.column_names.count(name))
         col = table.column(name)
         kind = _kind_of(name, col.type)
         if col.null_count:

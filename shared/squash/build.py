@@ -33,6 +33,8 @@ from .storage import Storage, open_storage
 ROUTING_DIMS = 64  # k-means runs on the leading global KLT axes
 KLT_SAMPLE = 100_000
 KEEP_BUILDS = 2  # the current build and the one before it (for in-flight readers)
+DEFAULT_SKETCH_BITS = 32
+MAX_SEED = 2**63 - 1
 _BUILD_ID = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}$")  # only such folders are ever deleted
 
 
@@ -44,12 +46,15 @@ class BuildOptions:
     bits_per_dim: float = 2.0
     metric: str = "l2"
     seed: int = 0
-    sketch_bits: int = 32
+    sketch_bits: int | None = None  # default: min(32, d); at most d (one sign bit per axis)
 
     def resolve_partitions(self, n: int) -> int:
         if self.partitions is not None:
             return self.partitions
         return int(max(1, min(n, round(np.sqrt(n)))))
+
+    def resolve_sketch_bits(self, d: int) -> int:
+        return min(DEFAULT_SKETCH_BITS, d) if self.sketch_bits is None else self.sketch_bits
 
 
 @dataclass(frozen=True)
@@ -78,7 +83,24 @@ class BuildSummary:
         ]
 
 
-def validate_options(opts: BuildOptions, n: int) -> None:
+def _is_int(v: object) -> bool:
+    return isinstance(v, int | np.integer) and not isinstance(v, bool)
+
+
+def validate_options(opts: BuildOptions, n: int, d: int | None = None) -> None:
+    """Every option checked before anything is read or written (``d``: the vectors' dims)."""
+    if not _is_int(opts.seed) or not 0 <= opts.seed <= MAX_SEED:
+        raise InputError(f"--seed must be an integer from 0 to {MAX_SEED}, got {opts.seed!r}", field="seed")
+    if opts.partitions is not None and not _is_int(opts.partitions):
+        raise InputError(f"--partitions must be an integer, got {opts.partitions!r}", field="partitions")
+    if d is not None:
+        bits = opts.resolve_sketch_bits(d)
+        if not _is_int(bits) or not 1 <= bits <= d:
+            raise InputError(
+                f"--sketch-bits must be from 1 to {d} (the vector dimension: one sign bit per "
+                f"rotated axis), got {bits!r}",
+                field="sketch_bits",
+            )
     if opts.metric not in METRICS:
         raise InputError(f"metric must be one of {', '.join(METRICS)}, got {opts.metric!r}", field="metric")
     p = opts.resolve_partitions(n)
@@ -88,8 +110,6 @@ def validate_options(opts: BuildOptions, n: int) -> None:
         raise InputError(f"--partitions ({p}) is larger than the number of vectors ({n})", field="partitions")
     if not 0 < opts.bits_per_dim <= 8:
         raise InputError(f"--bits-per-dim must be in (0, 8], got {opts.bits_per_dim}", field="bits_per_dim")
-    if opts.sketch_bits < 1:
-        raise InputError("sketch bits must be at least 1", field="sketch_bits")
 
 
 def normalise(x: np.ndarray) -> np.ndarray:
@@ -114,7 +134,8 @@ def build_index(
     storage = open_storage(index_uri) if isinstance(index_uri, str) else index_uri
     vectors = check_vectors(vectors)  # library callers get the CLI's checks too
     n, d = vectors.shape
-    validate_options(opts, n)
+    validate_options(opts, n, d)
+    sketch_bits = opts.resolve_sketch_bits(d)
     ids = read_ids(attributes, n)
     attrs = quantize_attributes(attributes, n)
     storage.check_writable()
@@ -142,7 +163,7 @@ def build_index(
     with progress.step("quantize partitions", p) as advance:
         for part in range(p):  # one partition at a time keeps peak memory at one segment
             rows = order[offsets[part] : offsets[part + 1]]
-            data = build_segment(x[rows], ids[rows], attrs.take(rows), budget, opts.sketch_bits)
+            data = build_segment(x[rows], ids[rows], attrs.take(rows), budget, sketch_bits)
             ref = FileRef.of(f"{prefix}/partitions/{part:05d}.arrow", data)
             storage.write(ref.key, data)
             segments.append(ref)
@@ -169,7 +190,7 @@ def build_index(
         partition_sizes=sizes.tolist(),
         params={
             "seed": opts.seed,
-            "sketch_bits": opts.sketch_bits,
+            "sketch_bits": sketch_bits,
             "routing_dims": int(glob.rotation.shape[1]),
             "previous_builds": previous[-(KEEP_BUILDS - 1) :],
         },

@@ -128,7 +128,9 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--bits-per-dim", type=float, default=2.0, help="average OSQ bits per dimension")
     b.add_argument("--metric", choices=("l2", "cosine"), default="l2")
     b.add_argument("--seed", type=int, default=0)
-    b.add_argument("--sketch-bits", type=int, default=32, help="bits of the binary sign sketch")
+    b.add_argument(
+        "--sketch-bits", type=int, help="bits of the binary sign sketch (default min(32, d), at most d)"
+    )
     b.add_argument("--quiet", action="store_true", help="no progress bars")
     b.set_defaults(run=_build)
 

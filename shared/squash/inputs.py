@@ -153,7 +153,8 @@ def read_table(path: str | Path, what: str = "attributes") -> pa.Table:
 
             return pcsv.read_csv(path)
     except (pa.ArrowInvalid, OSError) as exc:
-        raise InputError(f"{path.name}: cannot read ({exc})", field=what) from exc
+        detail = " ".join(str(exc).split())  # Arrow's messages span lines; errors are one line
+        raise InputError(f"{path.name}: cannot read ({detail})", field=what) from exc
     raise InputError(f"unsupported {what} file {path.name!r}: use .parquet or .csv", field=what)
 
 

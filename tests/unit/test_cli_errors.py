@@ -207,3 +207,42 @@ def test_cli_deep_filter_is_one_line(capsys, attr_index, tmp_path, depth):
         "[" * 100_000,
     )
     _one_line_error(code, err)
+
+
+def test_bad_build_options_are_named_and_write_nothing(tmp_path, good, capsys):
+    """Options that were accepted silently (clamped, unfilterable) or crashed."""
+    out = tmp_path / "index"
+    pq.write_table(pa.table({"$and": list(range(200))}), tmp_path / "dollar.parquet")
+    pq.write_table(pa.table({"": list(range(200))}), tmp_path / "empty.parquet")
+    (tmp_path / "dup.csv").write_text("a,a\n" + "".join(f"{i},{i}\n" for i in range(200)))
+    cases = {
+        "sketch bits huge": (["--sketch-bits", "1000000000000"], "--sketch-bits must be from 1 to 8"),
+        "sketch bits above dims": (["--sketch-bits", "9"], "--sketch-bits must be from 1 to 8"),
+        "sketch bits zero": (["--sketch-bits", "0"], "--sketch-bits must be from 1 to 8"),
+        "seed negative": (["--seed", "-1"], "--seed must be an integer from 0 to"),
+        "seed huge": (["--seed", str(2**64)], "--seed must be an integer from 0 to"),
+        "column $and": (["--attributes", str(tmp_path / "dollar.parquet")], "attribute column '$and'"),
+        "column empty": (["--attributes", str(tmp_path / "empty.parquet")], "attribute column ''"),
+        "column twice": (
+            ["--attributes", str(tmp_path / "dup.csv")],
+            "attribute column 'a' appears 2 times",
+        ),
+    }
+    for name, (args, message) in cases.items():
+        code, err = run(
+            capsys, "build", "--vectors", str(good), *args, "--index-uri", out.as_uri(), "--quiet"
+        )
+        assert code == 2, f"{name}: {err}"
+        assert err.startswith("squash: error: ") and err.count("\n") == 1, f"{name}: {err}"
+        assert message in err, f"{name}: {err}"
+        assert not out.exists(), f"{name} wrote something"
+
+
+def test_sketch_bits_default_and_limit(tmp_path, good, capsys):
+    """The default is min(32, d); an explicit value up to d is recorded as given."""
+    import squash
+
+    for extra, want in (([], 8), (["--sketch-bits", "5"], 5)):
+        uri = (tmp_path / f"i{want}").as_uri()
+        assert run(capsys, "build", "--vectors", str(good), *extra, "--index-uri", uri, "--quiet")[0] == 0
+        assert squash.open_index(uri).manifest.params["sketch_bits"] == want
