@@ -55,9 +55,16 @@ def _load_filter(text: str | None) -> Any:
         return None
     if text.startswith("@"):
         path = Path(text[1:])
+        if path.is_dir():
+            raise InputError(f"filter file {str(path)!r} is a folder, not a JSON file", field="filter")
         if not path.is_file():
             raise InputError(f"filter file {str(path)!r} does not exist", field="filter")
-        text = path.read_text()
+        try:
+            return path.read_bytes()  # bytes: the filter parser checks UTF-8 and says so
+        except OSError as exc:
+            raise InputError(
+                f"cannot read filter file {str(path)!r}: {exc.strerror}", field="filter"
+            ) from exc
     return text  # parsed (with a clear error) against the index schema
 
 

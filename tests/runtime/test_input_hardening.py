@@ -224,3 +224,21 @@ def test_duplicate_json_keys_are_a_400(coordinator_app, text):
     status, out = post(coordinator_app, "sample", text, raw=True)
     err = assert_error(status, out, 400, "body")
     assert "twice" in err["message"]
+
+
+@pytest.mark.parametrize(
+    ("value", "field", "words"),
+    [
+        ("1e39", "vector", "too large for float32"),
+        (str(2**64), "vector", "too large"),
+        ("1" + "0" * 400, "vector", "too large"),
+        ("-1e39", "vectors", "too large for float32"),
+    ],
+)
+def test_query_values_beyond_float32_say_too_large(coordinator_app, runtime_indexes, value, field, words):
+    d = runtime_indexes.base.shape[1]
+    row = "[" + ", ".join(["0.5"] * (d - 1) + [value]) + "]"
+    text = f'{{"{field}": {row if field == "vector" else "[" + row + "]"}, "k": 2}}'
+    status, out = post(coordinator_app, "sample", text, raw=True)
+    err = assert_error(status, out, 400, field)
+    assert words in err["message"] and "NaN" not in err["message"], err

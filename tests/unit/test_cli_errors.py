@@ -50,11 +50,11 @@ def bad_inputs(tmp_path, good):
     np.save(tmp_path / "nan.npy", nan)
     cases["NaN"] = (["--vectors", str(tmp_path / "nan.npy")], "row 7 contains NaN or infinite")
     inf = np.ones((20, 4), np.float64)
-    inf[3, 0] = 1e300  # overflows float32
+    inf[3, 0] = 1e300  # finite, but beyond float32: said so, not "NaN or infinite"
     np.save(tmp_path / "inf.npy", inf)
-    cases["inf after float32 cast"] = (
+    cases["beyond float32"] = (
         ["--vectors", str(tmp_path / "inf.npy")],
-        "row 3 contains NaN or infinite",
+        "row 3 holds 1e+300, too large for float32",
     )
     np.save(tmp_path / "big.npy", np.full((5, 4), 1e30, np.float32))
     cases["overflowing magnitude"] = (["--vectors", str(tmp_path / "big.npy")], "row 0 has norm 2e+30")
@@ -246,3 +246,44 @@ def test_sketch_bits_default_and_limit(tmp_path, good, capsys):
         uri = (tmp_path / f"i{want}").as_uri()
         assert run(capsys, "build", "--vectors", str(good), *extra, "--index-uri", uri, "--quiet")[0] == 0
         assert squash.open_index(uri).manifest.params["sketch_bits"] == want
+
+
+def test_messages_say_what_is_wrong(tmp_path, good, capsys):
+    """Each message names the real problem, not a neighbouring one."""
+    uri = (tmp_path / "idx").as_uri()
+    assert run(capsys, "build", "--vectors", str(good), "--index-uri", uri, "--quiet")[0] == 0
+    out = tmp_path / "o.npz"
+
+    def search(queries, *extra):
+        return run(
+            capsys, "search", "--index-uri", uri, "--queries", str(queries), "--output", str(out), *extra
+        )
+
+    big = np.ones((2, 8), np.float64)
+    big[1, 3] = 1e39  # finite in float64, beyond float32
+    np.save(tmp_path / "big.npy", big)
+    code, err = search(tmp_path / "big.npy")
+    assert code == 2 and "row 1" in err and "too large for float32" in err and "NaN" not in err
+    (tmp_path / "text.npy").write_text("1 2 3 4 5 6 7 8\n")
+    code, err = search(tmp_path / "text.npy")
+    assert code == 2 and "not a .npy file" in err and "pickle" not in err
+    np.save(tmp_path / "q.npy", np.ones((2, 8), np.float32))
+    (tmp_path / "filters").mkdir()
+    code, err = search(tmp_path / "q.npy", "--filter", "@" + str(tmp_path / "filters"))
+    assert code == 2 and "is a folder" in err
+    code, err = search(tmp_path / "q.npy", "--filter", "@" + str(tmp_path / "nope.json"))
+    assert code == 2 and "does not exist" in err
+    (tmp_path / "bin.json").write_bytes(b"\xff\xfe")
+    code, err = search(tmp_path / "q.npy", "--filter", "@" + str(tmp_path / "bin.json"))
+    assert code == 2 and "not UTF-8" in err
+    assert not out.exists()
+
+
+def test_build_vectors_beyond_float32_say_so(tmp_path, capsys):
+    x = np.ones((20, 4), np.float64)
+    x[3, 0] = 1e300
+    np.save(tmp_path / "v.npy", x)
+    code, err = run(
+        capsys, "build", "--vectors", str(tmp_path / "v.npy"), "--index-uri", (tmp_path / "i").as_uri()
+    )
+    assert code == 2 and "row 3" in err and "too large for float32" in err

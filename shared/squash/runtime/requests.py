@@ -124,7 +124,11 @@ def _vectors(value: Any, field: str, single: bool) -> np.ndarray:
     shape = "a list of numbers" if single else "a non-empty list of equal-length lists of numbers"
     try:
         arr = np.asarray(value)
-    except ValueError as exc:  # ragged nesting
+        if arr.dtype == object:  # integers past int64/uint64, e.g. 2**64: float64 or too large
+            arr = arr.astype(np.float64)
+    except OverflowError as exc:
+        raise InputError(f"{field} holds a number too large for float32", field=field) from exc
+    except (TypeError, ValueError) as exc:  # ragged nesting, strings, null
         raise InputError(f"{field} must be {shape}", field=field) from exc
     if arr.dtype.kind not in "iuf" or arr.ndim != (1 if single else 2) or arr.size == 0:
         raise InputError(f"{field} must be {shape}", field=field)
