@@ -37,6 +37,7 @@ OPERANDS = [
 ]
 CMP = {"$eq": operator.eq, "$ne": operator.ne, "$gt": operator.gt, "$gte": operator.ge}
 CMP |= {"$lt": operator.lt, "$lte": operator.le}
+NP_CMP = CMP  # the same operators applied to an int64 array and an np.int64 operand
 
 
 def _reference(values: list[int], op: str, v) -> np.ndarray:
@@ -82,6 +83,13 @@ def test_every_level_against_a_reference(many_distinct):
         maybe = evaluate(node, attrs.codes, specs, "maybe", len(values))
         sure = evaluate(node, attrs.codes, specs, "sure", len(values))
         assert np.array_equal(exact, want), (op, v)
+        ints = v if isinstance(v, list) else [v]
+        if all(isinstance(w, int) and I64_MIN <= w <= I64_MAX for w in ints):  # numpy int64 agrees
+            if op in ("$in", "$nin"):
+                hit = np.isin(raw, np.array(v, dtype=np.int64))
+                assert np.array_equal(hit if op == "$in" else ~hit, want), (op, v)
+            else:
+                assert np.array_equal(NP_CMP[op](raw, np.int64(v)), want), (op, v)
         assert not (want & ~maybe).any(), f"maybe is not a superset for {op} {v}"
         assert not (sure & ~want).any(), f"sure is not a subset for {op} {v}"
 
