@@ -9,6 +9,8 @@ A direct invocation carries the query body plus ``"index"`` and gets the same JS
 
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
@@ -19,7 +21,7 @@ from squash.errors import InputError, SquashError
 from squash.runtime.codec import dumps
 from squash.runtime.config import RuntimeConfig
 from squash.runtime.coordinator import Coordinator
-from squash.runtime.http import error_body, status_of
+from squash.runtime.http import ALLOWED_ACTIONS, check_http_event, error_body, is_http_event, status_of
 from squash.runtime.invoke import LambdaInvoker
 from squash.runtime.requests import parse_body, parse_query
 
@@ -53,8 +55,19 @@ def index_info(index: str) -> Response:
 
 @app.post("/indexes/<index>/query")
 def query(index: str) -> Response:
-    body = parse_body(app.current_event.decoded_body)
-    return _json(200, _search(index, body))
+    return _json(200, _search(index, parse_body(_raw_body(app.current_event))))
+
+
+def _raw_body(event: Any) -> str | bytes | None:
+    """The body as sent: base64-encoded bodies are decoded to bytes (not to text), so a
+    body that is not UTF-8 is a 400 from parse_body, whatever its content type."""
+    body = event.body
+    if not event.is_base64_encoded or not body:
+        return body
+    try:
+        return base64.b64decode(body, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InputError("request body is marked base64 but is not valid base64", field="body") from exc
 
 
 @app.not_found
@@ -82,7 +95,7 @@ def _search(index: str, body: Any) -> dict[str, Any]:
     return out
 
 
-def _direct(event: dict[str, Any]) -> dict[str, Any]:
+def _direct(event: Any) -> dict[str, Any]:
     """Batch jobs invoke the function with the query body plus "index"; errors come back as JSON."""
     try:
         if not isinstance(event, dict):
@@ -91,7 +104,19 @@ def _direct(event: dict[str, Any]) -> dict[str, Any]:
         name = body.pop("index", None)
         if name is None:
             raise InputError('direct invocation needs "index" (the index name)', field="index")
-        if body.pop("action", "query") == "info":
+        if not isinstance(name, str):
+            raise InputError(f"index must be a string (the index name), got {name!r}", field="index")
+        action = body.pop("action", "query")
+        if action not in ALLOWED_ACTIONS:  # not str? `in` on a tuple of str is simply False
+            raise InputError(
+                f"unknown action {action!r}; allowed: {', '.join(ALLOWED_ACTIONS)}", field="action"
+            )
+        if action == "info":
+            if body:
+                raise InputError(
+                    f'action info takes only "index", not {", ".join(sorted(map(str, body)))}',
+                    field=str(next(iter(body))),
+                )
             return COORDINATOR.info(name)
         return _search(name, body)
     except SquashError as exc:
@@ -101,7 +126,11 @@ def _direct(event: dict[str, Any]) -> dict[str, Any]:
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics(capture_cold_start_metric=True)
 @tracer.capture_lambda_handler(capture_response=False)
-def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    if isinstance(event, dict) and "http" in event.get("requestContext", {}):
+def handler(event: Any, context: Any) -> dict[str, Any]:
+    if is_http_event(event):
+        try:
+            check_http_event(event)
+        except InputError as exc:  # a hand-made partial envelope: answered like a direct call
+            return error_body(exc) | {"status": status_of(exc)}
         return app.resolve(event, context)
     return _direct(event)

@@ -28,19 +28,26 @@ ACCOUNT = "000000000000"
 API_ID = "local"
 MAX_REQUEST_BYTES = 10 * 1024 * 1024  # HTTP API request payload quota
 INTEGRATION_TIMEOUT_S = 30.0  # HTTP API's maximum integration timeout
+BODY_TIMEOUT_S = 10.0  # a body that stops arriving (Content-Length too large) is a 400 after this
+MAX_DRAIN_BYTES = 64 * 1024 * 1024  # oversized bodies up to this are read before the 413
 _TEXT_TYPES = ("text/", "application/json", "application/xml", "application/javascript")
 _TEXT_SUFFIXES = ("+json", "+xml")
 _TEXT_EXACT = ("application/x-www-form-urlencoded", "application/graphql", "application/x-ndjson")
 
 
 def is_text(content_type: str | None, body: bytes) -> bool:
-    """Text bodies are passed as-is, everything else base64-encoded (isBase64Encoded)."""
+    """Text bodies are passed as-is, everything else base64-encoded (isBase64Encoded).
+
+    A body is text only when it is valid UTF-8 (and, with a content type, a text type):
+    bytes that are not UTF-8 travel base64-encoded whatever their declared type, so the
+    handler sees what the client sent instead of U+FFFD replacement characters.
+    """
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
     if not content_type:
-        try:
-            body.decode("utf-8")
-            return True
-        except UnicodeDecodeError:
-            return False
+        return True
     mime = content_type.split(";")[0].strip().lower()
     return mime.startswith(_TEXT_TYPES) or mime.endswith(_TEXT_SUFFIXES) or mime in _TEXT_EXACT
 
@@ -106,7 +113,7 @@ def build_event(
         event["queryStringParameters"] = query
     if body:
         if is_text(merged.get("content-type"), body):
-            event["body"] = body.decode("utf-8", errors="replace")
+            event["body"] = body.decode("utf-8")
         else:
             event["body"] = base64.b64encode(body).decode()
             event["isBase64Encoded"] = True
@@ -163,18 +170,49 @@ class ApiHandler(LocalHandler):
         body = json.dumps({"message": message}).encode()
         self._reply(status, [("Content-Type", "application/json")], body, request_id)
 
+    def _read_body(self, length: int, keep: bool = True) -> bytes | None:
+        """``length`` bytes of body, or None when they do not all arrive within the server's
+        body timeout (a Content-Length larger than the body must not hold the connection)."""
+        self.connection.settimeout(self.server.body_timeout_s)
+        parts, left = [], length
+        try:
+            while left:
+                chunk = self.rfile.read1(min(left, 1 << 20))
+                if not chunk:
+                    return None
+                left -= len(chunk)
+                if keep:
+                    parts.append(chunk)
+        except TimeoutError:
+            return None
+        finally:
+            self.connection.settimeout(None)
+        return b"".join(parts)
+
     def _handle(self) -> None:
         request_id = base64.b64encode(secrets.token_bytes(12)).decode().rstrip("=")
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             self.close_connection = True
             self._message(411, "Length Required", request_id)
             return
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_REQUEST_BYTES:
+        length = _content_length(self.headers.get_all("Content-Length"))
+        if length is None:  # negative, not a number, or several different values
             self.close_connection = True
+            self._message(400, "Bad Request", request_id)
+            return
+        if length > MAX_REQUEST_BYTES:
+            # Read (and drop) what the client is sending before answering, so it sees the 413
+            # instead of a broken pipe; an absurd length is not waited for.
+            self.close_connection = True
+            if length <= MAX_DRAIN_BYTES:
+                self._read_body(length, keep=False)
             self._message(413, "Request Entity Too Large", request_id)
             return
-        body = self.rfile.read(length) if length else b""
+        body = self._read_body(length) if length else b""
+        if body is None:  # the client sent less than Content-Length and stopped
+            self.close_connection = True
+            self._message(400, "Bad Request", request_id)
+            return
         event = build_event(
             self.command, self.path, list(self.headers.items()), body, self.client_address[0], request_id
         )
@@ -199,17 +237,34 @@ class ApiHandler(LocalHandler):
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _handle  # noqa: N815
 
 
+def _content_length(values: list[str] | None) -> int | None:
+    """The request's body length: 0 without the header, None when it is not one
+    non-negative integer (RFC 9110: a list of identical values is allowed)."""
+    if not values:
+        return 0
+    found = {v.strip() for value in values for v in value.split(",")}
+    if len(found) != 1:
+        return None
+    (text,) = found
+    return int(text) if text.isdigit() and text.isascii() else None
+
+
 class ApiServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128
 
     def __init__(
-        self, port: int, lambda_endpoint: str, function: str, timeout_s: float = INTEGRATION_TIMEOUT_S
+        self,
+        port: int,
+        lambda_endpoint: str,
+        function: str,
+        timeout_s: float = INTEGRATION_TIMEOUT_S,
+        body_timeout_s: float = BODY_TIMEOUT_S,
     ):
         super().__init__((LOOPBACK, port), ApiHandler)
         url = urlsplit(lambda_endpoint)
         self.lambda_host, self.lambda_port = url.hostname or LOOPBACK, url.port or 80
-        self.function, self.timeout_s = function, timeout_s
+        self.function, self.timeout_s, self.body_timeout_s = function, timeout_s, body_timeout_s
 
     def invoke(self, payload: bytes) -> tuple[int, str | None, bytes]:
         """(HTTP status from the Invoke API, X-Amz-Function-Error, body); 504 when it took too long."""
@@ -239,9 +294,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--port", type=int, default=0, help="0 = any free port")
     ap.add_argument("--port-file", help="write the bound port here once listening")
     ap.add_argument("--timeout", type=float, default=INTEGRATION_TIMEOUT_S, help="integration timeout, s")
+    ap.add_argument("--body-timeout", type=float, default=BODY_TIMEOUT_S, help="wait for a body at most, s")
     args = ap.parse_args(argv)
 
-    server = ApiServer(args.port, args.lambda_endpoint, args.function, args.timeout)
+    server = ApiServer(args.port, args.lambda_endpoint, args.function, args.timeout, args.body_timeout)
     port = server.server_address[1]
 
     def on_signal(signum: int, _frame: object) -> None:

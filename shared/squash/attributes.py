@@ -10,6 +10,7 @@ partition segments for the exact check.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -21,6 +22,8 @@ from .osq.cells import fit_edges
 
 Kind = Literal["int", "float", "bool", "category"]
 MAX_ATTR_CELLS = 256
+I64_MIN, I64_MAX = int(np.iinfo(np.int64).min), int(np.iinfo(np.int64).max)
+_EXACT_FLOAT_INT = 2**53  # every integer of smaller magnitude is exact in float64
 
 
 @dataclass(frozen=True)
@@ -29,13 +32,19 @@ class AttributeSpec:
 
     name: str
     kind: Kind
-    lo: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (cells,) float64
+    lo: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (cells,) int64 (int) or float64
     hi: np.ndarray = field(default_factory=lambda: np.zeros(0))
     categories: tuple[str, ...] = ()
 
     @property
     def numeric(self) -> bool:
         return self.kind in ("int", "float")
+
+    @property
+    def domain(self) -> np.dtype:
+        """The type filters compare in: float64 for float columns, int64 for every other kind
+        (int values, bool 0/1, category codes), so int64 comparisons are exact."""
+        return np.dtype(np.float64 if self.kind == "float" else np.int64)
 
     @property
     def code_dtype(self) -> np.dtype:
@@ -69,20 +78,51 @@ class AttributeSpec:
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> AttributeSpec:
         cells = obj.get("cells") or {"lo": [], "hi": []}
+        kind = obj["type"]
+        if kind == "int":
+            lo, hi = _int_bounds(cells["lo"], -1), _int_bounds(cells["hi"], +1)
+        else:
+            lo = np.asarray(cells["lo"], dtype=np.float64)
+            hi = np.asarray(cells["hi"], dtype=np.float64)
         return cls(
             name=obj["name"],
-            kind=obj["type"],
-            lo=np.asarray(cells["lo"], dtype=np.float64),
-            hi=np.asarray(cells["hi"], dtype=np.float64),
+            kind=kind,
+            lo=lo,
+            hi=hi,
             categories=tuple(obj.get("categories", ())),
         )
 
     def cell_ranges(self) -> tuple[np.ndarray, np.ndarray]:
-        """(lo, hi) of every code, in raw units (bool: 0/1; category: its own code)."""
+        """(lo, hi) of every code, in raw units and in :attr:`domain` (bool: 0/1; category:
+        its own code)."""
         if self.numeric:
             return self.lo, self.hi
-        codes = np.arange(self.n_cells, dtype=np.float64)
+        codes = np.arange(self.n_cells, dtype=np.int64)
         return codes, codes
+
+
+def _int_bounds(values: list[Any], direction: int) -> np.ndarray:
+    """Cell bounds of an int column as exact int64.
+
+    Manifests store them as JSON integers. Older manifests stored float64 values, which
+    above 2^53 may be off by rounding: those are widened outwards (``direction`` -1 for
+    lower bounds, +1 for upper) to the next float and rounded outwards, so a cell's range
+    still contains every value it holds (maybe stays a superset, sure a subset).
+    """
+    out = []
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            raise TypeError(f"cell bound {v!r} is not a number")
+        if isinstance(v, float):
+            if not math.isfinite(v):
+                v = I64_MIN if v < 0 else I64_MAX
+            elif abs(v) < _EXACT_FLOAT_INT and v.is_integer():
+                v = int(v)
+            else:
+                wide = float(np.nextafter(v, direction * math.inf))
+                v = math.floor(wide) if direction < 0 else math.ceil(wide)
+        out.append(min(max(v, I64_MIN), I64_MAX))
+    return np.array(out, dtype=np.int64)
 
 
 @dataclass
@@ -122,20 +162,40 @@ def _kind_of(name: str, typ: pa.DataType) -> Kind:
 
 
 def _quantize_numeric(name: str, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Codes plus per-cell [lo, hi] of the values each cell actually holds."""
+    """Codes plus per-cell [lo, hi] of the values each cell actually holds, in the values'
+    own type (int64 bounds stay exact above 2^53)."""
     uniq = np.unique(values)
     if uniq.shape[0] <= MAX_ATTR_CELLS:
         codes = np.searchsorted(uniq, values).astype(np.uint8)
-        return codes, uniq.astype(np.float64), uniq.astype(np.float64)
-    edges = fit_edges(values[:, None].astype(np.float64), np.array([8]))[0].astype(np.float64)
-    raw_codes = np.searchsorted(edges[1:256], values, side="right")
+        return codes, uniq.copy(), uniq.copy()
+    as_float = values.astype(np.float64)
+    edges = fit_edges(as_float[:, None], np.array([8]))[0].astype(np.float64)
+    # Cells are chosen in float64 (monotone in the value, so each cell is a value range);
+    # their bounds come from the exact values they hold.
+    raw_codes = np.searchsorted(edges[1:256], as_float, side="right")
     used, codes = np.unique(raw_codes, return_inverse=True)  # drop empty cells
     k = used.shape[0]
-    lo = np.full(k, np.inf)
-    hi = np.full(k, -np.inf)
+    if values.dtype.kind == "i":
+        info = np.iinfo(values.dtype)
+        lo, hi = np.full(k, info.max, values.dtype), np.full(k, info.min, values.dtype)
+    else:
+        lo, hi = np.full(k, np.inf), np.full(k, -np.inf)
     np.minimum.at(lo, codes, values)
     np.maximum.at(hi, codes, values)
     return codes.astype(np.uint8), lo, hi
+
+
+def check_attribute_name(name: str, count: int = 1) -> None:
+    """Attribute names must be filterable: not empty, not starting with '$' (the filter
+    language's operators), and unique."""
+    if not name or name.startswith("$"):
+        raise InputError(
+            f"attribute column {name!r} cannot be filtered on: names must be non-empty and "
+            "not start with '$' (rename the column)",
+            field="attributes",
+        )
+    if count > 1:
+        raise InputError(f"attribute column {name!r} appears {count} times; names must be unique", field=name)
 
 
 def quantize_attributes(table: pa.Table | None, n: int) -> AttributeColumns:
@@ -154,6 +214,7 @@ def quantize_attributes(table: pa.Table | None, n: int) -> AttributeColumns:
     for name in table.column_names:
         if name == "id":
             continue
+        check_attribute_name(name, table.column_names.count(name))
         col = table.column(name)
         kind = _kind_of(name, col.type)
         if col.null_count:
@@ -177,7 +238,7 @@ def quantize_attributes(table: pa.Table | None, n: int) -> AttributeColumns:
             values = values.astype(np.int64 if kind == "int" else np.float64)
             if kind == "float" and not np.all(np.isfinite(values)):
                 raise InputError(f"attribute column {name!r} has NaN or infinite values", field=name)
-            c, lo, hi = _quantize_numeric(name, values.astype(np.float64))
+            c, lo, hi = _quantize_numeric(name, values)
             spec = AttributeSpec(name, kind, lo=lo, hi=hi)
             raw[name] = values
             codes[name] = c

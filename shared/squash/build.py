@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import re
 import time
 import uuid
 from dataclasses import dataclass
@@ -23,8 +24,8 @@ from .arrays import to_arrow_bytes
 from .attributes import AttributeColumns, quantize_attributes, read_ids
 from .calibration import DEFAULT_QUERIES, Calibration, calibrate, hard_queries, query_family
 from .errors import IndexFormatError, IndexNotFoundError, InputError
-from .inputs import check_vectors
-from .manifest import MANIFEST_KEY, METRICS, FileRef, Manifest
+from .inputs import check_vectors, normalise_rows
+from .manifest import MANIFEST_KEY, METRICS, FileRef, Manifest, is_squash_manifest
 from .osq.klt import fit_klt
 from .osq.kmeans import REFINE_ROUNDS, balanced_kmeans, centroids_of
 from .progress import NoProgress, Progress
@@ -34,6 +35,9 @@ from .storage import Storage, open_storage
 ROUTING_DIMS = 64  # k-means runs on the leading global KLT axes
 KLT_SAMPLE = 100_000
 KEEP_BUILDS = 2  # the current build and the one before it (for in-flight readers)
+DEFAULT_SKETCH_BITS = 32
+MAX_SEED = 2**63 - 1
+_BUILD_ID = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}$")  # only such folders are ever deleted
 
 
 @dataclass(frozen=True)
@@ -44,13 +48,16 @@ class BuildOptions:
     bits_per_dim: float = 2.0
     metric: str = "l2"
     seed: int = 0
-    sketch_bits: int = 32
+    sketch_bits: int | None = None  # default: min(32, d); at most d (one sign bit per axis)
     calibration_queries: int = DEFAULT_QUERIES  # how many to calibrate with; 0 = no calibration
 
     def resolve_partitions(self, n: int) -> int:
         if self.partitions is not None:
             return self.partitions
         return int(max(1, min(n, round(np.sqrt(n)))))
+
+    def resolve_sketch_bits(self, d: int) -> int:
+        return min(DEFAULT_SKETCH_BITS, d) if self.sketch_bits is None else self.sketch_bits
 
 
 @dataclass(frozen=True)
@@ -79,7 +86,24 @@ class BuildSummary:
         ]
 
 
-def validate_options(opts: BuildOptions, n: int) -> None:
+def _is_int(v: object) -> bool:
+    return isinstance(v, int | np.integer) and not isinstance(v, bool)
+
+
+def validate_options(opts: BuildOptions, n: int, d: int | None = None) -> None:
+    """Every option checked before anything is read or written (``d``: the vectors' dims)."""
+    if not _is_int(opts.seed) or not 0 <= opts.seed <= MAX_SEED:
+        raise InputError(f"--seed must be an integer from 0 to {MAX_SEED}, got {opts.seed!r}", field="seed")
+    if opts.partitions is not None and not _is_int(opts.partitions):
+        raise InputError(f"--partitions must be an integer, got {opts.partitions!r}", field="partitions")
+    if d is not None:
+        bits = opts.resolve_sketch_bits(d)
+        if not _is_int(bits) or not 1 <= bits <= d:
+            raise InputError(
+                f"--sketch-bits must be from 1 to {d} (the vector dimension: one sign bit per "
+                f"rotated axis), got {bits!r}",
+                field="sketch_bits",
+            )
     if opts.metric not in METRICS:
         raise InputError(f"metric must be one of {', '.join(METRICS)}, got {opts.metric!r}", field="metric")
     p = opts.resolve_partitions(n)
@@ -89,9 +113,7 @@ def validate_options(opts: BuildOptions, n: int) -> None:
         raise InputError(f"--partitions ({p}) is larger than the number of vectors ({n})", field="partitions")
     if not 0 < opts.bits_per_dim <= 8:
         raise InputError(f"--bits-per-dim must be in (0, 8], got {opts.bits_per_dim}", field="bits_per_dim")
-    if opts.sketch_bits < 1:
-        raise InputError("sketch bits must be at least 1", field="sketch_bits")
-    if opts.calibration_queries < 0:
+    if not _is_int(opts.calibration_queries) or opts.calibration_queries < 0:
         raise InputError("the number of calibration queries must be >= 0", field="calibration_queries")
 
 
@@ -99,14 +121,11 @@ def prepare_calibration_queries(queries: np.ndarray, dims: int, metric: str) -> 
     """A user's calibration queries, checked like vectors (dimension, NaN, magnitude)."""
     try:
         q = check_vectors(queries, "calibration queries")
+        if q.shape[1] != dims:
+            raise InputError(f"calibration queries have dimension {q.shape[1]}, the index has {dims}")
+        return normalise(q) if metric == "cosine" else q
     except InputError as exc:
         raise InputError(exc.message, field="calibration_queries") from exc
-    if q.shape[1] != dims:
-        raise InputError(
-            f"calibration queries have dimension {q.shape[1]}, the index has {dims}",
-            field="calibration_queries",
-        )
-    return normalise(q) if metric == "cosine" else q
 
 
 def calibration_sample(
@@ -124,9 +143,11 @@ def calibration_sample(
 
 
 def normalise(x: np.ndarray) -> np.ndarray:
-    """Unit-normalise rows (cosine metric); zero rows stay zero."""
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return (x / np.where(norms == 0, 1.0, norms)).astype(np.float32)
+    """Unit-normalise rows (cosine metric); a zero row is an InputError naming it."""
+    out = np.empty(x.shape, dtype=np.float32)
+    for start in range(0, x.shape[0], 65536):  # chunked: float64 work stays bounded
+        out[start : start + 65536] = normalise_rows(x[start : start + 65536], "vectors", first_row=start)
+    return out
 
 
 def build_index(
@@ -148,7 +169,8 @@ def build_index(
     storage = open_storage(index_uri) if isinstance(index_uri, str) else index_uri
     vectors = check_vectors(vectors)  # library callers get the CLI's checks too
     n, d = vectors.shape
-    validate_options(opts, n)
+    validate_options(opts, n, d)
+    sketch_bits = opts.resolve_sketch_bits(d)
     user_queries = None
     if calibration_queries is not None:
         user_queries = prepare_calibration_queries(calibration_queries, d, opts.metric)
@@ -179,7 +201,7 @@ def build_index(
     with progress.step("quantize partitions", p) as advance:
         for part in range(p):  # one partition at a time keeps peak memory at one segment
             rows = order[offsets[part] : offsets[part + 1]]
-            data = build_segment(x[rows], ids[rows], attrs.take(rows), budget, opts.sketch_bits)
+            data = build_segment(x[rows], ids[rows], attrs.take(rows), budget, sketch_bits)
             ref = FileRef.of(f"{prefix}/partitions/{part:05d}.arrow", data)
             storage.write(ref.key, data)
             segments.append(ref)
@@ -213,7 +235,7 @@ def build_index(
         partition_sizes=sizes.tolist(),
         params={
             "seed": opts.seed,
-            "sketch_bits": opts.sketch_bits,
+            "sketch_bits": sketch_bits,
             "routing_dims": int(glob.rotation.shape[1]),
             "previous_builds": previous[-(KEEP_BUILDS - 1) :],
         },
@@ -299,12 +321,27 @@ def _router_bytes(centroids: np.ndarray, glob, offsets: np.ndarray, attrs: Attri
 
 
 def _previous_build(storage: Storage) -> list[str]:
-    """Build ids the stored manifest history names (newest last); empty for a new index."""
+    """Build ids the stored manifest history names (newest last); empty for a new index.
+
+    A ``manifest.json`` that is not a squash manifest belongs to someone else: the build
+    refuses (before writing anything) rather than replace it. A squash manifest that is
+    corrupt is replaced — rebuilding repairs the index."""
     try:
-        old = Manifest.from_json(storage.read(MANIFEST_KEY))
-    except (IndexNotFoundError, IndexFormatError):
+        raw = storage.read(MANIFEST_KEY)
+    except IndexNotFoundError:
         return []
-    return [*old.params.get("previous_builds", []), old.build_id]
+    if not is_squash_manifest(raw):
+        raise InputError(
+            f"{storage.uri}/{MANIFEST_KEY} exists and is not a squash index manifest; refusing to "
+            "overwrite it — build into an empty folder/prefix, or remove that file first",
+            field="index_uri",
+        )
+    try:
+        old = Manifest.from_json(raw)
+    except IndexFormatError:
+        return []
+    history = [*old.params.get("previous_builds", []), old.build_id]
+    return [b for b in history if isinstance(b, str) and _BUILD_ID.match(b)]  # never "../.."
 
 
 def _drop_old_builds(storage: Storage, previous: list[str]) -> None:

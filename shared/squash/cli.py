@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,7 @@ from .index import open_index
 from .inputs import read_table, read_vectors
 from .params import DEFAULT_TARGET_RECALL, LEVELS, PLANS, SearchParams
 from .progress import NoProgress, TqdmProgress
+from .storage import atomic_write
 
 
 def _build(args: argparse.Namespace) -> int:
@@ -81,9 +80,16 @@ def _load_filter(text: str | None) -> Any:
         return None
     if text.startswith("@"):
         path = Path(text[1:])
+        if path.is_dir():
+            raise InputError(f"filter file {str(path)!r} is a folder, not a JSON file", field="filter")
         if not path.is_file():
             raise InputError(f"filter file {str(path)!r} does not exist", field="filter")
-        text = path.read_text()
+        try:
+            return path.read_bytes()  # bytes: the filter parser checks UTF-8 and says so
+        except OSError as exc:
+            raise InputError(
+                f"cannot read filter file {str(path)!r}: {exc.strerror}", field="filter"
+            ) from exc
     return text  # parsed (with a clear error) against the index schema
 
 
@@ -97,14 +103,7 @@ def _check_output(path: Path) -> None:
 
 def _write_npz(path: Path, **arrays: np.ndarray) -> None:
     """Write atomically: a failed write leaves any existing file untouched."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda fh: np.savez(fh, **arrays))
 
 
 def _search(args: argparse.Namespace) -> int:
@@ -169,7 +168,9 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--bits-per-dim", type=float, default=2.0, help="average OSQ bits per dimension")
     b.add_argument("--metric", choices=("l2", "cosine"), default="l2")
     b.add_argument("--seed", type=int, default=0)
-    b.add_argument("--sketch-bits", type=int, default=32, help="bits of the binary sign sketch")
+    b.add_argument(
+        "--sketch-bits", type=int, help="bits of the binary sign sketch (default min(32, d), at most d)"
+    )
     b.add_argument(
         "--calibration-queries",
         help="a sample of real queries (.npy/.fvecs/.parquet) to calibrate the planner with "

@@ -17,13 +17,14 @@ from .cache import SegmentCache
 from .calibration import Calibration
 from .errors import IndexNotFoundError, InputError
 from .filters import Node, parse_filter
+from .inputs import check_magnitude, normalise_rows
 from .manifest import MANIFEST_KEY, Manifest
 from .params import MAX_K, SearchParams
 from .planner import Plan, plan_queries
 from .results import TopK
 from .router import Router
 from .search import search_partitions
-from .segment import Segment, load_segment
+from .segment import Segment, load_segment, read_indexed_file
 from .storage import Storage, open_storage
 
 DEFAULT_CACHE_BYTES = 2 << 30
@@ -38,26 +39,34 @@ class SearchResult:
     stats: dict[str, Any] = field(default_factory=dict)
 
 
-def validate_queries(queries: Any, dims: int) -> np.ndarray:
-    """Queries as C-contiguous float32 (Q, dims); one vector may be given as (dims,)."""
+def validate_queries(queries: Any, dims: int, field: str = "vector") -> np.ndarray:
+    """Queries as C-contiguous float32 (Q, dims); one vector may be given as (dims,).
+
+    Finiteness and magnitude are checked before the float32 cast, with the build's rule
+    (:func:`squash.inputs.check_magnitude`): a query whose squared distances would overflow
+    float32 is an error, never an empty answer.
+    """
     try:
-        arr = np.asarray(queries, dtype=np.float32)
+        arr = np.asarray(queries)
+        if arr.dtype.kind not in "fiub":  # e.g. object arrays of Python ints
+            arr = arr.astype(np.float64)
+    except OverflowError as exc:
+        raise InputError("queries hold a number too large for float32", field=field) from exc
     except (TypeError, ValueError) as exc:
-        raise InputError("queries must be numeric vectors", field="vector") from exc
+        raise InputError("queries must be numeric vectors", field=field) from exc
     if arr.ndim == 1:
         arr = arr[None, :]
     if arr.ndim != 2 or arr.shape[0] == 0:
-        raise InputError(
-            f"queries must be a non-empty (Q, {dims}) array, got shape {arr.shape}", field="vector"
-        )
+        raise InputError(f"queries must be a non-empty (Q, {dims}) array, got shape {arr.shape}", field=field)
     if arr.shape[1] != dims:
-        raise InputError(f"query dimension {arr.shape[1]} does not match the index ({dims})", field="vector")
+        raise InputError(f"query dimension {arr.shape[1]} does not match the index ({dims})", field=field)
     finite = np.isfinite(arr).all(axis=1)
     if not finite.all():
         raise InputError(
-            f"query {int(np.flatnonzero(~finite)[0])} contains NaN or infinite values", field="vector"
+            f"query {int(np.flatnonzero(~finite)[0])} contains NaN or infinite values", field=field
         )
-    return np.ascontiguousarray(arr)
+    check_magnitude(arr, "queries", field=field, row="query")
+    return np.ascontiguousarray(arr, dtype=np.float32)
 
 
 def validate_k(k: Any) -> int:
@@ -87,8 +96,9 @@ class Index:
         except IndexNotFoundError as exc:
             raise IndexNotFoundError(f"no squash index at {storage.uri} ({MANIFEST_KEY} is missing)") from exc
         manifest = Manifest.from_json(raw, f"{storage.uri}/{MANIFEST_KEY}")
-        data = manifest.router.verify(storage.read(manifest.router.key))
+        data = manifest.router.verify(read_indexed_file(storage, manifest.router.key))
         router = Router.from_bytes(data, manifest.attributes, manifest.router.key)
+        router.check(manifest, manifest.router.key)
         index = cls(storage, manifest, router, cache or SegmentCache(DEFAULT_CACHE_BYTES))
         index.bytes_read = len(data)
         return index
@@ -100,11 +110,11 @@ class Index:
     def info(self) -> dict[str, Any]:
         return self.manifest.summary() | {"uri": self.storage.uri}
 
-    def prepare_queries(self, queries: Any) -> np.ndarray:
-        q = validate_queries(queries, self.dims)
+    def prepare_queries(self, queries: Any, field: str = "vector") -> np.ndarray:
+        """Validated float32 queries, unit-normalised for cosine (a zero query is an error)."""
+        q = validate_queries(queries, self.dims, field)
         if self.manifest.metric == "cosine":
-            norms = np.linalg.norm(q, axis=1, keepdims=True)
-            q = (q / np.where(norms == 0, 1.0, norms)).astype(np.float32)
+            q = normalise_rows(q, "queries", field=field, row="query")
         return q
 
     def parse_filter(self, filt: Any) -> Node | None:

@@ -18,6 +18,7 @@ from .errors import InputError
 VECTOR_DTYPES = (np.float16, np.float32, np.float64, np.uint8, np.int8)
 #: Largest vector norm accepted: squared distances between such vectors stay finite in float32.
 MAX_NORM = 1e18
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 _CHUNK_ROWS = 65536
 
 
@@ -55,6 +56,13 @@ def read_vectors(path: str | Path, vector_column: str | None = None) -> VectorIn
 
 
 def _read_npy(path: Path) -> np.ndarray:
+    with path.open("rb") as fh:
+        magic = fh.read(6)
+    if magic != b"\x93NUMPY":  # e.g. text saved with a .npy name (np.load would say "pickled")
+        raise InputError(
+            f"{path.name}: not a .npy file (no NumPy header); save arrays with numpy.save",
+            field="vectors",
+        )
     try:
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
     except ValueError as exc:
@@ -153,7 +161,8 @@ def read_table(path: str | Path, what: str = "attributes") -> pa.Table:
 
             return pcsv.read_csv(path)
     except (pa.ArrowInvalid, OSError) as exc:
-        raise InputError(f"{path.name}: cannot read ({exc})", field=what) from exc
+        detail = " ".join(str(exc).split())  # Arrow's messages span lines; errors are one line
+        raise InputError(f"{path.name}: cannot read ({detail})", field=what) from exc
     raise InputError(f"unsupported {what} file {path.name!r}: use .parquet or .csv", field=what)
 
 
@@ -169,8 +178,7 @@ def check_vectors(arr: np.ndarray, what: str = "vectors") -> np.ndarray:
     ready = arr.dtype == np.float32 and arr.flags.c_contiguous
     out = arr if ready else np.empty(arr.shape, dtype=np.float32)  # no copy when already float32
     for start in range(0, arr.shape[0], _CHUNK_ROWS):  # chunked: bounded memory on big mmaps
-        with np.errstate(over="ignore"):  # overflow to inf is reported just below
-            block = np.asarray(arr[start : start + _CHUNK_ROWS], dtype=np.float32)
+        block = np.asarray(arr[start : start + _CHUNK_ROWS])  # checked in its own dtype, then cast
         finite = np.isfinite(block).all(axis=1)
         if not finite.all():
             row = start + int(np.flatnonzero(~finite)[0])
@@ -181,13 +189,48 @@ def check_vectors(arr: np.ndarray, what: str = "vectors") -> np.ndarray:
     return out
 
 
-def check_magnitude(block: np.ndarray, what: str, first_row: int = 0) -> None:
-    """Reject rows so large that squared distances would overflow float32."""
-    norms = np.linalg.norm(block.astype(np.float64), axis=1)
+def check_magnitude(
+    block: np.ndarray, what: str, first_row: int = 0, *, field: str = "vectors", row: str = "row"
+) -> None:
+    """Reject rows so large that squared distances would overflow float32.
+
+    The one rule for build vectors (CLI and library) and for queries (library, CLI and
+    HTTP): a row whose L2 norm is above :data:`MAX_NORM` is an error naming the row.
+    """
+    block = np.asarray(block)
+    if block.size and block.dtype.itemsize > 4:  # float64, int64, ...: may not fit float32
+        peaks = np.maximum(block.max(axis=1), -block.min(axis=1)).astype(np.float64)
+        if peaks.max() > FLOAT32_MAX:
+            at = int(np.argmax(peaks))
+            value = block[at, np.argmax(np.abs(block[at]))]
+            raise InputError(
+                f"{what}: {row} {first_row + at} holds {float(value):.3g}, too large for float32 "
+                f"(largest {FLOAT32_MAX:.3g}) — rescale the vectors",
+                field=field,
+            )
+    # Squared norms accumulated in float64 without a float64 copy of the block.
+    norms = np.sqrt(np.einsum("ij,ij->i", block, block, dtype=np.float64))
     if norms.size and norms.max() > MAX_NORM:
-        row = first_row + int(np.argmax(norms))
+        at = first_row + int(np.argmax(norms))
         raise InputError(
-            f"{what}: row {row} has norm {norms.max():.3g}, above {MAX_NORM:.0e}; "
+            f"{what}: {row} {at} has norm {norms.max():.3g}, too large (above {MAX_NORM:.0e}): "
             "squared distances would overflow float32 — rescale the vectors",
-            field="vectors",
+            field=field,
         )
+
+
+def normalise_rows(
+    x: np.ndarray, what: str, first_row: int = 0, *, field: str = "vectors", row: str = "row"
+) -> np.ndarray:
+    """Unit-normalise rows for the cosine metric, in float64 (tiny rows stay exact), as
+    float32. An all-zero row has no direction: an error naming it, never a silent zero."""
+    x64 = np.asarray(x, dtype=np.float64)
+    norms = np.linalg.norm(x64, axis=1, keepdims=True)
+    zero = norms[:, 0] == 0
+    if zero.any():
+        raise InputError(
+            f"{what}: {row} {first_row + int(np.flatnonzero(zero)[0])} is all zeros; the cosine metric "
+            "needs non-zero vectors (a zero vector has no direction)",
+            field=field,
+        )
+    return (x64 / norms).astype(np.float32)

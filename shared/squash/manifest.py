@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,34 +82,34 @@ class Manifest:
 
     @classmethod
     def from_json(cls, data: bytes, where: str = MANIFEST_KEY) -> Manifest:
-        try:
-            doc = json.loads(data)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise IndexFormatError(f"{where}: not valid JSON ({exc})") from exc
-        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-            raise IndexFormatError(f"{where}: not a squash index manifest")
+        """Parse and validate a manifest: any inconsistency is an IndexFormatError
+        (``index_corrupt``) naming the field, before anything trusts the numbers."""
+        doc = _load_doc(data, where)
         if doc.get("format_version") != FORMAT_VERSION:
             raise IndexFormatError(
                 f"{where}: format version {doc.get('format_version')} is not supported "
                 f"(this squash reads version {FORMAT_VERSION})"
             )
         try:
+            _validate(doc)
             return cls(
                 build_id=doc["build_id"],
                 created=doc["created"],
-                n=int(doc["n"]),
-                dims=int(doc["dims"]),
+                n=doc["n"],
+                dims=doc["dims"],
                 metric=doc["metric"],
-                partitions=int(doc["partitions"]),
+                partitions=doc["partitions"],
                 bits_per_dim=float(doc["bits_per_dim"]),
                 attributes=[AttributeSpec.from_json(a) for a in doc["attributes"]],
                 router=FileRef(**doc["router"]),
-                segments=[FileRef(**s) for s in doc["segments"]],
-                partition_sizes=[int(s) for s in doc["partition_sizes"]],
+                segments=[FileRef(**ref) for ref in doc["segments"]],
+                partition_sizes=list(doc["partition_sizes"]),
                 params=doc.get("params", {}),
                 stats=doc.get("stats", {}),
                 calibration=doc.get("calibration"),
             )
+        except _SchemaError as exc:
+            raise IndexFormatError(f"{where}: {exc}") from None
         except (KeyError, TypeError, ValueError) as exc:
             raise IndexFormatError(f"{where}: missing or malformed field ({exc})") from exc
 
@@ -136,3 +138,133 @@ def _calibration_summary(cal: dict[str, Any] | None) -> dict[str, Any] | None:
     if cal is None:
         return None
     return {k: cal.get(k) for k in ("source", "n_queries", "seconds")}
+
+
+def is_squash_manifest(data: bytes) -> bool:
+    """Whether ``data`` is (meant to be) a squash manifest, valid or not: a JSON object with
+    ``"format": "squash-index"``. Builds refuse to replace anything else."""
+    try:
+        _load_doc(data, MANIFEST_KEY)
+    except IndexFormatError:
+        return False
+    return True
+
+
+def _load_doc(data: bytes, where: str) -> dict[str, Any]:
+    try:
+        doc = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise IndexFormatError(f"{where}: not valid JSON ({exc})") from exc
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise IndexFormatError(f"{where}: not a squash index manifest")
+    return doc
+
+
+class _SchemaError(Exception):
+    """A manifest field that fails the schema; the message names it."""
+
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_KINDS = ("int", "float", "bool", "category")
+
+
+def _need(ok: bool, message: str) -> None:
+    if not ok:
+        raise _SchemaError(message)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _validate(doc: dict[str, Any]) -> None:
+    """The manifest schema: types, ranges, and agreement between the counts."""
+    for key in ("build_id", "created"):
+        _need(isinstance(doc.get(key), str) and doc[key] != "", f"{key} must be a non-empty string")
+    for key in ("n", "dims", "partitions"):
+        _need(
+            _is_int(doc.get(key)) and doc[key] > 0, f"{key} must be a positive integer, got {doc.get(key)!r}"
+        )
+    _need(doc["partitions"] <= doc["n"], f"partitions ({doc['partitions']}) is more than n ({doc['n']})")
+    _need(doc.get("metric") in METRICS, f"metric {doc.get('metric')!r} is not one of {', '.join(METRICS)}")
+    bits = doc.get("bits_per_dim")
+    _need(_is_number(bits) and 0 < bits <= 8, f"bits_per_dim must be a number in (0, 8], got {bits!r}")
+    sizes = doc.get("partition_sizes")
+    _need(
+        isinstance(sizes, list) and len(sizes) == doc["partitions"],
+        f"partition_sizes must list one size per partition ({doc['partitions']})",
+    )
+    _need(all(_is_int(v) and v >= 0 for v in sizes), "partition_sizes must be non-negative integers")
+    _need(sum(sizes) == doc["n"], f"partition_sizes sum to {sum(sizes)}, not n ({doc['n']})")
+    _file_ref(doc.get("router"), "router")
+    segments = doc.get("segments")
+    _need(
+        isinstance(segments, list) and len(segments) == doc["partitions"],
+        f"segments must list one file per partition ({doc['partitions']})",
+    )
+    for i, ref in enumerate(segments):
+        _file_ref(ref, f"segments[{i}]")
+    for key in ("params", "stats"):
+        _need(isinstance(doc.get(key, {}), dict), f"{key} must be an object")
+    attrs = doc.get("attributes")
+    _need(isinstance(attrs, list), "attributes must be a list")
+    names: set[str] = set()
+    for i, spec in enumerate(attrs):
+        name = _attribute(spec, f"attributes[{i}]")
+        _need(name not in names, f"attributes[{i}]: attribute {name!r} is listed twice")
+        names.add(name)
+
+
+def _file_ref(ref: Any, where: str) -> None:
+    _need(
+        isinstance(ref, dict) and set(ref) == {"key", "size", "sha256"},
+        f"{where} must be {{key, size, sha256}}",
+    )
+    key = ref["key"]
+    _need(
+        isinstance(key, str)
+        and key != ""
+        and not key.startswith("/")
+        and "\\" not in key
+        and ".." not in key.split("/"),
+        f"{where}.key {key!r} must be a relative path inside the index",
+    )
+    _need(_is_int(ref["size"]) and ref["size"] >= 0, f"{where}.size must be a non-negative integer")
+    _need(
+        isinstance(ref["sha256"], str) and bool(_SHA256.match(ref["sha256"])),
+        f"{where}.sha256 must be 64 hex digits",
+    )
+
+
+def _attribute(spec: Any, where: str) -> str:
+    _need(isinstance(spec, dict), f"{where} must be an object")
+    name, kind = spec.get("name"), spec.get("type")
+    _need(
+        isinstance(name, str) and name != "" and not name.startswith("$"),
+        f"{where}.name {name!r} must be a non-empty string not starting with '$'",
+    )
+    _need(kind in _KINDS, f"{where} ({name}): type {kind!r} is not one of {', '.join(_KINDS)}")
+    if kind in ("int", "float"):
+        cells = spec.get("cells")
+        _need(isinstance(cells, dict), f"{where} ({name}): numeric attributes need cells {{lo, hi}}")
+        lo, hi = cells.get("lo"), cells.get("hi")
+        _need(
+            isinstance(lo, list) and isinstance(hi, list) and len(lo) == len(hi) and 0 < len(lo) <= 256,
+            f"{where} ({name}): cells lo and hi must be lists of the same length (1 to 256)",
+        )
+        _need(
+            all(_is_number(v) and math.isfinite(v) for v in lo + hi),
+            f"{where} ({name}): cells must hold finite numbers",
+        )
+        _need(all(a <= b for a, b in zip(lo, hi, strict=True)), f"{where} ({name}): cells with lo > hi")
+    if kind == "category":
+        cats = spec.get("categories")
+        _need(
+            isinstance(cats, list) and all(isinstance(c, str) for c in cats) and len(set(cats)) == len(cats),
+            f"{where} ({name}): categories must be a list of distinct strings",
+        )
+    return name

@@ -4,6 +4,7 @@ calibration (see README, "Planning to a recall target"). The routing knobs stay 
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -18,6 +19,7 @@ DEFAULT_TARGET_RECALL = 0.95
 LEGACY_ROUTING_FACTOR = 1.12
 LEGACY_MIN_CANDIDATES = 2000
 LEGACY_MIN_PARTITIONS = 8.0
+MAX_INT_PARAM = 2**63 - 1  # integer knobs must fit int64 (they meet numpy counts)
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,10 @@ class SearchParams:
             "rerank_factor": self.rerank_factor >= 1,
             "levels": self.levels in LEVELS,
         }
+        for f in fields(self):  # NaN and inf pass no range check below; say so plainly
+            val = getattr(self, f.name)
+            if isinstance(val, float) and not math.isfinite(val):
+                raise InputError(f"search parameter {f.name}={val!r} is not a finite number", field=f.name)
         for name, ok in checks.items():
             if not ok:
                 raise InputError(
@@ -110,14 +116,14 @@ class SearchParams:
             want_int = kind.startswith("int")
             if isinstance(val, bool) or not isinstance(val, int | float):
                 raise InputError(f"search parameter {key} must be {_kind(want_int)}", field=key)
-            if isinstance(val, float) and not math.isfinite(val):
-                raise InputError(f"search parameter {key} must be a finite number", field=key)
+            if isinstance(val, float) and not math.isfinite(val):  # JSON NaN, Infinity, 1e400
+                raise InputError(f"search parameter {key} must be a finite number, got {val!r}", field=key)
             if want_int and int(val) != val:
                 raise InputError(f"search parameter {key} must be {_kind(want_int)}", field=key)
-            try:
-                clean[key] = int(val) if want_int else float(val)
-            except OverflowError as exc:
-                raise InputError(f"search parameter {key} is too large", field=key) from exc
+            if abs(val) > (MAX_INT_PARAM if want_int else sys.float_info.max):
+                limit = "int64" if want_int else "float64"
+                raise InputError(f"search parameter {key} is too large (beyond {limit})", field=key)
+            clean[key] = int(val) if want_int else float(val)
         return cls(**clean)
 
 

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .arrays import from_arrow_bytes
 from .attributes import AttributeSpec
+from .errors import IndexFormatError
+
+if TYPE_CHECKING:
+    from .manifest import Manifest
 
 
 @dataclass
@@ -39,6 +44,9 @@ class Router:
     @classmethod
     def from_bytes(cls, data: bytes, specs: list[AttributeSpec], name: str = "router") -> Router:
         arrays = from_arrow_bytes(data, name)
+        missing = sorted({"centroids", "global_mean", "global_rotation", "offsets"} - set(arrays))
+        if missing:
+            raise IndexFormatError(f"{name}: missing array(s) {', '.join(missing)}")
         return cls(
             centroids=arrays["centroids"],
             global_mean=arrays["global_mean"],
@@ -47,3 +55,47 @@ class Router:
             attr_codes={k[2:]: v for k, v in arrays.items() if k.startswith("q.")},
             specs=specs,
         )
+
+    def check(self, manifest: Manifest, name: str = "router") -> None:
+        """Raise IndexFormatError unless the router agrees with its manifest (dims, n,
+        partitions, sizes, one in-range code column per attribute)."""
+        d, p = manifest.dims, manifest.partitions
+
+        def need(ok: bool, what: str) -> None:
+            if not ok:
+                raise IndexFormatError(f"{name} does not match the manifest: {what}")
+
+        need(
+            self.centroids.shape == (p, d),
+            f"centroids are {self.centroids.shape}, expected ({p}, {d}) (dims)",
+        )
+        need(bool(np.isfinite(self.centroids).all()), "centroids hold NaN or infinite values")
+        need(
+            self.global_mean.shape == (d,), f"global_mean is {self.global_mean.shape}, expected ({d},) (dims)"
+        )
+        rot = self.global_rotation.shape
+        need(len(rot) == 2 and rot[0] == d and 1 <= rot[1] <= d, f"global_rotation is {rot} for dims {d}")
+        need(
+            self.offsets.shape == (p + 1,),
+            f"offsets are {self.offsets.shape}, expected ({p + 1},) (partitions)",
+        )
+        need(
+            int(self.offsets[0]) == 0 and int(self.offsets[-1]) == manifest.n,
+            f"offsets do not span n={manifest.n}",
+        )
+        need(
+            np.array_equal(np.diff(self.offsets), manifest.partition_sizes),
+            "offsets disagree with partition_sizes",
+        )
+        need(
+            set(self.attr_codes) == {s.name for s in manifest.attributes},
+            f"attribute codes for {sorted(self.attr_codes)}, "
+            f"manifest lists {[s.name for s in manifest.attributes]}",
+        )
+        for spec in manifest.attributes:
+            codes = self.attr_codes[spec.name]
+            need(codes.shape == (manifest.n,), f"attribute {spec.name!r} has {codes.shape} codes, expected n")
+            need(
+                codes.size == 0 or int(codes.max()) < spec.n_cells,
+                f"attribute {spec.name!r} has codes beyond its {spec.n_cells} cells/categories",
+            )

@@ -14,6 +14,7 @@ import numpy as np
 from .arrays import from_arrow_bytes, to_arrow_bytes
 from .attributes import AttributeColumns
 from .cache import SegmentCache
+from .errors import IndexFormatError, IndexNotFoundError
 from .manifest import FileRef
 from .osq.bitalloc import allocate_bits
 from .osq.bounds import CellTable, residual_norms
@@ -62,6 +63,10 @@ def build_segment(
     return to_arrow_bytes(arrays)
 
 
+_SEGMENT_ARRAYS = {"ids", "mean", "rotation", "widths", "edges", "codes", "sketch", "sketch_bits"}
+_SEGMENT_ARRAYS |= {"residual", "vectors"}
+
+
 @dataclass
 class Segment:
     """A loaded partition, ready to search (arrays are read-only views of the file)."""
@@ -95,6 +100,9 @@ class Segment:
     @classmethod
     def from_bytes(cls, partition: int, data: bytes, name: str) -> Segment:
         arrays = from_arrow_bytes(data, name)
+        missing = sorted(_SEGMENT_ARRAYS - set(arrays))
+        if missing:
+            raise IndexFormatError(f"{name}: missing array(s) {', '.join(missing)}")
         sketch = arrays["sketch"]
         return cls(
             partition=partition,
@@ -114,11 +122,22 @@ class Segment:
         )
 
 
+def read_indexed_file(storage: Storage, key: str) -> bytes:
+    """A file the manifest names. Its absence means a corrupt index (IndexFormatError,
+    ``index_corrupt``), not a missing one: the manifest — the commit point — is there."""
+    try:
+        return storage.read(key)
+    except IndexNotFoundError as exc:
+        raise IndexFormatError(
+            f"{storage.uri}/{key} is missing although the manifest names it (corrupt index)"
+        ) from exc
+
+
 def load_segment(storage: Storage, partition: int, ref: FileRef, cache: SegmentCache) -> tuple[Segment, bool]:
     """``(segment, cache hit)``; a miss reads the file once (``segment.nbytes`` bytes) and
     checks it against the manifest entry before anything maps it."""
 
     def load() -> Segment:
-        return Segment.from_bytes(partition, ref.verify(storage.read(ref.key)), ref.key)
+        return Segment.from_bytes(partition, ref.verify(read_indexed_file(storage, ref.key)), ref.key)
 
     return cache.get_or_load((storage.uri, ref.key), load)

@@ -9,10 +9,11 @@ either the old object or the new one, never half of it.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
-import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 from urllib.parse import unquote, urlparse
 
 from .errors import AccessDeniedError, IndexNotFoundError, InputError, StorageError
@@ -48,6 +49,29 @@ class Storage(Protocol):
         ...
 
 
+def atomic_write(path: Path, data: bytes | Callable[[BinaryIO], None]) -> None:
+    """Write ``path`` atomically (a temporary file in the same folder, fsync, rename).
+
+    The file gets the mode an ordinary ``open(path, "w")`` would (0666 minus the umask,
+    typically 0644), not mkstemp's 0600, so other readers (a web server, another user) can
+    read the index. ``data`` is the bytes, or a function writing them to the open file.
+    """
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            if callable(data):
+                data(fh)
+            else:
+                fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 class LocalStorage:
     """``file://`` index: a directory on local disk."""
 
@@ -70,12 +94,7 @@ class LocalStorage:
         path = self._path(key)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
+            atomic_write(path, data)
         except OSError as exc:
             raise StorageError(f"cannot write {self.uri}/{key}: {exc.strerror}") from exc
 
@@ -185,6 +204,15 @@ class S3Storage:
             raise StorageError(f"bucket {self.bucket!r} is unreachable: {exc}") from exc
 
 
+def _resolves_to_root(path: Path) -> bool:
+    """Whether ``path`` (e.g. a symlink) resolves to the filesystem root."""
+    try:
+        real = path.resolve()
+    except (OSError, RuntimeError):  # a symlink loop: not the root, and reads will say so
+        return False
+    return real == Path(real.anchor)
+
+
 def open_storage(uri: str) -> Storage:
     """Return the adapter for an index URI (``file:///abs/path`` or ``s3://bucket/prefix``)."""
     parsed = urlparse(uri)
@@ -194,6 +222,13 @@ def open_storage(uri: str) -> Storage:
         path = Path(unquote(parsed.path))
         if not path.is_absolute():
             raise InputError(f"file URI must hold an absolute path, got {uri!r}", field="index_uri")
+        path = Path(os.path.normpath(path))  # "/tmp/..", "//", "/./" name the root too
+        if path == Path(path.anchor) or _resolves_to_root(path):
+            raise InputError(
+                f"index URI {uri!r} is the filesystem root; name a folder for the index, "
+                "e.g. file:///srv/indexes/NAME",
+                field="index_uri",
+            )
         return LocalStorage(path)
     if parsed.scheme == "s3":
         if not parsed.netloc:

@@ -168,10 +168,10 @@ def start_router(rie, toy_dir, tmp_path_factory) -> Iterator[Callable[..., Serve
 def start_api(tmp_path_factory) -> Iterator[Callable[..., Server]]:
     servers: list[Server] = []
 
-    def start(lambda_endpoint: str, function: str) -> Server:
+    def start(lambda_endpoint: str, function: str, *extra: str) -> Server:
         work = tmp_path_factory.mktemp("api")
         argv = [sys.executable, str(LOCAL / "http_api.py"), "--lambda-endpoint", lambda_endpoint]
-        argv += ["--function", function, "--port-file", str(work / "port")]
+        argv += ["--function", function, "--port-file", str(work / "port"), *extra]
         server = Server(argv, work / "port", work / "api.log")
         servers.append(server)
         return server

@@ -66,6 +66,16 @@ def test_binary_body_is_base64(api):
     assert event["isBase64Encoded"] is True and base64.b64decode(event["body"]) == payload
 
 
+@pytest.mark.parametrize("content_type", ["application/json", "text/plain; charset=utf-8", None])
+def test_text_body_that_is_not_utf8_is_passed_base64(api, content_type):
+    """The handler must see the bytes the client sent (and answer 400), not U+FFFD."""
+    payload = b'{"k": "\xff\xfe"}'
+    headers = {"Content-Type": content_type} if content_type else {}
+    _, _, raw = request(api, "POST", "/blob", payload, headers)
+    event = json.loads(raw)
+    assert event["isBase64Encoded"] is True and base64.b64decode(event["body"]) == payload
+
+
 def test_response_mapping(api):
     status, headers, raw = request(api, "GET", "/status")
     assert (status, raw, headers["X-Reply"]) == (201, b"created", "yes")
@@ -122,3 +132,61 @@ def test_throttled_function_is_429(start_router, start_api):
     finally:
         slow.join(timeout=20)
     assert (status, json.loads(raw)) == (429, {"message": "Too Many Requests"})
+
+
+def _raw_exchange(api, head: bytes, body: bytes = b"", *, timeout: float = 10.0) -> tuple[bytes, float]:
+    """Send raw bytes, read until the server closes or answers; (response, seconds)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    url = urlsplit(api.url)
+    started = time.monotonic()
+    with socket.create_connection((url.hostname, url.port), timeout=timeout) as sock:
+        sock.sendall(head + body)
+        data = b""
+        try:
+            while b"\r\n\r\n" not in data or len(data) < _expected_length(data):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        except (ConnectionResetError, TimeoutError):
+            pass
+    return data, time.monotonic() - started
+
+
+def _expected_length(data: bytes) -> int:
+    head, _, _ = data.partition(b"\r\n\r\n")
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            return len(head) + 4 + int(line.split(b":")[1])
+    return len(data) + 1
+
+
+@pytest.fixture(scope="module")
+def strict_api(start_router, start_api):
+    """An emulator with a 1 s body read timeout, so a short body is answered quickly."""
+    router = start_router({"api-strict": ("app.api_handler", 10)})
+    return start_api(router.url, "api-strict", "--body-timeout", "1")
+
+
+def test_body_shorter_than_content_length_is_a_400_after_the_read_timeout(strict_api):
+    head = b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 100\r\n\r\n"
+    data, seconds = _raw_exchange(strict_api, head, b"only ten b")
+    assert data.startswith(b"HTTP/1.1 400"), data[:200]
+    assert b'"Bad Request"' in data and seconds < 5
+
+
+@pytest.mark.parametrize("value", [b"-5", b"abc", b"1e3", b"12, 13", b""])
+def test_bad_content_length_is_a_400_not_a_dropped_connection(api, value):
+    head = b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: " + value + b"\r\n\r\n"
+    data, _ = _raw_exchange(api, head, b"{}")
+    assert data.startswith(b"HTTP/1.1 400"), data[:200]
+    assert json.loads(data.partition(b"\r\n\r\n")[2]) == {"message": "Bad Request"}
+
+
+def test_oversized_body_is_read_then_answered_413(api):
+    """An 11 MB body: the client finishes sending and reads a 413 (no broken pipe)."""
+    body = b"x" * (11 * 1024 * 1024)
+    status, _, raw = request(api, "POST", "/big", body, {"Content-Type": "text/plain"})
+    assert (status, json.loads(raw)) == (413, {"message": "Request Entity Too Large"})

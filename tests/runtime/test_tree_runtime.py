@@ -182,3 +182,22 @@ def test_cosine_index_through_the_tree(moto_s3, small_data):
     got = [[h["distance"] for h in r] for r in out["results"]]
     np.testing.assert_allclose(got, expected.distances, rtol=1e-6)
     assert min(min(r) for r in got) >= 0.0 and max(max(r) for r in got) <= 2.0  # 1 - cos
+
+
+def test_answer_that_cannot_fit_is_413_before_any_worker_runs(s3_index, small_data):
+    """1,000 queries x k=1,000 over 3,000 rows: at least 10^6 hits, over 6 MB whatever the
+    ids and distances — refused from the request's shape, not after searching."""
+    coord, tree = _coordinator(4, 1)
+    q = np.repeat(small_data.queries[:1], 1000, axis=0)
+    with pytest.raises(PayloadTooLargeError, match="at least") as err:
+        coord.query("small", parse_query({"vectors": q.tolist(), "k": 1000}))
+    assert tree.calls == [] and err.value.field == "vectors"
+    # Without distances each hit is smaller, but 10^6 of them still cannot fit.
+    with pytest.raises(PayloadTooLargeError):
+        coord.query("small", parse_query({"vectors": q.tolist(), "k": 1000, "include": []}))
+    assert tree.calls == []
+    # A filter that surely matches few rows bounds the answer: it is searched, not refused.
+    out = coord.query(
+        "small", parse_query({"vectors": q[:50].tolist(), "k": 1000, "filter": {"price": {"$lt": 1}}})
+    )
+    assert tree.calls and len(out["results"]) == 50

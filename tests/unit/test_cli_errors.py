@@ -50,11 +50,11 @@ def bad_inputs(tmp_path, good):
     np.save(tmp_path / "nan.npy", nan)
     cases["NaN"] = (["--vectors", str(tmp_path / "nan.npy")], "row 7 contains NaN or infinite")
     inf = np.ones((20, 4), np.float64)
-    inf[3, 0] = 1e300  # overflows float32
+    inf[3, 0] = 1e300  # finite, but beyond float32: said so, not "NaN or infinite"
     np.save(tmp_path / "inf.npy", inf)
-    cases["inf after float32 cast"] = (
+    cases["beyond float32"] = (
         ["--vectors", str(tmp_path / "inf.npy")],
-        "row 3 contains NaN or infinite",
+        "row 3 holds 1e+300, too large for float32",
     )
     np.save(tmp_path / "big.npy", np.full((5, 4), 1e30, np.float32))
     cases["overflowing magnitude"] = (["--vectors", str(tmp_path / "big.npy")], "row 0 has norm 2e+30")
@@ -139,3 +139,151 @@ def test_search_errors(tmp_path, good, capsys):
     with np.load(out) as saved:
         assert saved["ids"].shape == (3, 10) and saved["ids"].dtype == np.int64
         assert saved["distances"].dtype == np.float32
+
+
+@pytest.fixture
+def attr_index(tmp_path, good, capsys):
+    """An index over ``good`` with an int and a float attribute; (uri, queries, output)."""
+    attrs = tmp_path / "a.parquet"
+    pq.write_table(pa.table({"n": pa.array(range(200), pa.int64()), "f": pa.array([0.5] * 200)}), attrs)
+    uri = (tmp_path / "idx").as_uri()
+    assert (
+        run(capsys, "build", "--vectors", str(good), "--attributes", str(attrs), "--index-uri", uri)[0] == 0
+    )
+    q = tmp_path / "q.npy"
+    np.save(q, np.ones((2, 8), np.float32))
+    return uri, q, tmp_path / "o.npz"
+
+
+def _one_line_error(code, err):
+    assert code == 2, err
+    assert err.startswith("squash: error: ") and err.count("\n") == 1, err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "filt",
+    [
+        '{"n": 1' + "0" * 400 + "}",
+        '{"n": {"$in": [1, 1' + "0" * 400 + "]}}",
+        '{"f": {"$lt": -1' + "0" * 400 + "}}",
+        '{"n": 1' + "0" * 5000 + "}",  # past Python's int-parsing digit limit
+        '{"n": {"$gte": 1e400}}',
+        '{"n": NaN}',
+    ],
+    ids=["int-400-digits", "in-400-digits", "float-field", "5000-digits", "1e400", "NaN"],
+)
+def test_cli_filter_with_an_unrepresentable_number_is_one_line(capsys, attr_index, filt):
+    uri, q, out = attr_index
+    code, err = run(
+        capsys, "search", "--index-uri", uri, "--queries", str(q), "--output", str(out), "--filter", filt
+    )
+    _one_line_error(code, err)
+    assert "filter" in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("depth", [33, 1_000, 10_000, 100_000])
+def test_cli_deep_filter_is_one_line(capsys, attr_index, tmp_path, depth):
+    uri, q, out = attr_index
+    text = '{"$and": [' * depth + '{"n": 1}' + "]}" * depth
+    (tmp_path / "deep.json").write_text(text)
+    for arg in (text, "@" + str(tmp_path / "deep.json")):
+        code, err = run(
+            capsys, "search", "--index-uri", uri, "--queries", str(q), "--output", str(out), "--filter", arg
+        )
+        _one_line_error(code, err)
+        assert "nested" in err
+    code, err = run(
+        capsys,
+        "search",
+        "--index-uri",
+        uri,
+        "--queries",
+        str(q),
+        "--output",
+        str(out),
+        "--filter",
+        "[" * 100_000,
+    )
+    _one_line_error(code, err)
+
+
+def test_bad_build_options_are_named_and_write_nothing(tmp_path, good, capsys):
+    """Options that were accepted silently (clamped, unfilterable) or crashed."""
+    out = tmp_path / "index"
+    pq.write_table(pa.table({"$and": list(range(200))}), tmp_path / "dollar.parquet")
+    pq.write_table(pa.table({"": list(range(200))}), tmp_path / "empty.parquet")
+    (tmp_path / "dup.csv").write_text("a,a\n" + "".join(f"{i},{i}\n" for i in range(200)))
+    cases = {
+        "sketch bits huge": (["--sketch-bits", "1000000000000"], "--sketch-bits must be from 1 to 8"),
+        "sketch bits above dims": (["--sketch-bits", "9"], "--sketch-bits must be from 1 to 8"),
+        "sketch bits zero": (["--sketch-bits", "0"], "--sketch-bits must be from 1 to 8"),
+        "seed negative": (["--seed", "-1"], "--seed must be an integer from 0 to"),
+        "seed huge": (["--seed", str(2**64)], "--seed must be an integer from 0 to"),
+        "column $and": (["--attributes", str(tmp_path / "dollar.parquet")], "attribute column '$and'"),
+        "column empty": (["--attributes", str(tmp_path / "empty.parquet")], "attribute column ''"),
+        "column twice": (
+            ["--attributes", str(tmp_path / "dup.csv")],
+            "attribute column 'a' appears 2 times",
+        ),
+    }
+    for name, (args, message) in cases.items():
+        code, err = run(
+            capsys, "build", "--vectors", str(good), *args, "--index-uri", out.as_uri(), "--quiet"
+        )
+        assert code == 2, f"{name}: {err}"
+        assert err.startswith("squash: error: ") and err.count("\n") == 1, f"{name}: {err}"
+        assert message in err, f"{name}: {err}"
+        assert not out.exists(), f"{name} wrote something"
+
+
+def test_sketch_bits_default_and_limit(tmp_path, good, capsys):
+    """The default is min(32, d); an explicit value up to d is recorded as given."""
+    import squash
+
+    for extra, want in (([], 8), (["--sketch-bits", "5"], 5)):
+        uri = (tmp_path / f"i{want}").as_uri()
+        assert run(capsys, "build", "--vectors", str(good), *extra, "--index-uri", uri, "--quiet")[0] == 0
+        assert squash.open_index(uri).manifest.params["sketch_bits"] == want
+
+
+def test_messages_say_what_is_wrong(tmp_path, good, capsys):
+    """Each message names the real problem, not a neighbouring one."""
+    uri = (tmp_path / "idx").as_uri()
+    assert run(capsys, "build", "--vectors", str(good), "--index-uri", uri, "--quiet")[0] == 0
+    out = tmp_path / "o.npz"
+
+    def search(queries, *extra):
+        return run(
+            capsys, "search", "--index-uri", uri, "--queries", str(queries), "--output", str(out), *extra
+        )
+
+    big = np.ones((2, 8), np.float64)
+    big[1, 3] = 1e39  # finite in float64, beyond float32
+    np.save(tmp_path / "big.npy", big)
+    code, err = search(tmp_path / "big.npy")
+    assert code == 2 and "row 1" in err and "too large for float32" in err and "NaN" not in err
+    (tmp_path / "text.npy").write_text("1 2 3 4 5 6 7 8\n")
+    code, err = search(tmp_path / "text.npy")
+    assert code == 2 and "not a .npy file" in err and "pickle" not in err
+    np.save(tmp_path / "q.npy", np.ones((2, 8), np.float32))
+    (tmp_path / "filters").mkdir()
+    code, err = search(tmp_path / "q.npy", "--filter", "@" + str(tmp_path / "filters"))
+    assert code == 2 and "is a folder" in err
+    code, err = search(tmp_path / "q.npy", "--filter", "@" + str(tmp_path / "nope.json"))
+    assert code == 2 and "does not exist" in err
+    (tmp_path / "bin.json").write_bytes(b"\xff\xfe")
+    code, err = search(tmp_path / "q.npy", "--filter", "@" + str(tmp_path / "bin.json"))
+    assert code == 2 and "not UTF-8" in err
+    assert not out.exists()
+
+
+def test_build_vectors_beyond_float32_say_so(tmp_path, capsys):
+    x = np.ones((20, 4), np.float64)
+    x[3, 0] = 1e300
+    np.save(tmp_path / "v.npy", x)
+    code, err = run(
+        capsys, "build", "--vectors", str(tmp_path / "v.npy"), "--index-uri", (tmp_path / "i").as_uri()
+    )
+    assert code == 2 and "row 3" in err and "too large for float32" in err

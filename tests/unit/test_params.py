@@ -27,3 +27,29 @@ def test_from_dict_names_the_bad_knob(obj, message):
     with pytest.raises(InputError) as err:
         SearchParams.from_dict(obj)
     assert message in str(err.value)
+
+
+NUMERIC_KEYS = ["routing_factor", "min_candidates", "min_partitions", "max_partitions", "sketch_keep"]
+NUMERIC_KEYS += ["rerank_factor"]
+
+
+@pytest.mark.parametrize("key", NUMERIC_KEYS)
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan"), 10**400, 1e300 * 1e300])
+def test_from_dict_rejects_non_finite_and_huge_numbers_naming_the_key(key, value):
+    with pytest.raises(InputError) as err:
+        SearchParams.from_dict({key: value})
+    assert err.value.field == key and key in err.value.message
+
+
+@pytest.mark.parametrize("key", ["min_candidates", "max_partitions", "rerank_factor"])
+def test_integer_knobs_must_fit_int64(key):
+    with pytest.raises(InputError, match="too large") as err:
+        SearchParams.from_dict({key: 2**63})
+    assert err.value.field == key
+    SearchParams.from_dict({key: 2**62})  # large but fine: "no limit"
+
+
+def test_constructor_rejects_non_finite_knobs():
+    with pytest.raises(InputError) as err:
+        SearchParams(routing_factor=float("inf"))
+    assert err.value.field == "routing_factor"

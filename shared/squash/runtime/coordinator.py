@@ -83,9 +83,10 @@ class Coordinator:
         started = time.perf_counter()
         cold, self._cold = self._cold, False
         index, coord_bytes = self.index(name)
-        q = index.prepare_queries(req.vectors)
+        q = index.prepare_queries(req.vectors, req.vector_field)
         node = index.parse_filter(req.filter)
         plan = index.plan(q, req.k, node, req.params)
+        _check_answer_can_fit(q.shape[0], req, int(plan.sure_counts.sum()))
         planned = time.perf_counter()
 
         base = self._base_event(name, index, req, plan)
@@ -171,6 +172,27 @@ class Coordinator:
                 field="vectors",
             )
         return max(1, min(n, int(room // per_query)))
+
+
+#: The smallest JSON a hit can take: ``{"id":0},`` (+ ``"distance":0.0,`` when asked for).
+_MIN_HIT_BYTES = len('{"id":0},')
+_MIN_DISTANCE_BYTES = len('"distance":0.0,')
+
+
+def _check_answer_can_fit(n_queries: int, req: QueryRequest, sure_matches: int) -> None:
+    """413 from the request's shape, before any worker runs, when the answer surely cannot
+    fit Lambda's response limit: every query returns at least min(k, sure matches) hits
+    (README), and each hit takes at least a few bytes of JSON."""
+    hits = n_queries * min(req.k, sure_matches)
+    per_hit = _MIN_HIT_BYTES + (_MIN_DISTANCE_BYTES if "distance" in req.include else 0)
+    floor = hits * per_hit
+    if floor > MAX_PAYLOAD_BYTES - 64 * 1024:
+        raise PayloadTooLargeError(
+            f"the answer would hold at least {hits:,} hits ({n_queries:,} queries x "
+            f"{min(req.k, sure_matches):,}), at least {floor / 2**20:.1f} MiB, over Lambda's 6 MiB "
+            "response limit; send fewer queries per request or a smaller k",
+            field="vectors",
+        )
 
 
 def _shape_results(ids: np.ndarray, dist: np.ndarray, attrs: dict[str, Any], include: frozenset[str]) -> list:

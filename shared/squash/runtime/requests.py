@@ -7,7 +7,8 @@ the handler can answer 400 with a message a user can act on. Checks that need th
 
 from __future__ import annotations
 
-import json
+import math
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +16,8 @@ import numpy as np
 
 from ..errors import InputError
 from ..index import validate_k
+from ..inputs import check_magnitude
+from ..jsontext import MAX_JSON_DEPTH, loads
 from ..params import SearchParams
 
 INCLUDE_CHOICES = ("distance", "attributes")
@@ -29,22 +32,67 @@ class QueryRequest:
     filter: Any
     include: frozenset[str]
     params: SearchParams
+    vector_field: str = "vector"  # the body key the queries came in ("vector" or "vectors")
 
 
 def parse_body(body: str | bytes | None) -> Any:
     """JSON text of an HTTP body; an empty or malformed body is a 400, not a crash."""
     if body is None or (isinstance(body, str | bytes) and not body.strip()):
         raise InputError("request body is empty: send a JSON object", field="body")
-    try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InputError(f"request body is not valid JSON ({exc})", field="body") from exc
+    return loads(body, "request body", field="body")
+
+
+def check_numbers(doc: dict[str, Any]) -> None:
+    """Every number of a body (outside the query vectors, which numpy checks in bulk) must be
+    finite and within float64: JSON's NaN/Infinity and overflowing literals like 1e400 or a
+    400-digit integer are a 400 naming where they are, not a 500 further down.
+
+    Iterative and depth-bounded (MAX_JSON_DEPTH), so a direct invocation's event — parsed
+    by the Lambda runtime, not by :func:`parse_body` — cannot exhaust the stack either.
+    """
+    stack: list[tuple[tuple[str | int, ...], Any]] = [
+        ((key,), val) for key, val in reversed(doc.items()) if key not in ("vector", "vectors")
+    ]
+    while stack:
+        path, val = stack.pop()
+        if len(path) > MAX_JSON_DEPTH and isinstance(val, dict | list):
+            raise InputError(
+                f"{_dotted(path[:3])}... is nested deeper than {MAX_JSON_DEPTH} levels",
+                field=_field_of(path),
+            )
+        if isinstance(val, dict):
+            stack.extend(((*path, k), v) for k, v in reversed(val.items()))
+        elif isinstance(val, list):
+            stack.extend(((*path, i), v) for i, v in reversed(list(enumerate(val))))
+        elif isinstance(val, float) and not math.isfinite(val):
+            raise InputError(
+                f"{_dotted(path)} is {val!r}: numbers must be finite (no NaN, Infinity or 1e400)",
+                field=_field_of(path),
+            )
+        elif isinstance(val, int) and not isinstance(val, bool) and abs(val) > sys.float_info.max:
+            raise InputError(
+                f"{_dotted(path)} is too large (an integer of {len(str(abs(val)))} digits); "
+                "numbers must fit a float64",
+                field=_field_of(path),
+            )
+
+
+def _dotted(path: tuple[str | int, ...]) -> str:
+    return "".join(f"[{p}]" if isinstance(p, int) else (f".{p}" if i else str(p)) for i, p in enumerate(path))
+
+
+def _field_of(path: tuple[str | int, ...]) -> str:
+    """The error's field: the knob for params (as SearchParams names it), else the body key."""
+    if path[0] == "params" and len(path) > 1 and isinstance(path[1], str):
+        return path[1]
+    return str(path[0])
 
 
 def parse_query(doc: Any) -> QueryRequest:
     """Validate a decoded query body (see README, "HTTP API")."""
     if not isinstance(doc, dict):
         raise InputError("request body must be a JSON object", field="body")
+    check_numbers(doc)
     unknown = sorted(set(doc) - _KEYS)
     if unknown:
         raise InputError(
@@ -68,6 +116,7 @@ def parse_query(doc: Any) -> QueryRequest:
         filter=doc.get("filter"),
         include=frozenset(include),
         params=SearchParams.from_dict(doc.get("params")),
+        vector_field=field,
     )
 
 
@@ -75,7 +124,11 @@ def _vectors(value: Any, field: str, single: bool) -> np.ndarray:
     shape = "a list of numbers" if single else "a non-empty list of equal-length lists of numbers"
     try:
         arr = np.asarray(value)
-    except ValueError as exc:  # ragged nesting
+        if arr.dtype == object:  # integers past int64/uint64, e.g. 2**64: float64 or too large
+            arr = arr.astype(np.float64)
+    except OverflowError as exc:
+        raise InputError(f"{field} holds a number too large for float32", field=field) from exc
+    except (TypeError, ValueError) as exc:  # ragged nesting, strings, null
         raise InputError(f"{field} must be {shape}", field=field) from exc
     if arr.dtype.kind not in "iuf" or arr.ndim != (1 if single else 2) or arr.size == 0:
         raise InputError(f"{field} must be {shape}", field=field)
@@ -83,10 +136,10 @@ def _vectors(value: Any, field: str, single: bool) -> np.ndarray:
         raise InputError(
             f"{field} holds {arr.shape[0]} queries; at most {MAX_QUERIES} per request", field=field
         )
-    with np.errstate(over="ignore"):
-        arr = np.atleast_2d(arr.astype(np.float32))
+    arr = np.atleast_2d(arr)
     bad = ~np.isfinite(arr).all(axis=1)
     if bad.any():
         where = "" if single else f" (query {int(np.flatnonzero(bad)[0])})"
         raise InputError(f"{field} contains NaN or infinite values{where}", field=field)
-    return arr
+    check_magnitude(arr, field, field=field, row="query")  # the build's rule, before the cast
+    return arr.astype(np.float32)
