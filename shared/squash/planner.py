@@ -7,8 +7,9 @@ is guaranteed to return.
 L1, calibrated (the default): each query visits the partitions whose routing score (see
 :mod:`squash.calibration`) is within the threshold that the index's calibration gives for
 the target recall at this filter's selectivity and k — then more, in centroid order, until
-at least k sure matches are covered (every partition that may match when fewer than k are
-sure). One pass, never a second round. With an expert routing knob, or on an index without
+the calibrated number of matches is covered when a filter is given, and at least k sure
+matches always (every partition that may match when fewer than k are sure). One pass,
+never a second round. With an expert routing knob, or on an index without
 calibration, the fixed rule of :class:`~squash.params.SearchParams` applies instead.
 
 Plan choice: an exact scan of every candidate row is a plan too. With ``plan="auto"`` the
