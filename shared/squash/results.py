@@ -73,21 +73,18 @@ def merge_rows(pieces: list[tuple[np.ndarray, TopK]], q: int, k: int) -> TopK:
 
 
 def merge_flat(pieces: list[tuple[np.ndarray, TopK]], q: int, k: int) -> TopK:
-    """Like :func:`merge_rows` for pieces of any width (e.g. unselected distances): one sort of
-    every (query, candidate), for small batches where per-partition selections cost more."""
+    """Like :func:`merge_rows` for pieces of any width (e.g. unselected distances), one query
+    at a time: for small batches, where a selection per partition costs more."""
     out = TopK.empty(q, k)
     if not pieces:
         return out
     rows = np.concatenate([np.repeat(r, t.ids.shape[1]) for r, t in pieces])
     ids = np.concatenate([t.ids.ravel() for _, t in pieces])
     dist = np.concatenate([t.distances.ravel() for _, t in pieces])
-    order = np.lexsort((ids, dist, rows))  # by query, then distance, then id
-    rows, ids, dist = rows[order], ids[order], dist[order]
-    starts = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=q))[:-1]])
-    rank = np.arange(rows.shape[0]) - starts[rows]
-    keep = (rank < k) & np.isfinite(dist)
-    out.ids[rows[keep], rank[keep]] = ids[keep]
-    out.distances[rows[keep], rank[keep]] = dist[keep]
+    for query in range(q):
+        mine = np.flatnonzero(rows == query) if q > 1 else slice(None)
+        best = select_topk(ids[mine][None, :], dist[mine][None, :], k, out.stats[query : query + 1])
+        out.ids[query], out.distances[query] = best.ids[0], best.distances[0]
     srows = np.concatenate([r for r, _ in pieces])
     stats = np.concatenate([t.stats for _, t in pieces])
     for i in range(stats.shape[1]):
