@@ -7,7 +7,7 @@ routed there costs ``C_MAC`` per multiply-add and ``C_SELECT`` per scored row (t
 selection), and the partition itself a fixed Python/numpy overhead (``C_PART`` in the
 routed path, which filters, scores and merges per partition; ``C_PART_EXACT`` in the exact
 scan, which only rechecks and gathers). The constants were fitted on the team machine
-(2-core Xeon VM, one BLAS thread, numpy 2.4 / OpenBLAS) by ``bench/fit_cost.py``; see
+(2-core Xeon VM, one BLAS thread, numpy 2.4.6 / OpenBLAS, 2026-12-01) by ``bench/fit_cost.py``; see
 README, "Planning to a recall target". Only ratios matter to the choice, so a faster or
 slower machine of the same kind picks the same plans.
 """
@@ -16,15 +16,15 @@ from __future__ import annotations
 
 import numpy as np
 
-C_MAC = 0.045e-9  # s per multiply-add in a batched product (float32 GEMM)
-C_STREAM = 0.25e-9  # s per float of a candidate matrix streamed once (dominates one query)
-C_GATHER = 0.6e-9  # s per float copied when a filter gathers candidate rows
-C_SELECT = 2.5e-9  # s per (query, row) distance through top-k selection
-C_PAIR = 4e-6  # s per (query, partition) pair: query gather, top-k rows, merge
-C_PART = 45e-6  # s per partition a routed plan searches
-C_PART_EXACT = 8e-6  # s per partition the exact scan rechecks and gathers
+C_MAC = 0.022e-9  # s per multiply-add in a batched product (float32 GEMM)
+C_STREAM = 0.31e-9  # s per float of a candidate matrix streamed once (dominates one query)
+C_GATHER = 0.45e-9  # s per float copied when a filter gathers candidate rows
+C_SELECT = 7.2e-9  # s per (query, row) distance through top-k selection
+C_PAIR = 1.8e-6  # s per (query, partition) pair: query gather, top-k rows, merge
+C_PART = 84e-6  # s per partition a routed plan searches
+C_PART_EXACT = 33e-6  # s per partition the exact scan rechecks and gathers
 C_FIXED_EXACT = 30e-6  # s per batch for the exact scan's setup
-C_PLAN = 40e-9  # s per (query, partition) of routing work besides the centroid product (sorts)
+C_PLAN = 71e-9  # s per (query, partition) of routing work besides the centroid product (sorts)
 
 
 def planning_seconds(queries: int, partitions: int, dims: int) -> float:
