@@ -5,13 +5,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: help setup tools data test lint demo bench bench-stack clean
+.PHONY: help setup tools data datasets test lint demo bench bench-stack clean
 
 help:
 	@echo "make setup   create .venv and install pinned dependencies"
 	@echo "make demo    local stack up, build Fashion-MNIST (or synthetic) into it, query over HTTP, stop"
 	@echo "make test    lint + the whole test suite"
 	@echo "make bench   squash vs numpy/FAISS, 1M scale, cost -> bench/results/REPORT.md (~14 min)"
+	@echo "make datasets   real text-embedding and MNIST sets for the planner bench (~50 min, cached)"
 	@echo "make bench-stack   local-stack latency/throughput -> bench/results/stack.json"
 	@echo "make local-up / local-down   start / stop the Docker-free local stack (.local/)"
 	@echo "make template-lint / sam-build / package-size   check, build and size the SAM app"
@@ -54,6 +55,15 @@ test: setup tools data lint template-lint
 # The demo runs the serverless path on the local stack (RIE comes from the tools venv).
 demo: setup tools data
 	$(BIN)/python infra/demo.py
+
+# Real datasets for the planner benchmark (bench/data/README.md), cached outside the repo in
+# ~/.cache/squash-datasets: all-MiniLM-L6-v2 text embeddings (run offline) and MNIST digits.
+EMBED := .venv-embed
+datasets: setup
+	@test -x $(EMBED)/bin/python || $(PYTHON) -m venv $(EMBED)
+	$(EMBED)/bin/pip install --quiet torch==2.13.0
+	$(EMBED)/bin/pip install --quiet -c bench/data/embed-requirements.txt -r bench/data/embed-requirements.txt
+	$(EMBED)/bin/python bench/data/make_datasets.py
 
 bench: setup data
 	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python bench/run.py

@@ -1,0 +1,1 @@
+"""Real benchmark datasets beyond Fashion-MNIST, cached outside the repo (see README.md here)."""
