@@ -155,6 +155,17 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _calibration_options(p: argparse.ArgumentParser, size_help: str) -> None:
+    """--calibration-size and --quiet, shared by build and calibrate."""
+    p.add_argument(
+        "--calibration-size",
+        type=int,
+        default=DEFAULT_QUERIES,
+        help=size_help.format(f"default {DEFAULT_QUERIES}"),
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="squash", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -176,13 +187,7 @@ def parser() -> argparse.ArgumentParser:
         help="a sample of real queries (.npy/.fvecs/.parquet) to calibrate the planner with "
         "(recommended; default: a hard synthetic sample of the data)",
     )
-    b.add_argument(
-        "--calibration-size",
-        type=int,
-        default=DEFAULT_QUERIES,
-        help=f"calibration queries used (default {DEFAULT_QUERIES}; 0 = no calibration)",
-    )
-    b.add_argument("--quiet", action="store_true", help="no progress bars")
+    _calibration_options(b, "calibration queries used ({}; 0 = no calibration)")
     b.set_defaults(run=_build)
 
     s = sub.add_parser("search", help="k-NN search for a batch of queries")
@@ -209,13 +214,7 @@ def parser() -> argparse.ArgumentParser:
     c = sub.add_parser("calibrate", help="recalibrate an index's planner with a sample of queries")
     c.add_argument("--index-uri", required=True)
     c.add_argument("--queries", help="real queries (.npy/.fvecs/.parquet); default: a hard synthetic sample")
-    c.add_argument(
-        "--calibration-size",
-        type=int,
-        default=DEFAULT_QUERIES,
-        help=f"at most this many queries (default {DEFAULT_QUERIES})",
-    )
-    c.add_argument("--quiet", action="store_true", help="no progress bars")
+    _calibration_options(c, "at most this many queries ({})")
     c.set_defaults(run=_calibrate)
 
     i = sub.add_parser("info", help="print an index's manifest summary")
