@@ -72,8 +72,12 @@ def measure() -> dict[str, float]:
     node = index.parse_filter({"price": {"$lt": 5}})
     parts = list(range(index.manifest.partitions))
     specs = index.manifest.attributes
+
+    def rows_of(seg: squash.segment.Segment) -> tuple[int, np.ndarray]:
+        return filter_rows(seg, node, specs)
+
     scan = median_seconds(
-        lambda: exact_scan(lambda p: index.segment(p)[0], parts, data.queries[:1], 10, node, specs)
+        lambda: exact_scan(lambda p: index.segment(p)[0], parts, data.queries[:1], 10, rows_of)
     )
     out["C_PART_EXACT"] = scan / len(parts)
     qs = rng.normal(size=(1000, 16)).astype(np.float32)

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,14 +17,14 @@ import numpy as np
 from .cache import SegmentCache
 from .calibration import Calibration
 from .errors import IndexNotFoundError, InputError
-from .filters import Node, parse_filter
+from .filters import Node, evaluate, parse_filter
 from .inputs import check_magnitude, normalise_rows
 from .manifest import MANIFEST_KEY, Manifest
 from .params import MAX_K, SearchParams
 from .planner import Plan, plan_queries
 from .results import TopK
 from .router import Router
-from .search import search_partitions
+from .search import exact_scan, search_partitions
 from .segment import Segment, load_segment, read_indexed_file
 from .storage import Storage, open_storage
 
@@ -87,6 +88,7 @@ class Index:
         where = f"{storage.uri}/{MANIFEST_KEY}"
         raw = manifest.calibration
         self.calibration = None if raw is None else Calibration.from_json(raw, where)
+        self._raw: dict[str, np.ndarray] | None = None  # see _raw_attributes
 
     @classmethod
     def open(cls, uri: str | Storage, cache: SegmentCache | None = None) -> Index:
@@ -146,6 +148,9 @@ class Index:
         bytes_before = self.bytes_read
         plan = self.plan(q, k, node, params)
         planned = time.perf_counter()
+        if plan.kind == "exact" and node is not None:
+            top = exact_scan(lambda p: self.segment(p)[0], plan.partitions, q, k, self._matches(node, plan))
+            return self._result(top, plan, started, planned, self.bytes_read - bytes_before)
         top = search_partitions(
             lambda p: self.segment(p)[0],
             ((int(p), plan.queries_of(int(p))) for p in plan.partitions),
@@ -156,6 +161,31 @@ class Index:
             plan.execution_params(params),
         )
         return self._result(top, plan, started, planned, self.bytes_read - bytes_before)
+
+    def _matches(self, node: Node, plan: Plan) -> Callable[[Segment], tuple[int, np.ndarray]]:
+        """Rows passing ``node`` per partition, from one exact pass over the whole index's raw
+        attributes (in-process only: a worker rechecks per partition what it holds)."""
+        raw = self._raw_attributes()
+        maybe = plan.maybe_rows
+        exact = evaluate(node, {name: col[maybe] for name, col in raw.items()}, self.manifest.attributes,
+                         "exact", maybe.shape[0])  # fmt: skip
+        rows = maybe[exact]
+        offsets = self.router.offsets
+        bounds = np.searchsorted(rows, offsets)
+
+        def rows_of(seg: Segment) -> tuple[int, np.ndarray]:
+            p = seg.partition
+            return int(plan.maybe_counts[p]), rows[bounds[p] : bounds[p + 1]] - offsets[p]
+
+        return rows_of
+
+    def _raw_attributes(self) -> dict[str, np.ndarray]:
+        """Every partition's raw attribute columns, concatenated in partition order (once)."""
+        if self._raw is None:
+            segs = [self.segment(p)[0] for p in range(self.manifest.partitions)]
+            names = [a.name for a in self.manifest.attributes]
+            self._raw = {n: np.concatenate([s.attr_raw[n] for s in segs]) for n in names}
+        return self._raw
 
     def user_distances(self, dist: np.ndarray) -> np.ndarray:
         """Squared L2 as the search computes it -> the index's metric (cosine: 1 - cos)."""

@@ -44,6 +44,7 @@ class Plan:
     expected_recall: float | None = None  # from the calibration; 1.0 for exact; None = unknown
     cost_routed_ms: float | None = None
     cost_exact_ms: float | None = None
+    maybe_rows: np.ndarray | None = None  # rows (partition order) L0 says may match; None: all
 
     @property
     def partitions(self) -> np.ndarray:
@@ -69,18 +70,20 @@ class Plan:
         return out
 
 
-def count_matches(router: Router, node: Node | None) -> tuple[np.ndarray, np.ndarray]:
-    """Per-partition counts of rows that may / surely match (L0)."""
+def count_matches(router: Router, node: Node | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Per-partition counts of rows that may / surely match (L0), and the rows (in partition
+    order) that may match (None without a filter)."""
     if node is None:
         sizes = np.diff(router.offsets)
-        return sizes, sizes
+        return sizes, sizes, None
     starts = router.offsets[:-1]
-    counts = []
+    counts, masks = [], []
     for mode in ("maybe", "sure"):
         mask = evaluate(node, router.attr_codes, router.specs, mode, router.n)
         cum = np.concatenate([[0], np.cumsum(mask, dtype=np.int64)])
         counts.append(cum[router.offsets[1:]] - cum[starts])
-    return counts[0], counts[1]
+        masks.append(mask)
+    return counts[0], counts[1], np.flatnonzero(masks[0])
 
 
 def centroid_distances(router: Router, queries: np.ndarray) -> np.ndarray:
@@ -125,12 +128,12 @@ def plan_queries(
     calibration: Calibration | None = None,
 ) -> Plan:
     """Decide which partitions each query visits (vectorised over queries and partitions)."""
-    maybe, sure = count_matches(router, node)
+    maybe, sure, maybe_rows = count_matches(router, node)
     q = queries.shape[0]
     valid = maybe > 0
     exact_visit = np.broadcast_to(valid, (q, router.partitions))
     if params.plan == "exact" or params.target_recall >= 1.0:
-        return Plan(exact_visit.copy(), maybe, sure, kind="exact", rule="exact", expected_recall=1.0)
+        return Plan(exact_visit.copy(), maybe, sure, "exact", "exact", 1.0, maybe_rows=maybe_rows)
     dims, filtered = int(queries.shape[1]), node is not None
     total_sure = int(sure.sum())
     rule = _rule(router, k, sure, filtered, params, calibration)
@@ -143,7 +146,7 @@ def plan_queries(
     planning_ms = costmodel.planning_seconds(q, router.partitions, dims) * 1e3
     floor_ms = planning_ms + costmodel.scoring_seconds(q * floor_rows, dims) * 1e3
     if params.plan == "auto" and exact_ms <= floor_ms:
-        return Plan(exact_visit.copy(), maybe, sure, "exact", "exact", 1.0, floor_ms, exact_ms)
+        return Plan(exact_visit.copy(), maybe, sure, "exact", "exact", 1.0, floor_ms, exact_ms, maybe_rows)
 
     d2 = np.where(valid[None, :], centroid_distances(router, queries), np.inf)
     order = np.argsort(d2, axis=1, kind="stable")
@@ -161,7 +164,7 @@ def plan_queries(
     visit_sorted = (visit_sorted | (covered_before < rule.need)) & finite
     visit = np.zeros((q, router.partitions), dtype=bool)
     np.put_along_axis(visit, order, visit_sorted, axis=1)
-    plan = Plan(visit, maybe, sure, kind="routed", rule=rule.name, expected_recall=rule.expected)
+    plan = Plan(visit, maybe, sure, "routed", rule.name, rule.expected, maybe_rows=maybe_rows)
     if params.plan == "auto":
         plan.cost_routed_ms = planning_ms + costmodel.routed_seconds(visit, maybe, dims, filtered) * 1e3
         plan.cost_exact_ms = exact_ms

@@ -45,7 +45,7 @@ def search_partitions(
         whole = [p for p, qidx in pending if qidx.size == q]
         pending = [(p, qidx) for p, qidx in pending if qidx.size != q]
         if whole:
-            parts.append(exact_scan(load, whole, queries, k, node, specs))
+            parts.append(exact_scan(load, whole, queries, k, lambda seg: filter_rows(seg, node, specs)))
     small = q <= SMALL_BATCH  # one sort of all candidates beats a selection per partition
     pieces = []
     for partition, qidx in pending:
@@ -66,10 +66,13 @@ def exact_scan(
     partitions: Iterable[int],
     queries: np.ndarray,
     k: int,
-    node: Node | None,
-    specs: list[AttributeSpec],
+    rows_of: Callable[[Segment], tuple[int, np.ndarray]],
 ) -> TopK:
-    """Exact top-k of every query over every row of ``partitions`` passing the filter.
+    """Exact top-k of every query over the candidate rows of ``partitions``.
+
+    ``rows_of(segment)`` gives (L0 candidates, rows passing the filter) of a partition:
+    :func:`~squash.partition_search.filter_rows` on a worker, a slice of one filter pass over
+    the whole index in-process.
 
     Candidate rows are scored in blocks of about ``EXACT_BLOCK_ROWS`` (a big whole partition
     is its own block, without a copy) with the BLAS form of the distance; each block keeps
@@ -109,7 +112,7 @@ def exact_scan(
 
     for partition in partitions:
         seg = load(partition)
-        l0, rows = filter_rows(seg, node, specs)
+        l0, rows = rows_of(seg)
         stats[:, 0] += 1
         stats[:, 1] += l0
         stats[:, 2:6] += rows.shape[0]
