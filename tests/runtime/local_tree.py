@@ -6,6 +6,7 @@ import json
 
 from squash.errors import UpstreamError
 from squash.runtime.codec import dumps
+from squash.runtime.invoke import child_error
 from squash.runtime.worker import WorkerNode
 
 
@@ -25,5 +26,5 @@ class LocalTree:
         out = self.nodes[function].handle(json.loads(dumps(payload)))
         out = json.loads(dumps(out))
         if "error" in out:
-            raise UpstreamError(out["error"]["message"], status=out["error"]["status"])
+            raise child_error(out["error"])
         return out

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..attributes import AttributeSpec
 from ..cache import SegmentCache
-from ..errors import SquashError, UpstreamError
+from ..errors import IndexNotFoundError, InputError, SquashError, StorageError, UpstreamError
 from ..filters import parse_filter
 from ..manifest import FileRef
 from ..params import SearchParams
@@ -26,6 +26,7 @@ from ..results import TopK, merge
 from ..search import search_partitions
 from ..segment import Segment, load_segment
 from ..storage import Storage, open_storage
+from . import deadline as deadlines
 from .codec import pack_array, unpack_array
 from .invoke import Invoker
 from .tree import TreeLayout, function_name
@@ -48,6 +49,7 @@ class NodeRequest:
     query_ids: np.ndarray  # (m,) int32, ascending rows of the coordinator's batch
     pairs: np.ndarray  # (n, 2) int32: partition, row into ``queries``
     include_attributes: bool
+    deadline: float | None = None  # epoch seconds; the node answers deadline_exceeded after it
 
     @classmethod
     def from_event(cls, event: dict[str, Any]) -> NodeRequest:
@@ -66,6 +68,7 @@ class NodeRequest:
             query_ids=unpack_array(event["query_ids"], "query_ids"),
             pairs=unpack_array(event["pairs"], "pairs").reshape(-1, 2),
             include_attributes=bool(event.get("include_attributes", False)),
+            deadline=deadlines.parse(event.get("deadline")),
         )
 
     def child_event(self, event: dict[str, Any], child: int, rows: np.ndarray, pairs: np.ndarray) -> dict:
@@ -73,13 +76,17 @@ class NodeRequest:
         parts = np.unique(pairs[:, 0])
         local = pairs.copy()
         local[:, 1] = np.searchsorted(rows, pairs[:, 1])
-        return event | {
-            "position": child,
-            "queries": pack_array(self.queries[rows]),
-            "query_ids": pack_array(self.query_ids[rows]),
-            "pairs": pack_array(local.astype(np.int32)),
-            "segments": {str(p): event["segments"][str(p)] for p in parts.tolist()},
-        }
+        return (
+            event
+            | {
+                "position": child,
+                "queries": pack_array(self.queries[rows]),
+                "query_ids": pack_array(self.query_ids[rows]),
+                "pairs": pack_array(local.astype(np.int32)),
+                "segments": {str(p): event["segments"][str(p)] for p in parts.tolist()},
+            }
+            | ({"deadline": deadlines.for_child(self.deadline)} if self.deadline is not None else {})
+        )
 
 
 class WorkerNode:
@@ -92,20 +99,30 @@ class WorkerNode:
         self._storages: dict[str, Storage] = {}
         self._pool: ThreadPoolExecutor | None = None
 
-    def handle(self, event: dict[str, Any]) -> dict[str, Any]:
-        """Serve one invocation; a failed subtree becomes ``{"error": {...}}``, never fewer results."""
-        cold, self.cold = self.cold, False
-        try:
-            return self._handle(event, cold)
-        except UpstreamError as exc:
-            return {"error": {"status": exc.status, "message": exc.message}}
-        except SquashError as exc:
-            where = f"worker {event.get('position')}"
-            return {"error": {"status": 502, "message": f"{where}: {exc.message}"}}
+    def handle(self, event: dict[str, Any], deadline: float | None = None) -> dict[str, Any]:
+        """Serve one invocation; a failed subtree becomes ``{"error": {...}}``, never fewer results.
 
-    def _handle(self, event: dict[str, Any], cold: bool) -> dict[str, Any]:
+        ``deadline`` (epoch seconds) is this function's own limit (its Lambda time left minus
+        a margin); the event's ``deadline`` is the caller's. The node answers
+        ``deadline_exceeded`` (504) by the earlier of the two.
+        """
+        cold, self.cold = self.cold, False
+        where = f"worker {event.get('position') if isinstance(event, dict) else None}"
+        try:
+            return self._handle(event, cold, deadline)
+        except UpstreamError as exc:
+            return _error(exc.status, exc.code, exc.message)
+        except StorageError as exc:
+            if isinstance(exc, IndexNotFoundError):
+                return _error(502, "worker_failed", f"{where}: {exc.message}")
+            return _error(503, "storage_error", f"{where}: {exc.message}")
+        except SquashError as exc:
+            return _error(502, "worker_failed", f"{where}: {exc.message}")
+
+    def _handle(self, event: dict[str, Any], cold: bool, deadline: float | None) -> dict[str, Any]:
         started = time.perf_counter()
-        req = NodeRequest.from_event(event)
+        req = _decode(event)
+        req.deadline = deadlines.earliest(req.deadline, deadline)
         owner = req.pairs[:, 0] % req.tree.size
         branch = np.full(req.tree.size, -1, dtype=np.int64)
         for child in req.tree.children(req.position):
@@ -118,10 +135,12 @@ class WorkerNode:
             rows = np.unique(mine[:, 1])
             payload = req.child_event(event, child, rows, mine)
             target = function_name(req.prefix, child)
-            futures.append(self._executor(req.tree.branching).submit(self.invoke, target, payload))
+            futures.append((child, self._executor(req.tree.branching).submit(self.invoke, target, payload)))
 
         own = req.pairs[owner == req.position]
-        top, attrs, io = self._search_own(req, own)
+        where = f"worker {req.position}"
+        search = deadlines.run_until
+        top, attrs, io = search(req.deadline, f"{where}'s own search", self._search_own, req, own)
         node_ms = (time.perf_counter() - started) * 1e3
         stats = {
             "nodes": {"invoked": 1, "cold": int(cold), "warm": int(not cold)},
@@ -130,8 +149,9 @@ class WorkerNode:
             "search_ms": node_ms,
             "max_node_ms": node_ms,
         }
-        for fut in futures:
-            child = fut.result()  # raises UpstreamError after the invoker's retries
+        for position, fut in futures:
+            # raises UpstreamError after the invoker's retries, DeadlineExceededError at the deadline
+            child = deadlines.wait(fut, req.deadline, f"{where}: worker {position}")
             top, attrs = _merge_child(req, top, attrs, child)
             _add_stats(stats, child["stats"])
         if req.include_attributes:
@@ -148,7 +168,9 @@ class WorkerNode:
 
     def _executor(self, width: int) -> ThreadPoolExecutor:
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=max(width, 1), thread_name_prefix="child")
+            # Room for invocations abandoned at a deadline (they end at the client's read timeout)
+            # besides the current request's children.
+            self._pool = ThreadPoolExecutor(max_workers=max(4 * width, 8), thread_name_prefix="child")
         return self._pool
 
     def _search_own(self, req: NodeRequest, own: np.ndarray) -> tuple[TopK, dict[str, dict], dict[str, int]]:
@@ -179,6 +201,24 @@ class WorkerNode:
             storage = self._storages[uri] = open_storage(uri)
         seg, hit = load_segment(storage, partition, ref, self.cache)
         return seg, hit, 0 if hit else seg.nbytes
+
+
+def _error(status: int, code: str, message: str) -> dict[str, Any]:
+    return {"error": {"status": status, "code": code, "message": message}}
+
+
+def _decode(event: Any) -> NodeRequest:
+    """The node request of ``event``; anything malformed is an InputError (a 502 to the caller:
+    workers are only invoked by squash, so a bad event is a bug or a foreign caller)."""
+    if not isinstance(event, dict):
+        raise InputError(f"worker event must be a JSON object, got {type(event).__name__}", field="event")
+    try:
+        return NodeRequest.from_event(event)
+    except SquashError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError) as exc:
+        detail = f"missing {exc}" if isinstance(exc, KeyError) else f"{type(exc).__name__}: {exc}"
+        raise InputError(f"malformed worker event ({detail})"[:500], field="event") from exc
 
 
 def _attributes_of(top: TopK, segments, specs: list[AttributeSpec]) -> dict[str, dict[str, Any]]:
