@@ -23,6 +23,8 @@ class LocalTree:
         if self.fail.get(function):
             self.fail[function] -= 1
             raise UpstreamError(f"worker {function} failed", status=502)
+        if function not in self.nodes:  # as the Invoke API's ResourceNotFoundException
+            raise UpstreamError(f"Function not found: {function}", status=502)
         out = self.nodes[function].handle(json.loads(dumps(payload)))
         out = json.loads(dumps(out))
         if "error" in out:

@@ -59,7 +59,10 @@ class LambdaInvoker:
         return self._client
 
     def __call__(self, function: str, payload: dict[str, Any]) -> dict[str, Any]:
-        body = dumps(payload)
+        try:
+            body = dumps(payload)
+        except (TypeError, ValueError) as exc:  # NaN or a foreign type in what a caller sent us
+            raise UpstreamError(f"request to {function} cannot be encoded as JSON: {exc}") from exc
         if len(body) > MAX_PAYLOAD_BYTES:
             raise PayloadTooLargeError(
                 f"request to {function} is {len(body) / 2**20:.1f} MiB, over Lambda's 6 MiB limit"
@@ -112,13 +115,14 @@ def child_error(err: Any) -> UpstreamError:
     message = str(err.get("message", "worker failed"))
     if err.get("code") == "deadline_exceeded":
         return DeadlineExceededError(message)
-    status = err.get("status") if err.get("status") in (502, 503) else 502
-    code = err.get("code") if err.get("code") in _PASSED_CODES else None
-    return UpstreamError(message, status=status, code=code)
+    code = err.get("code")
+    if code in _PASSED_CODES and err.get("status") == _PASSED_CODES[code]:
+        return UpstreamError(message, status=err["status"], code=code)
+    return UpstreamError(message, status=err.get("status") if err.get("status") in (502, 503) else 502)
 
 
-#: Error codes of a child's answer that reach the client unchanged (others: worker_failed).
-_PASSED_CODES = ("worker_failed", "worker_unavailable", "storage_error")
+#: Error codes (and their statuses) of a child's answer that reach the client unchanged.
+_PASSED_CODES = {"worker_failed": 502, "worker_unavailable": 503, "storage_error": 503, "index_corrupt": 500}
 
 
 def _classify(exc: Exception) -> tuple[str, int, bool]:

@@ -18,10 +18,17 @@ import numpy as np
 
 from ..attributes import AttributeSpec
 from ..cache import SegmentCache
-from ..errors import IndexNotFoundError, InputError, SquashError, StorageError, UpstreamError
+from ..errors import (
+    IndexFormatError,
+    IndexNotFoundError,
+    InputError,
+    SquashError,
+    StorageError,
+    UpstreamError,
+)
 from ..filters import parse_filter
 from ..manifest import FileRef
-from ..params import SearchParams
+from ..params import MAX_K, SearchParams
 from ..results import TopK, merge
 from ..search import search_partitions
 from ..segment import Segment, load_segment
@@ -53,21 +60,74 @@ class NodeRequest:
 
     @classmethod
     def from_event(cls, event: dict[str, Any]) -> NodeRequest:
-        tree = event["tree"]
+        """Decode and check an event: types, shapes and ranges (every pair's partition has a
+        segment entry and its row a query), so a malformed event is an InputError here, not
+        an IndexError deep in the search."""
+        tree = _member(event, "tree", dict)
+        layout = TreeLayout(_int(tree, "branching", "tree.branching"), _int(tree, "depth", "tree.depth"))
+        position = _int(event, "position")
+        if not 0 <= position < layout.size:
+            raise InputError(f"position {position} is not in a tree of {layout.size} nodes", field="position")
+        k = _int(event, "k")
+        if not 1 <= k <= MAX_K:
+            raise InputError(f"k must be 1..{MAX_K}, got {k}", field="k")
+        attributes = event.get("attributes", [])
+        if not isinstance(attributes, list) or not all(isinstance(a, dict) for a in attributes):
+            raise InputError("attributes must be a list of objects", field="attributes")
+        segments = _member(event, "segments", dict)
+        refs = {}
+        for p, ref in segments.items():
+            if not (isinstance(p, str) and p.isdigit() and len(p) < 10) or not isinstance(ref, dict):
+                raise InputError(
+                    f"segments must map partition numbers to file refs, got {p!r}", field="segments"
+                )
+            if set(ref) != {"key", "size", "sha256"} or not (
+                isinstance(ref["key"], str) and _is_int(ref["size"]) and isinstance(ref["sha256"], str)
+            ):
+                raise InputError(f"segment {p}: a file ref is {{key, size, sha256}}", field="segments")
+            refs[int(p)] = FileRef(**ref)
+        queries = unpack_array(event.get("queries"), "queries")
+        query_ids = unpack_array(event.get("query_ids"), "query_ids")
+        pairs = unpack_array(event.get("pairs"), "pairs")
+        if queries.ndim != 2 or queries.dtype != np.float32:
+            raise InputError("queries must be a 2-D float32 array", field="queries")
+        if query_ids.shape != (queries.shape[0],) or query_ids.dtype.kind != "i":
+            raise InputError("query_ids must hold one integer per query", field="query_ids")
+        if pairs.ndim != 2 or pairs.shape[1] != 2 or pairs.dtype.kind != "i":
+            raise InputError("pairs must be an (n, 2) integer array", field="pairs")
+        if pairs.size and (
+            pairs[:, 1].min() < 0
+            or pairs[:, 1].max() >= queries.shape[0]
+            or not np.isin(pairs[:, 0], list(refs)).all()
+        ):
+            raise InputError("pairs name a query row or a partition the event does not carry", field="pairs")
+        for name in ("name", "build_id"):
+            if not isinstance(event.get(name, ""), str):
+                raise InputError(f"{name} must be a string", field=name)
+        include = event.get("include_attributes", False)
+        prefix = tree.get("prefix")
+        if (
+            not isinstance(include, bool)
+            or not isinstance(prefix, str)
+            or not isinstance(event.get("index"), str)
+        ):
+            raise InputError(
+                "index and tree.prefix must be strings, include_attributes a bool", field="event"
+            )
         return cls(
             index=event["index"],
-            position=int(event["position"]),
-            tree=TreeLayout(int(tree["branching"]), int(tree["depth"])),
-            prefix=tree["prefix"],
-            k=int(event["k"]),
+            position=position,
+            tree=layout,
+            prefix=prefix,
+            k=k,
             params=SearchParams.from_dict(event.get("params")),
             filter=event.get("filter"),
-            specs=[AttributeSpec.from_json(a) for a in event.get("attributes", [])],
-            segments={int(p): FileRef(**ref) for p, ref in event["segments"].items()},
-            queries=unpack_array(event["queries"], "queries").astype(np.float32, copy=False),
-            query_ids=unpack_array(event["query_ids"], "query_ids"),
-            pairs=unpack_array(event["pairs"], "pairs").reshape(-1, 2),
-            include_attributes=bool(event.get("include_attributes", False)),
+            specs=[AttributeSpec.from_json(a) for a in attributes],
+            segments=refs,
+            queries=queries,
+            query_ids=query_ids,
+            pairs=pairs,
+            include_attributes=include,
             deadline=deadlines.parse(event.get("deadline")),
         )
 
@@ -77,7 +137,7 @@ class NodeRequest:
         local = pairs.copy()
         local[:, 1] = np.searchsorted(rows, pairs[:, 1])
         return (
-            event
+            {key: event[key] for key in _PASSED_DOWN if key in event}
             | {
                 "position": child,
                 "queries": pack_array(self.queries[rows]),
@@ -112,9 +172,11 @@ class WorkerNode:
             return self._handle(event, cold, deadline)
         except UpstreamError as exc:
             return _error(exc.status, exc.code, exc.message)
+        except IndexFormatError as exc:  # a segment that fails its checksum or format
+            return _error(500, "index_corrupt", f"{where}: {exc.message}")
         except StorageError as exc:
-            if isinstance(exc, IndexNotFoundError):
-                return _error(502, "worker_failed", f"{where}: {exc.message}")
+            if isinstance(exc, IndexNotFoundError):  # the manifest names it, storage lacks it
+                return _error(500, "index_corrupt", f"{where}: {exc.message}; rebuild the index")
             return _error(503, "storage_error", f"{where}: {exc.message}")
         except SquashError as exc:
             return _error(502, "worker_failed", f"{where}: {exc.message}")
@@ -123,6 +185,7 @@ class WorkerNode:
         started = time.perf_counter()
         req = _decode(event)
         req.deadline = deadlines.earliest(req.deadline, deadline)
+        parse_filter(req.filter, req.specs)  # a bad filter fails here, before any child is invoked
         owner = req.pairs[:, 0] % req.tree.size
         branch = np.full(req.tree.size, -1, dtype=np.int64)
         for child in req.tree.children(req.position):
@@ -201,6 +264,29 @@ class WorkerNode:
             storage = self._storages[uri] = open_storage(uri)
         seg, hit = load_segment(storage, partition, ref, self.cache)
         return seg, hit, 0 if hit else seg.nbytes
+
+
+#: Event members a node passes to its children unchanged (the rest is rebuilt per child).
+_PASSED_DOWN = ("index", "name", "build_id", "tree", "k", "params", "filter", "attributes")
+_PASSED_DOWN += ("include_attributes",)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _member(obj: dict[str, Any], name: str, kind: type) -> Any:
+    value = obj.get(name)
+    if not isinstance(value, kind):
+        raise InputError(f"{name} must be a {kind.__name__}, got {type(value).__name__}", field=name)
+    return value
+
+
+def _int(obj: dict[str, Any], name: str, label: str | None = None) -> int:
+    value = obj.get(name)
+    if not _is_int(value) or abs(value) > 2**31:
+        raise InputError(f"{label or name} must be an integer, got {value!r}"[:200], field=label or name)
+    return value
 
 
 def _error(status: int, code: str, message: str) -> dict[str, Any]:
