@@ -62,11 +62,14 @@ def query(index: str) -> Response:
 
 def _deadline(context: Any, http: bool) -> float:
     """When this invocation must have answered: the function's time left (or its configured
-    timeout), for HTTP at most API Gateway's 30 s, minus a margin; the tree gets less."""
+    timeout) minus a margin, for HTTP also within API Gateway's 30 s from when it received
+    the request; the tree gets less."""
     left = deadline.remaining_s(context, CONFIG.invoke_timeout_s)
+    until = deadline.from_remaining(left, CONFIG.deadline_margin_s)
     if http:
-        left = min(left, deadline.API_GATEWAY_LIMIT_S)
-    return deadline.from_remaining(left, CONFIG.deadline_margin_s)
+        received = app.current_event.raw_event["requestContext"].get("timeEpoch")  # checked: a dict
+        until = min(until, deadline.api_gateway(received, CONFIG.deadline_margin_s))
+    return until
 
 
 def _raw_body(event: Any) -> str | bytes | None:

@@ -88,6 +88,16 @@ def test_stalled_worker_storage_is_a_504_before_the_function_timeout(
     assert took > 1.0, took  # ... and not before the deadline
 
 
+def test_http_deadline_counts_from_api_gateways_receive_time(coordinator_app, runtime_indexes, stalled_tree):
+    coordinator_app.handler({"index": "sample", "action": "info"}, Context())
+    event = http_event("POST", "/indexes/sample/query", json.dumps(_body(runtime_indexes)))
+    event["requestContext"]["timeEpoch"] = int((time.time() - 27.5) * 1000)  # 27.5 s of the 30 gone
+    started = time.monotonic()
+    resp = coordinator_app.handler(event, LambdaContext(30_000))  # the function itself has 30 s
+    assert resp["statusCode"] == 504, resp
+    assert time.monotonic() - started < 2.0
+
+
 def test_direct_invocation_gets_the_same_error_document(coordinator_app, runtime_indexes, stalled_tree):
     coordinator_app.handler({"index": "sample", "action": "info"}, Context())
     out = coordinator_app.handler({"index": "sample"} | _body(runtime_indexes), LambdaContext(1500))
@@ -165,6 +175,14 @@ def test_remaining_time_comes_from_the_context_else_the_configured_timeout():
     until = deadline.from_remaining(10, 1.0)
     assert 8.9 < until - time.time() <= 9.0
     assert deadline.from_remaining(1, 1.0) - time.time() == pytest.approx(0.8, abs=0.05)
+
+
+def test_http_deadline_counts_from_when_api_gateway_received_the_request():
+    received = time.time() - 12  # e.g. a slow cold start before the handler ran
+    until = deadline.api_gateway(received * 1000, 1.0)
+    assert until == pytest.approx(received + 29, abs=0.01)
+    for implausible in (None, "x", True, (time.time() + 60) * 1000, 1795262400000 - 10**9):
+        assert deadline.api_gateway(implausible, 1.0) - time.time() == pytest.approx(29, abs=0.05)
 
 
 def test_s3_calls_are_bounded_inside_the_function_timeout(monkeypatch):

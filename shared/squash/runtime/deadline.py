@@ -52,6 +52,19 @@ def from_remaining(left_s: float, margin_s: float) -> float:
     return now() + left_s - min(margin_s, 0.2 * left_s)
 
 
+def api_gateway(time_epoch_ms: Any, margin_s: float) -> float:
+    """The deadline API Gateway's 30 s sets for an HTTP request it received at
+    ``requestContext.timeEpoch`` (ms): a cold start's init counts against it too. A missing
+    or implausible time (in the future, or older than 30 s: a replayed sample event) counts
+    from now."""
+    received = now()
+    if isinstance(time_epoch_ms, int | float) and not isinstance(time_epoch_ms, bool):
+        t = float(time_epoch_ms) / 1000.0
+        if received - API_GATEWAY_LIMIT_S < t <= received + 1.0:
+            received = min(t, received)
+    return received + API_GATEWAY_LIMIT_S - margin_s
+
+
 def for_child(deadline: float) -> float:
     """A child's deadline: ``HOP_S`` (at most a tenth of what is left) before ours, so our
     answer, merge included, still arrives in time."""
