@@ -201,12 +201,17 @@ class Suite:
         self.rng = np.random.default_rng(seed)
         if not second_build:
             return
-        # A second build of the same data (another seed) for the manifest swap; the first one is
-        # kept in storage (the build before the current one always is).
-        build_index(self.data.base, stack.uri, self.data.attributes, BuildOptions(partitions=12, seed=9))
+        # A second build for the manifest swap: the same rows in reverse order (so every id, hence
+        # every answer, differs from the first build's: an answer mixing the two builds would be
+        # neither) and another partitioning. The first build stays in storage (the build before
+        # the current one always is).
+        order = np.arange(self.data.base.shape[0])[::-1].copy()
+        attrs = self.data.attributes.take(order) if self.data.attributes is not None else None
+        build_index(self.data.base[order], stack.uri, attrs, BuildOptions(partitions=12, seed=9))
         self.manifest_b = stack.get("manifest.json")
         self.refs_b = self._references(squash.open_index(stack.uri))
         self.manifest = json.loads(self.manifest_b)
+        assert self.refs_a["batch"] != self.refs_b["batch"], "the two builds must answer differently"
 
     def _references(self, index) -> dict[str, list[list[int]]]:
         out = {}
@@ -228,6 +233,9 @@ class Suite:
         code, doc, took = self.stack.query(self.bodies()[name])
         refs = [self.refs_b[name]] + ([self.refs_a[name]] if swapping else [])
         kind, detail = classify(code, doc, refs)
+        if swapping and kind == "right":  # which build answered (the query pinned one)
+            ids = [[h["id"] for h in row] for row in doc["results"]]
+            detail = "200 build B" if ids == self.refs_b[name] else "200 build A"
         return kind, detail, took
 
     def warm(self) -> None:
