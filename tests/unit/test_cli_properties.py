@@ -73,7 +73,7 @@ def small_file(draw, folder: Path, n: int):
         shape = tuple(draw(st.lists(st.integers(0, 12), min_size=0, max_size=3)))
         values = draw(st.sampled_from([0.0, 1.0, np.nan, np.inf, 1e39]))
         arr = np.random.default_rng(len(shape)).normal(size=shape) + values
-        with contextlib.suppress(Exception), open(path, "wb") as fh:
+        with contextlib.suppress(Exception), np.errstate(invalid="ignore"), open(path, "wb") as fh:
             np.save(fh, arr.astype(dtype))
     elif kind == "fvecs":
         dims = draw(st.integers(-2, 8))
