@@ -326,7 +326,7 @@ class Suite:
 
     def s3_frozen(self, run: int) -> list:
         self.warm()
-        if run % 2:  # cold workers and a due manifest check: everything must go to S3
+        if run % 2 == 0:  # cold workers and a due manifest check: everything must go to S3
             for i in range(3):
                 self.stack.kill_all(f"squash-worker-{i}")
             time.sleep(2.1)

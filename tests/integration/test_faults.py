@@ -40,8 +40,8 @@ def test_no_wrong_answer_and_no_hang(report, fault):
 
 def test_stalled_worker_and_frozen_s3_are_504s_not_hangs(report):
     assert report["worker_stalled"]["statuses"] == {"504 deadline_exceeded": 1}, report["worker_stalled"]
-    frozen = report["s3_frozen"]["statuses"]
-    assert set(frozen) <= {"200", "504 deadline_exceeded", "503 storage_error"}, frozen
+    frozen = report["s3_frozen"]["statuses"]  # run 0: cold workers, manifest check due
+    assert set(frozen) <= {"504 deadline_exceeded", "503 storage_error"}, frozen
 
 
 def test_damaged_files_are_explicit_errors(report):
