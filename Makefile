@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: help setup tools data datasets test lint demo bench bench-stack clean
+.PHONY: help setup tools data datasets test lint demo bench bench-stack bench-faults bench-load clean
 
 help:
 	@echo "make setup   create .venv and install pinned dependencies"
@@ -14,6 +14,8 @@ help:
 	@echo "make bench   squash vs numpy/FAISS, 1M scale, cost -> bench/results/REPORT.md (~14 min)"
 	@echo "make datasets   real text-embedding and MNIST sets for the planner bench (~50 min, cached)"
 	@echo "make bench-stack   local-stack latency/throughput -> bench/results/stack.json"
+	@echo "make bench-faults  fault injection on the local stack -> bench/results/faults.json (~5 min)"
+	@echo "make bench-load    bounded load test on the local stack -> bench/results/load.json (~1.5 min)"
 	@echo "make local-up / local-down   start / stop the Docker-free local stack (.local/)"
 	@echo "make template-lint / sam-build / package-size   check, build and size the SAM app"
 
@@ -67,6 +69,14 @@ datasets: setup
 
 bench: setup data
 	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python bench/run.py
+	$(MAKE) bench-faults bench-load
+
+# Fault injection and load on a local stack of their own (loopback only, stopped at the end).
+bench-faults: setup tools
+	OPENBLAS_NUM_THREADS=1 $(BIN)/python bench/faults.py --runs 5 --out bench/results
+
+bench-load: setup tools
+	OPENBLAS_NUM_THREADS=1 $(BIN)/python bench/load.py --clients 24 --seconds 40 --out bench/results
 
 # Local-stack latency and throughput (trees 4,1 / 2,2 / 4,2) -> bench/results/stack.json,
 # which the next `make bench` report includes (or: bench/run.py --only report).

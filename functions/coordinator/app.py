@@ -18,6 +18,7 @@ from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.metrics import MetricUnit
 
 from squash.errors import InputError, SquashError
+from squash.runtime import deadline
 from squash.runtime.codec import dumps
 from squash.runtime.config import RuntimeConfig
 from squash.runtime.coordinator import Coordinator
@@ -50,12 +51,25 @@ def health() -> Response:
 
 @app.get("/indexes/<index>")
 def index_info(index: str) -> Response:
-    return _json(200, COORDINATOR.info(index))
+    return _json(200, COORDINATOR.info(index, _deadline(app.lambda_context, http=True)))
 
 
 @app.post("/indexes/<index>/query")
 def query(index: str) -> Response:
-    return _json(200, _search(index, parse_body(_raw_body(app.current_event))))
+    body = parse_body(_raw_body(app.current_event))
+    return _json(200, _search(index, body, _deadline(app.lambda_context, http=True)))
+
+
+def _deadline(context: Any, http: bool) -> float:
+    """When this invocation must have answered: the function's time left (or its configured
+    timeout) minus a margin, for HTTP also within API Gateway's 30 s from when it received
+    the request; the tree gets less."""
+    left = deadline.remaining_s(context, CONFIG.invoke_timeout_s)
+    until = deadline.from_remaining(left, CONFIG.deadline_margin_s)
+    if http:
+        received = app.current_event.raw_event["requestContext"].get("timeEpoch")  # checked: a dict
+        until = min(until, deadline.api_gateway(received, CONFIG.deadline_margin_s))
+    return until
 
 
 def _raw_body(event: Any) -> str | bytes | None:
@@ -85,8 +99,8 @@ def squash_error(exc: SquashError) -> Response:
     return _json(status, error_body(exc))
 
 
-def _search(index: str, body: Any) -> dict[str, Any]:
-    out = COORDINATOR.query(index, parse_query(body))
+def _search(index: str, body: Any, until: float) -> dict[str, Any]:
+    out = COORDINATOR.query(index, parse_query(body), until)
     stats = out["stats"]
     metrics.add_metric(name="Queries", unit=MetricUnit.Count, value=stats["queries"])
     metrics.add_metric(name="NodesInvoked", unit=MetricUnit.Count, value=stats["nodes"]["invoked"])
@@ -95,8 +109,9 @@ def _search(index: str, body: Any) -> dict[str, Any]:
     return out
 
 
-def _direct(event: Any) -> dict[str, Any]:
+def _direct(event: Any, context: Any) -> dict[str, Any]:
     """Batch jobs invoke the function with the query body plus "index"; errors come back as JSON."""
+    until = _deadline(context, http=False)
     try:
         if not isinstance(event, dict):
             raise InputError("event must be a JSON object", field="body")
@@ -117,8 +132,8 @@ def _direct(event: Any) -> dict[str, Any]:
                     f'action info takes only "index", not {", ".join(sorted(map(str, body)))}',
                     field=str(next(iter(body))),
                 )
-            return COORDINATOR.info(name)
-        return _search(name, body)
+            return COORDINATOR.info(name, until)
+        return _search(name, body, until)
     except SquashError as exc:
         return error_body(exc) | {"status": status_of(exc)}
 
@@ -133,4 +148,4 @@ def handler(event: Any, context: Any) -> dict[str, Any]:
         except InputError as exc:  # a hand-made partial envelope: answered like a direct call
             return error_body(exc) | {"status": status_of(exc)}
         return app.resolve(event, context)
-    return _direct(event)
+    return _direct(event, context)

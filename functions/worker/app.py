@@ -11,6 +11,7 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 
+from squash.runtime import deadline
 from squash.runtime.config import RuntimeConfig
 from squash.runtime.invoke import LambdaInvoker
 from squash.runtime.worker import WorkerNode
@@ -29,13 +30,18 @@ NODE = WorkerNode(
 @metrics.log_metrics(capture_cold_start_metric=True)
 @tracer.capture_lambda_handler(capture_response=False)
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    out = NODE.handle(event)
+    # This function's own limit; the event's deadline (the caller's) is usually earlier.
+    left = deadline.remaining_s(context, CONFIG.invoke_timeout_s)
+    own = deadline.from_remaining(left, CONFIG.deadline_margin_s)
+    out = NODE.handle(event, own)
     if "error" in out:
         err = out["error"]
-        logger.error("subtree failed", extra={"status": err["status"], "detail": err["message"]})
+        logger.error(
+            "subtree failed", extra={"status": err["status"], "code": err["code"], "detail": err["message"]}
+        )
     else:
         s3 = out["stats"]["s3"]
         metrics.add_metric(name="SegmentsLoaded", unit=MetricUnit.Count, value=s3["segments_loaded"])
         metrics.add_metric(name="CacheHits", unit=MetricUnit.Count, value=s3["cache_hits"])
-        logger.debug("node done", extra={"position": event.get("position"), "cache_bytes": NODE.cache.nbytes})
+        logger.debug("node done", extra={"position": event["position"], "cache_bytes": NODE.cache.nbytes})
     return out

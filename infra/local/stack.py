@@ -45,7 +45,16 @@ HERE = Path(__file__).resolve().parent
 COMPONENTS = ("s3", "lambda", "api")  # start order; stopped in reverse
 MARKERS = {"s3": "moto.server", "lambda": "lambda_router.py", "api": "http_api.py"}
 START_TIMEOUT_S = {"s3": 20.0, "lambda": 15.0, "api": 10.0}
-SHAPE_KEYS = ("branching", "depth", "bucket", "region", "concurrency", "idle_seconds")
+SHAPE_KEYS = (
+    "branching",
+    "depth",
+    "bucket",
+    "region",
+    "concurrency",
+    "idle_seconds",
+    "timeout_s",
+    "throttle_wait",
+)
 
 
 class StackError(RuntimeError):
@@ -172,8 +181,14 @@ def up(
     idle_seconds: float = 300.0,
     region: str = "us-east-1",
     say=print,
+    timeout_s: int = 30,
+    throttle_wait: float = 3.0,
 ) -> dict:
-    """Start the stack (or keep the running one when its shape matches); returns endpoints.json."""
+    """Start the stack (or keep the running one when its shape matches); returns endpoints.json.
+
+    ``timeout_s`` is every function's timeout (template.yaml's FunctionTimeout), ``throttle_wait``
+    how long an invocation waits for a free process at the concurrency cap before its 429.
+    """
     root = Path(root).resolve()
     paths = _paths(root)
     shape = {
@@ -183,6 +198,8 @@ def up(
         "region": region,
         "concurrency": concurrency,
         "idle_seconds": idle_seconds,
+        "timeout_s": timeout_s,
+        "throttle_wait": throttle_wait,
     }
     current = read_endpoints(root)
     if current and all(_running(root).values()):
@@ -194,7 +211,7 @@ def up(
         down(root, say=lambda _msg: None)
 
     try:  # validates the tree shape before anything starts
-        specs = functions(REPO, branching, depth, bucket)
+        specs = functions(REPO, branching, depth, bucket, timeout_s=timeout_s)
     except Exception as exc:  # squash's InputError for a tree it refuses
         raise StackError(f"bad tree shape: {exc}") from exc
     try:
@@ -226,6 +243,7 @@ def up(
         router_argv += ["--log-dir", str(paths["logs"] / "lambda"), "--tmp-dir", str(root / "tmp")]
         router_argv += ["--s3-endpoint", s3_endpoint, "--region", region]
         router_argv += ["--concurrency", str(concurrency), "--idle-seconds", str(idle_seconds)]
+        router_argv += ["--throttle-wait", str(throttle_wait)]
         router = _spawn(root, "lambda", router_argv)
         lambda_endpoint = f"http://{LOOPBACK}:{_wait_port_file(root, 'lambda', router)}"
         if not _wait_http(lambda_endpoint + "/_local/health", router, START_TIMEOUT_S["lambda"]):
@@ -362,6 +380,8 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--concurrency", type=int, default=4, help="max processes per function")
             p.add_argument("--idle-seconds", type=float, default=300.0, help="reap idle processes after")
             p.add_argument("--region", default="us-east-1")
+            p.add_argument("--timeout", type=int, default=30, help="function timeout, s")
+            p.add_argument("--throttle-wait", type=float, default=3.0, help="wait at the cap before a 429")
     args = ap.parse_args(argv)
     try:
         if args.command == "up":
@@ -373,6 +393,8 @@ def main(argv: list[str] | None = None) -> int:
                 args.concurrency,
                 args.idle_seconds,
                 args.region,
+                timeout_s=args.timeout,
+                throttle_wait=args.throttle_wait,
             )
         elif args.command == "down":
             down(args.dir)

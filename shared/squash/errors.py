@@ -73,7 +73,16 @@ class UpstreamError(SquashError):
 
     code = "worker_failed"
 
-    def __init__(self, message: str, *, status: int = 502) -> None:
+    def __init__(self, message: str, *, status: int = 502, code: str | None = None) -> None:
         super().__init__(message)
         self.status = status
-        self.code = "worker_failed" if status == 502 else "worker_unavailable"
+        self.code = code or ("worker_failed" if status == 502 else "worker_unavailable")
+
+
+class DeadlineExceededError(UpstreamError):
+    """The request's deadline passed before the answer was complete (a stalled worker, frozen
+    storage, a tree too slow for the function timeout). Always a 504 ``deadline_exceeded``,
+    answered before Lambda would kill the function: never a partial answer."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, status=504, code="deadline_exceeded")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -119,6 +120,34 @@ class LocalStorage:
             raise StorageError(f"cannot write index to {self.uri}: {probe} is not a writable directory")
 
 
+def _env_number(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    try:
+        value = float(raw) if raw else default
+    except ValueError:
+        return default
+    return value if 0 < value < 3600 else default
+
+
+def s3_timeouts() -> tuple[float, float, int]:
+    """(connect timeout s, read timeout s, total attempts) of S3 calls.
+
+    Defaults 2 s, 5 s, 3 attempts: a call against an unresponsive S3 gives up after
+    3 x (2 + 5) s plus standard-mode backoff, about 24 s, inside Lambda's 30 s function
+    timeout (and the request deadline answers first anyway). ``SQUASH_S3_CONNECT_TIMEOUT``,
+    ``SQUASH_S3_READ_TIMEOUT`` and ``SQUASH_S3_MAX_ATTEMPTS`` override them. The read timeout
+    bounds each wait for bytes, not a whole download.
+    """
+    return (
+        _env_number("SQUASH_S3_CONNECT_TIMEOUT", 2.0),
+        _env_number("SQUASH_S3_READ_TIMEOUT", 5.0),
+        int(_env_number("SQUASH_S3_MAX_ATTEMPTS", 3)),
+    )
+
+
+_CLIENT_LOCK = threading.Lock()  # boto3's default session is not safe to use from threads at once
+
+
 class S3Storage:
     """``s3://bucket/prefix`` index, through boto3."""
 
@@ -134,7 +163,15 @@ class S3Storage:
             import boto3  # imported lazily: file:// users never pay for it
             from botocore.config import Config
 
-            self._client = boto3.client("s3", config=Config(retries={"max_attempts": 5, "mode": "standard"}))
+            connect, read, attempts = s3_timeouts()
+            config = Config(
+                connect_timeout=connect,
+                read_timeout=read,
+                retries={"total_max_attempts": attempts, "mode": "standard"},  # first try included
+            )
+            with _CLIENT_LOCK:
+                if self._client is None:
+                    self._client = boto3.client("s3", config=config)
         return self._client
 
     def _key(self, key: str) -> str:

@@ -6,6 +6,7 @@ import json
 
 from squash.errors import UpstreamError
 from squash.runtime.codec import dumps
+from squash.runtime.invoke import child_error
 from squash.runtime.worker import WorkerNode
 
 
@@ -22,8 +23,10 @@ class LocalTree:
         if self.fail.get(function):
             self.fail[function] -= 1
             raise UpstreamError(f"worker {function} failed", status=502)
+        if function not in self.nodes:  # as the Invoke API's ResourceNotFoundException
+            raise UpstreamError(f"Function not found: {function}", status=502)
         out = self.nodes[function].handle(json.loads(dumps(payload)))
         out = json.loads(dumps(out))
         if "error" in out:
-            raise UpstreamError(out["error"]["message"], status=out["error"]["status"])
+            raise child_error(out["error"])
         return out

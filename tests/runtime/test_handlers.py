@@ -137,4 +137,4 @@ def test_worker_handler_reports_a_structured_error(handlers):
         "pairs": pack_array(np.zeros((1, 2), np.int32)),
     }
     out = worker.handler(event, Context())  # a segment that is not there: an error, not a crash
-    assert "error" in out and out["error"]["status"] == 502
+    assert "error" in out and out["error"]["status"] == 500 and out["error"]["code"] == "index_corrupt"

@@ -36,7 +36,8 @@ class RuntimeConfig:
     tree: TreeLayout = field(default_factory=lambda: TreeLayout(4, 1))
     retries: int = 2  # extra attempts per child invocation
     backoff_s: float = 0.05  # first retry delay; doubles each attempt
-    invoke_timeout_s: float = 30.0
+    invoke_timeout_s: float = 30.0  # the function timeout (Lambda does not expose it to the code)
+    deadline_margin_s: float = 1.0  # answered this long before the function timeout at most
     manifest_check_s: float = 2.0  # how stale a coordinator's view of an index may be
     cache_bytes: int = 1 << 30  # worker segment cache budget
 
@@ -56,6 +57,7 @@ class RuntimeConfig:
             tree=TreeLayout(_int(env, "SQUASH_TREE_BRANCHING", 4), _int(env, "SQUASH_TREE_DEPTH", 1)),
             retries=_int(env, "SQUASH_INVOKE_RETRIES", 2),
             invoke_timeout_s=float(timeout),
+            deadline_margin_s=_int(env, "SQUASH_DEADLINE_MARGIN_MS", 1000) / 1000.0,
             manifest_check_s=float(env.get("SQUASH_MANIFEST_CHECK_SECONDS", "2") or 2),
             cache_bytes=cache_mb << 20,
         )

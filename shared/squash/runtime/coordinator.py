@@ -24,6 +24,7 @@ from ..manifest import MANIFEST_KEY
 from ..planner import Plan
 from ..results import STAT_NAMES
 from ..storage import open_storage
+from . import deadline as deadlines
 from .codec import MAX_PAYLOAD_BYTES, encoded_size, pack_array, unpack_array
 from .config import RuntimeConfig
 from .invoke import Invoker
@@ -75,11 +76,16 @@ class Coordinator:
         manifest_bytes = len(index.manifest.to_json())
         return index, index.bytes_read + manifest_bytes
 
-    def info(self, name: str) -> dict[str, Any]:
-        index, _ = self.index(name)
+    def info(self, name: str, deadline: float | None = None) -> dict[str, Any]:
+        index, _ = deadlines.run_until(deadline, f"loading index {name!r}", self.index, name)
         return {"index": name} | index.manifest.summary()
 
-    def query(self, name: str, req: QueryRequest) -> dict[str, Any]:
+    def query(self, name: str, req: QueryRequest, deadline: float | None = None) -> dict[str, Any]:
+        """Search; past ``deadline`` (epoch seconds) a DeadlineExceededError (504), whatever
+        is still waiting (storage, the tree). The tree gets a slightly earlier deadline."""
+        return deadlines.run_until(deadline, "the query", self._query, name, req, deadline)
+
+    def _query(self, name: str, req: QueryRequest, deadline: float | None) -> dict[str, Any]:
         started = time.perf_counter()
         cold, self._cold = self._cold, False
         index, coord_bytes = self.index(name)
@@ -90,6 +96,8 @@ class Coordinator:
         planned = time.perf_counter()
 
         base = self._base_event(name, index, req, plan)
+        if deadline is not None:
+            base["deadline"] = deadlines.for_child(deadline)
         size = self._chunk_size(q.shape[0], index.dims, req, plan.visit.sum(axis=1), encoded_size(base))
         chunks = [np.arange(s, min(s + size, q.shape[0])) for s in range(0, q.shape[0], size)]
 

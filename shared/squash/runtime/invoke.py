@@ -13,7 +13,7 @@ import json
 import time
 from typing import Any, Protocol
 
-from ..errors import PayloadTooLargeError, UpstreamError
+from ..errors import DeadlineExceededError, PayloadTooLargeError, UpstreamError
 from .codec import MAX_PAYLOAD_BYTES, dumps
 
 #: Lambda error types that mean "try again later" rather than "this request is broken".
@@ -59,15 +59,24 @@ class LambdaInvoker:
         return self._client
 
     def __call__(self, function: str, payload: dict[str, Any]) -> dict[str, Any]:
-        body = dumps(payload)
+        try:
+            body = dumps(payload)
+        except (TypeError, ValueError) as exc:  # NaN or a foreign type in what a caller sent us
+            raise UpstreamError(f"request to {function} cannot be encoded as JSON: {exc}") from exc
         if len(body) > MAX_PAYLOAD_BYTES:
             raise PayloadTooLargeError(
                 f"request to {function} is {len(body) / 2**20:.1f} MiB, over Lambda's 6 MiB limit"
             )
+        deadline = payload.get("deadline")  # retries stop when the request's time is up
         last, status = "", 502
         for attempt in range(self.retries + 1):
             if attempt:
-                time.sleep(self.backoff_s * 2 ** (attempt - 1))
+                pause = self.backoff_s * 2 ** (attempt - 1)
+                if isinstance(deadline, float | int) and time.time() + pause >= deadline:
+                    raise DeadlineExceededError(
+                        f"worker {function}: no time left for a retry after {attempt} attempt(s): {last}"
+                    )
+                time.sleep(pause)
             try:
                 resp = self.client.invoke(
                     FunctionName=function, InvocationType="RequestResponse", Payload=body
@@ -91,13 +100,29 @@ class LambdaInvoker:
                 last, status = f"{function} returned a payload that is not JSON", 502
                 continue
             if isinstance(out, dict) and "error" in out:
-                err = out["error"]  # a descendant failed after its own retries: pass it up as is
-                raise UpstreamError(err.get("message", "worker failed"), status=int(err.get("status", 502)))
+                raise child_error(out["error"])  # a descendant failed after its own retries: pass it up
             return out
         raise UpstreamError(
             f"worker {function} failed after {attempt + 1} attempt(s): {last}",
             status=status,
         )
+
+
+def child_error(err: Any) -> UpstreamError:
+    """The exception for a child's structured ``{"error": {...}}`` answer, code kept."""
+    if not isinstance(err, dict):
+        return UpstreamError("a worker answered a malformed error", status=502)
+    message = str(err.get("message", "worker failed"))
+    if err.get("code") == "deadline_exceeded":
+        return DeadlineExceededError(message)
+    code = err.get("code")
+    if code in _PASSED_CODES and err.get("status") == _PASSED_CODES[code]:
+        return UpstreamError(message, status=err["status"], code=code)
+    return UpstreamError(message, status=err.get("status") if err.get("status") in (502, 503) else 502)
+
+
+#: Error codes (and their statuses) of a child's answer that reach the client unchanged.
+_PASSED_CODES = {"worker_failed": 502, "worker_unavailable": 503, "storage_error": 503, "index_corrupt": 500}
 
 
 def _classify(exc: Exception) -> tuple[str, int, bool]:

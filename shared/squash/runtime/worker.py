@@ -18,14 +18,22 @@ import numpy as np
 
 from ..attributes import AttributeSpec
 from ..cache import SegmentCache
-from ..errors import SquashError, UpstreamError
+from ..errors import (
+    IndexFormatError,
+    IndexNotFoundError,
+    InputError,
+    SquashError,
+    StorageError,
+    UpstreamError,
+)
 from ..filters import parse_filter
 from ..manifest import FileRef
-from ..params import SearchParams
+from ..params import MAX_K, SearchParams
 from ..results import TopK, merge
 from ..search import search_partitions
 from ..segment import Segment, load_segment
 from ..storage import Storage, open_storage
+from . import deadline as deadlines
 from .codec import pack_array, unpack_array
 from .invoke import Invoker
 from .tree import TreeLayout, function_name
@@ -48,24 +56,79 @@ class NodeRequest:
     query_ids: np.ndarray  # (m,) int32, ascending rows of the coordinator's batch
     pairs: np.ndarray  # (n, 2) int32: partition, row into ``queries``
     include_attributes: bool
+    deadline: float | None = None  # epoch seconds; the node answers deadline_exceeded after it
 
     @classmethod
     def from_event(cls, event: dict[str, Any]) -> NodeRequest:
-        tree = event["tree"]
+        """Decode and check an event: types, shapes and ranges (every pair's partition has a
+        segment entry and its row a query), so a malformed event is an InputError here, not
+        an IndexError deep in the search."""
+        tree = _member(event, "tree", dict)
+        layout = TreeLayout(_int(tree, "branching", "tree.branching"), _int(tree, "depth", "tree.depth"))
+        position = _int(event, "position")
+        if not 0 <= position < layout.size:
+            raise InputError(f"position {position} is not in a tree of {layout.size} nodes", field="position")
+        k = _int(event, "k")
+        if not 1 <= k <= MAX_K:
+            raise InputError(f"k must be 1..{MAX_K}, got {k}", field="k")
+        attributes = event.get("attributes", [])
+        if not isinstance(attributes, list) or not all(isinstance(a, dict) for a in attributes):
+            raise InputError("attributes must be a list of objects", field="attributes")
+        segments = _member(event, "segments", dict)
+        refs = {}
+        for p, ref in segments.items():
+            if not (isinstance(p, str) and p.isdigit() and len(p) < 10) or not isinstance(ref, dict):
+                raise InputError(
+                    f"segments must map partition numbers to file refs, got {p!r}", field="segments"
+                )
+            if set(ref) != {"key", "size", "sha256"} or not (
+                isinstance(ref["key"], str) and _is_int(ref["size"]) and isinstance(ref["sha256"], str)
+            ):
+                raise InputError(f"segment {p}: a file ref is {{key, size, sha256}}", field="segments")
+            refs[int(p)] = FileRef(**ref)
+        queries = unpack_array(event.get("queries"), "queries")
+        query_ids = unpack_array(event.get("query_ids"), "query_ids")
+        pairs = unpack_array(event.get("pairs"), "pairs")
+        if queries.ndim != 2 or queries.dtype != np.float32:
+            raise InputError("queries must be a 2-D float32 array", field="queries")
+        if query_ids.shape != (queries.shape[0],) or query_ids.dtype.kind != "i":
+            raise InputError("query_ids must hold one integer per query", field="query_ids")
+        if pairs.ndim != 2 or pairs.shape[1] != 2 or pairs.dtype.kind != "i":
+            raise InputError("pairs must be an (n, 2) integer array", field="pairs")
+        if pairs.size and (
+            pairs[:, 1].min() < 0
+            or pairs[:, 1].max() >= queries.shape[0]
+            or not np.isin(pairs[:, 0], list(refs)).all()
+        ):
+            raise InputError("pairs name a query row or a partition the event does not carry", field="pairs")
+        for name in ("name", "build_id"):
+            if not isinstance(event.get(name, ""), str):
+                raise InputError(f"{name} must be a string", field=name)
+        include = event.get("include_attributes", False)
+        prefix = tree.get("prefix")
+        if (
+            not isinstance(include, bool)
+            or not isinstance(prefix, str)
+            or not isinstance(event.get("index"), str)
+        ):
+            raise InputError(
+                "index and tree.prefix must be strings, include_attributes a bool", field="event"
+            )
         return cls(
             index=event["index"],
-            position=int(event["position"]),
-            tree=TreeLayout(int(tree["branching"]), int(tree["depth"])),
-            prefix=tree["prefix"],
-            k=int(event["k"]),
+            position=position,
+            tree=layout,
+            prefix=prefix,
+            k=k,
             params=SearchParams.from_dict(event.get("params")),
             filter=event.get("filter"),
-            specs=[AttributeSpec.from_json(a) for a in event.get("attributes", [])],
-            segments={int(p): FileRef(**ref) for p, ref in event["segments"].items()},
-            queries=unpack_array(event["queries"], "queries").astype(np.float32, copy=False),
-            query_ids=unpack_array(event["query_ids"], "query_ids"),
-            pairs=unpack_array(event["pairs"], "pairs").reshape(-1, 2),
-            include_attributes=bool(event.get("include_attributes", False)),
+            specs=[AttributeSpec.from_json(a) for a in attributes],
+            segments=refs,
+            queries=queries,
+            query_ids=query_ids,
+            pairs=pairs,
+            include_attributes=include,
+            deadline=deadlines.parse(event.get("deadline")),
         )
 
     def child_event(self, event: dict[str, Any], child: int, rows: np.ndarray, pairs: np.ndarray) -> dict:
@@ -73,13 +136,17 @@ class NodeRequest:
         parts = np.unique(pairs[:, 0])
         local = pairs.copy()
         local[:, 1] = np.searchsorted(rows, pairs[:, 1])
-        return event | {
-            "position": child,
-            "queries": pack_array(self.queries[rows]),
-            "query_ids": pack_array(self.query_ids[rows]),
-            "pairs": pack_array(local.astype(np.int32)),
-            "segments": {str(p): event["segments"][str(p)] for p in parts.tolist()},
-        }
+        return (
+            {key: event[key] for key in _PASSED_DOWN if key in event}
+            | {
+                "position": child,
+                "queries": pack_array(self.queries[rows]),
+                "query_ids": pack_array(self.query_ids[rows]),
+                "pairs": pack_array(local.astype(np.int32)),
+                "segments": {str(p): event["segments"][str(p)] for p in parts.tolist()},
+            }
+            | ({"deadline": deadlines.for_child(self.deadline)} if self.deadline is not None else {})
+        )
 
 
 class WorkerNode:
@@ -92,20 +159,33 @@ class WorkerNode:
         self._storages: dict[str, Storage] = {}
         self._pool: ThreadPoolExecutor | None = None
 
-    def handle(self, event: dict[str, Any]) -> dict[str, Any]:
-        """Serve one invocation; a failed subtree becomes ``{"error": {...}}``, never fewer results."""
-        cold, self.cold = self.cold, False
-        try:
-            return self._handle(event, cold)
-        except UpstreamError as exc:
-            return {"error": {"status": exc.status, "message": exc.message}}
-        except SquashError as exc:
-            where = f"worker {event.get('position')}"
-            return {"error": {"status": 502, "message": f"{where}: {exc.message}"}}
+    def handle(self, event: dict[str, Any], deadline: float | None = None) -> dict[str, Any]:
+        """Serve one invocation; a failed subtree becomes ``{"error": {...}}``, never fewer results.
 
-    def _handle(self, event: dict[str, Any], cold: bool) -> dict[str, Any]:
+        ``deadline`` (epoch seconds) is this function's own limit (its Lambda time left minus
+        a margin); the event's ``deadline`` is the caller's. The node answers
+        ``deadline_exceeded`` (504) by the earlier of the two.
+        """
+        cold, self.cold = self.cold, False
+        where = f"worker {event.get('position') if isinstance(event, dict) else None}"
+        try:
+            return self._handle(event, cold, deadline)
+        except UpstreamError as exc:
+            return _error(exc.status, exc.code, exc.message)
+        except IndexFormatError as exc:  # a segment that fails its checksum or format
+            return _error(500, "index_corrupt", f"{where}: {exc.message}")
+        except StorageError as exc:
+            if isinstance(exc, IndexNotFoundError):  # the manifest names it, storage lacks it
+                return _error(500, "index_corrupt", f"{where}: {exc.message}; rebuild the index")
+            return _error(503, "storage_error", f"{where}: {exc.message}")
+        except SquashError as exc:
+            return _error(502, "worker_failed", f"{where}: {exc.message}")
+
+    def _handle(self, event: dict[str, Any], cold: bool, deadline: float | None) -> dict[str, Any]:
         started = time.perf_counter()
-        req = NodeRequest.from_event(event)
+        req = _decode(event)
+        req.deadline = deadlines.earliest(req.deadline, deadline)
+        parse_filter(req.filter, req.specs)  # a bad filter fails here, before any child is invoked
         owner = req.pairs[:, 0] % req.tree.size
         branch = np.full(req.tree.size, -1, dtype=np.int64)
         for child in req.tree.children(req.position):
@@ -118,10 +198,12 @@ class WorkerNode:
             rows = np.unique(mine[:, 1])
             payload = req.child_event(event, child, rows, mine)
             target = function_name(req.prefix, child)
-            futures.append(self._executor(req.tree.branching).submit(self.invoke, target, payload))
+            futures.append((child, self._executor(req.tree.branching).submit(self.invoke, target, payload)))
 
         own = req.pairs[owner == req.position]
-        top, attrs, io = self._search_own(req, own)
+        where = f"worker {req.position}"
+        search = deadlines.run_until
+        top, attrs, io = search(req.deadline, f"{where}'s own search", self._search_own, req, own)
         node_ms = (time.perf_counter() - started) * 1e3
         stats = {
             "nodes": {"invoked": 1, "cold": int(cold), "warm": int(not cold)},
@@ -130,8 +212,9 @@ class WorkerNode:
             "search_ms": node_ms,
             "max_node_ms": node_ms,
         }
-        for fut in futures:
-            child = fut.result()  # raises UpstreamError after the invoker's retries
+        for position, fut in futures:
+            # raises UpstreamError after the invoker's retries, DeadlineExceededError at the deadline
+            child = deadlines.wait(fut, req.deadline, f"{where}: worker {position}")
             top, attrs = _merge_child(req, top, attrs, child)
             _add_stats(stats, child["stats"])
         if req.include_attributes:
@@ -148,7 +231,9 @@ class WorkerNode:
 
     def _executor(self, width: int) -> ThreadPoolExecutor:
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=max(width, 1), thread_name_prefix="child")
+            # Room for invocations abandoned at a deadline (they end at the client's read timeout)
+            # besides the current request's children.
+            self._pool = ThreadPoolExecutor(max_workers=max(4 * width, 8), thread_name_prefix="child")
         return self._pool
 
     def _search_own(self, req: NodeRequest, own: np.ndarray) -> tuple[TopK, dict[str, dict], dict[str, int]]:
@@ -179,6 +264,47 @@ class WorkerNode:
             storage = self._storages[uri] = open_storage(uri)
         seg, hit = load_segment(storage, partition, ref, self.cache)
         return seg, hit, 0 if hit else seg.nbytes
+
+
+#: Event members a node passes to its children unchanged (the rest is rebuilt per child).
+_PASSED_DOWN = ("index", "name", "build_id", "tree", "k", "params", "filter", "attributes")
+_PASSED_DOWN += ("include_attributes",)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _member(obj: dict[str, Any], name: str, kind: type) -> Any:
+    value = obj.get(name)
+    if not isinstance(value, kind):
+        raise InputError(f"{name} must be a {kind.__name__}, got {type(value).__name__}", field=name)
+    return value
+
+
+def _int(obj: dict[str, Any], name: str, label: str | None = None) -> int:
+    value = obj.get(name)
+    if not _is_int(value) or abs(value) > 2**31:
+        raise InputError(f"{label or name} must be an integer, got {value!r}"[:200], field=label or name)
+    return value
+
+
+def _error(status: int, code: str, message: str) -> dict[str, Any]:
+    return {"error": {"status": status, "code": code, "message": message}}
+
+
+def _decode(event: Any) -> NodeRequest:
+    """The node request of ``event``; anything malformed is an InputError (a 502 to the caller:
+    workers are only invoked by squash, so a bad event is a bug or a foreign caller)."""
+    if not isinstance(event, dict):
+        raise InputError(f"worker event must be a JSON object, got {type(event).__name__}", field="event")
+    try:
+        return NodeRequest.from_event(event)
+    except SquashError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError) as exc:
+        detail = f"missing {exc}" if isinstance(exc, KeyError) else f"{type(exc).__name__}: {exc}"
+        raise InputError(f"malformed worker event ({detail})"[:500], field="event") from exc
 
 
 def _attributes_of(top: TopK, segments, specs: list[AttributeSpec]) -> dict[str, dict[str, Any]]:
