@@ -5,8 +5,9 @@ they score and in fixed costs. Per partition a plan touches, the rows are stream
 (``C_STREAM`` per float, plus ``C_GATHER`` when a filter makes it copy rows), every query
 routed there costs ``C_MAC`` per multiply-add and ``C_SELECT`` per scored row (top-k
 selection), and the partition itself a fixed Python/numpy overhead (``C_PART`` in the
-routed path, which filters, scores and merges per partition; ``C_PART_EXACT`` in the exact
-scan, which only rechecks and gathers). The constants were fitted on the team machine
+routed path, which scores and merges per partition, plus ``C_FILTER_PART`` when it also
+evaluates a filter there; ``C_PART_EXACT`` in the exact scan, whose filter is one pass over
+the index). The constants were fitted on the team machine
 (2-core Xeon VM, one BLAS thread, numpy 2.4.6 / OpenBLAS, 2026-12-01) by ``bench/fit_cost.py``; see
 README, "Planning to a recall target". Only ratios matter to the choice, so a faster or
 slower machine of the same kind picks the same plans.
@@ -17,12 +18,13 @@ from __future__ import annotations
 import numpy as np
 
 C_MAC = 0.022e-9  # s per multiply-add in a batched product (float32 GEMM)
-C_STREAM = 0.31e-9  # s per float of a candidate matrix streamed once (dominates one query)
-C_GATHER = 0.45e-9  # s per float copied when a filter gathers candidate rows
+C_STREAM = 0.4e-9  # s per float of a candidate matrix streamed once (dominates one query)
+C_GATHER = 0.9e-9  # s per float copied when a filter gathers candidate rows
 C_SELECT = 7.2e-9  # s per (query, row) distance through top-k selection
 C_PAIR = 1.8e-6  # s per (query, partition) pair: query gather, top-k rows, merge
 C_PART = 84e-6  # s per partition a routed plan searches
-C_PART_EXACT = 33e-6  # s per partition the exact scan rechecks and gathers
+C_FILTER_PART = 100e-6  # ... plus this when a filter is evaluated and rechecked per partition
+C_PART_EXACT = 90e-6  # s per partition the exact scan rechecks and gathers
 C_FIXED_EXACT = 30e-6  # s per batch for the exact scan's setup
 C_PLAN = 71e-9  # s per (query, partition) of routing work besides the centroid product (sorts)
 
@@ -43,7 +45,13 @@ def routed_seconds(visit: np.ndarray, rows: np.ndarray, dims: int, filtered: boo
     used = m > 0
     r = rows.astype(np.float64)
     stream = C_STREAM + (C_GATHER if filtered else 0.0)
-    per_part = C_PART + r * dims * stream + m * r * (dims * C_MAC + C_SELECT) + m * C_PAIR
+    per_part = (
+        C_PART
+        + (C_FILTER_PART if filtered else 0.0)
+        + r * dims * stream
+        + m * r * (dims * C_MAC + C_SELECT)
+        + m * C_PAIR
+    )
     return float(per_part[used].sum())
 
 

@@ -22,6 +22,8 @@ from .segment import Segment
 
 SMALL_BATCH = 4  # queries; up to this, per-partition distances are merged unselected
 EXACT_BLOCK_ROWS = 8192  # candidate rows gathered before one product (32 MB at d = 1024)
+EXACT_SMALL_BATCH = 16  # up to this many queries, dense partitions are scored in place ...
+EXACT_DENSE_SHARE = 4  # ... when at least 1/4 of their rows are candidates
 
 
 def search_partitions(
@@ -89,18 +91,22 @@ def exact_scan(
     pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     held = 0
 
-    def score(vectors: np.ndarray, sq: np.ndarray, ids: np.ndarray) -> None:
-        n = ids.shape[0]
+    def score(vectors: np.ndarray, sq: np.ndarray, ids: np.ndarray, cols: np.ndarray | None = None) -> None:
+        """Keep each query's k best of a block's rows (``cols`` of it, or all)."""
+        n = ids.shape[0] if cols is None else cols.shape[0]
         width = min(k, n)
         rows = np.empty((q, width), dtype=np.int64)
         dist = np.empty((q, width), dtype=np.float32)
-        step = max(1, GATHER_BUDGET // max(1, n))
+        step = max(1, GATHER_BUDGET // max(1, ids.shape[0]))
         for start in range(0, q, step):
             end = min(q, start + step)
             d = q_sq[start:end, None] - 2.0 * (queries[start:end] @ vectors.T) + sq[None, :]
+            if cols is not None:
+                d = d[:, cols]
             top = np.argpartition(d, k - 1, axis=1)[:, :k] if n > k else np.arange(n)[None, :]
-            rows[start:end] = top
-            dist[start:end] = np.take_along_axis(d, np.broadcast_to(top, (end - start, width)), axis=1)
+            top = np.broadcast_to(top, (end - start, width))
+            rows[start:end] = top if cols is None else cols[top]
+            dist[start:end] = np.take_along_axis(d, top, axis=1)
         blocks.append(vectors)
         kept.append((ids[rows], dist, rows))
 
@@ -118,8 +124,13 @@ def exact_scan(
         stats[:, 2:6] += rows.shape[0]
         if rows.shape[0] == 0:
             continue
-        if rows.shape[0] == seg.size and seg.size >= EXACT_BLOCK_ROWS // 2:
-            score(seg.vectors, seg.sq_norms, seg.ids)  # big and whole: no copy
+        whole = rows.shape[0] == seg.size
+        if (whole and seg.size >= EXACT_BLOCK_ROWS // 2) or (
+            q <= EXACT_SMALL_BATCH and rows.shape[0] * EXACT_DENSE_SHARE >= seg.size
+        ):
+            # In place, no copy: a big whole partition, or for a few queries a partition most of
+            # whose rows are candidates (streaming it once is cheaper than gathering them).
+            score(seg.vectors, seg.sq_norms, seg.ids, None if whole else rows)
             continue
         pending.append((seg.vectors[rows], seg.sq_norms[rows], seg.ids[rows]))
         held += rows.shape[0]
