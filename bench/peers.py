@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .timing import timed
+from .timing import Timing, timed
 
 # Powers of two plus midpoints, so "the cheapest setting reaching a recall" is not a 2x step.
 NPROBES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)
@@ -81,16 +81,20 @@ class Selector:
         return faiss.SearchParametersIVF(nprobe=nprobe, sel=self.sel)
 
 
-def build_faiss(base: np.ndarray, nlist: int) -> tuple[dict[str, Any], dict[str, float]]:
-    """IndexFlatL2, IVF{nlist},Flat and IVF{nlist},SQ8 over ``base``; build seconds of each."""
+FAISS_KINDS = ("faiss_flat", "ivf_flat", "ivf_sq8")
+
+
+def build_faiss(
+    base: np.ndarray, nlist: int, kinds: tuple[str, ...] = FAISS_KINDS
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """IndexFlatL2, IVF{nlist},Flat and IVF{nlist},SQ8 over ``base`` (or those of them named in
+    ``kinds``); build seconds of each."""
     faiss = _faiss()
     d = base.shape[1]
+    specs = {"faiss_flat": "Flat", "ivf_flat": f"IVF{nlist},Flat", "ivf_sq8": f"IVF{nlist},SQ8"}
     indexes, seconds = {}, {}
-    for name, spec in (
-        ("faiss_flat", "Flat"),
-        ("ivf_flat", f"IVF{nlist},Flat"),
-        ("ivf_sq8", f"IVF{nlist},SQ8"),
-    ):
+    for name in kinds:
+        spec = specs[name]
         start = time.perf_counter()
         index = faiss.index_factory(d, spec)
         index.train(base)
@@ -122,9 +126,17 @@ def exact_point(
 ) -> dict[str, Any]:
     """The numpy brute-force baseline, timed like everything else."""
     t = timed(lambda: exact_search(base, base_sq, queries, mask, k), repeats)
-    return {"qps": t.qps(len(queries)), "seconds": t.seconds, "runs": t.runs} | score(
-        t.result, truth, k, int(mask.sum())
-    )
+    return point_of(t, len(queries), k, truth, int(mask.sum()))
+
+
+def point_of(t: Timing, n_queries: int, k: int, truth: np.ndarray, matches: int) -> dict[str, Any]:
+    """A peer's point from a timing whose result is the last run's ids."""
+    return {
+        "qps": t.qps(n_queries),
+        "seconds": t.seconds,
+        "runs": t.runs,
+        "cpu_seconds": t.cpu_seconds,
+    } | score(t.result, truth, k, matches)
 
 
 def ivf_sweep(

@@ -3,10 +3,13 @@
     python bench/run.py                  # full run (Fashion-MNIST, 1M x 128 synthetic scale, cost)
     python bench/run.py --quick          # seconds-long smoke on a tiny synthetic set (CI)
     python bench/run.py --skip-scale     # everything but the 1M build
-    python bench/run.py --only report    # re-render REPORT.md and plots from latest.json
+    python bench/run.py --only planner   # the planner section alone (issue #8) -> planner.json, PLANNER.md
+    python bench/run.py --only report    # re-render REPORT.md and plots from latest.json (and PLANNER.md)
 
 Writes ``<out>/<timestamp>.json``, ``<out>/latest.json``, ``<out>/REPORT.md`` and PNG plots
-(default out: bench/results; --quick defaults to a temporary directory). Every QPS is the
+(default out: bench/results; --quick defaults to a temporary directory); the planner section
+writes ``<out>/planner.json`` and ``<out>/PLANNER.md`` (``--only planner`` leaves latest.json
+alone). Every QPS is the
 median of timed batch runs of all queries after a warm-up; ratios are computed within the run
 because absolute timings on a shared machine drift.
 """
@@ -32,7 +35,19 @@ from typing import Any
 import numpy as np
 
 import squash
-from bench import cost, machine, peers, report, scale, stack, sweep, targets, treework
+from bench import (
+    cost,
+    machine,
+    peers,
+    planner,
+    planner_report,
+    report,
+    scale,
+    stack,
+    sweep,
+    targets,
+    treework,
+)
 from bench.timing import Stopwatch
 from squash.datasets import (
     Dataset,
@@ -324,7 +339,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--skip-scale", action="store_true", help="skip the 1M x 128 build")
     ap.add_argument(
         "--only",
-        choices=("dataset", "fashion", "scale", "report"),
+        choices=("dataset", "fashion", "scale", "planner", "report"),
         help="run one section (report: re-render from <out>/latest.json)",
     )
     ap.add_argument("--dataset", choices=("auto", "fashion", "synthetic"), default="auto")
@@ -332,10 +347,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
+def run_planner(quick: bool, out: Path, tmp: Path) -> dict[str, Any]:
+    """The planner section (bench/planner.py): every available real dataset, or for --quick a
+    tiny synthetic set; writes <out>/planner.json and <out>/PLANNER.md."""
+    cfg = planner.PlannerConfig.quick() if quick else planner.PlannerConfig()
+    res = planner.run(cfg, tmp, log)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "planner.json"
+    path.write_text(json.dumps(res, indent=1, default=_json_default))
+    md = planner_report.write(res, out)
+    log(f"planner: wrote {path} and {md} in {res['seconds']:.0f} s")
+    return {"file": path.name, "report": md.name, "seconds": res["seconds"], "summary": res["summary"]}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     out = args.out or (Path(tempfile.mkdtemp(prefix="squash-bench-")) if args.quick else RESULTS)
+    if args.only == "planner":
+        with tempfile.TemporaryDirectory(prefix="squash-bench-") as tmpdir:
+            run_planner(args.quick, out, Path(tmpdir))
+        print((out / "PLANNER.md").read_text())
+        return 0
     if args.only == "report":
+        if (out / "planner.json").exists():
+            print(planner_report.write(json.loads((out / "planner.json").read_text()), out))
         if not (out / "latest.json").exists():
             print(f"no {out / 'latest.json'} to render: run the benchmark first", file=sys.stderr)
             return 2
@@ -373,6 +408,10 @@ def main(argv: list[str] | None = None) -> int:
             }
             del index
             watch.lap("dataset section", t)
+        if args.only is None:
+            t = time.perf_counter()
+            results["planner"] = run_planner(args.quick, out, tmp)
+            watch.lap("planner section", t)
         if args.only in (None, "scale") and not args.skip_scale:
             t = time.perf_counter()
             log(f"scale: building {cfg.scale_n:,} x {cfg.scale_d} (synthetic) in a child process")

@@ -7,7 +7,7 @@ ground truth, whether every query got a full k, and the mean per-level candidate
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -17,9 +17,10 @@ import squash
 from squash.cache import SegmentCache
 
 from .peers import score
-from .timing import latencies_ms, timed
+from .timing import Timing, latencies_ms, timed
 
 STATS = ("partitions", "l0_candidates", "exact_matches", "l2_kept", "l3_kept", "l4_scored")
+PLAN_STATS = ("plan", "rule", "expected_recall", "cost_ms")  # what the planner says it chose
 
 # (routing_factor, min_candidates): from cheaper than the defaults to far more thorough; the
 # default (1.12, 2000) is in the middle, so the curve shows what each step buys.
@@ -46,17 +47,43 @@ def point(
     warmup: bool = True,
 ) -> dict[str, Any]:
     """One sweep point: batch QPS (median of ``repeats``), recall, full-k check, level counts."""
-    t = timed(lambda: index.search(queries, k, filter=filt, params=params), repeats, warmup)
+    t = timed(searcher(index, queries, k, filt, params), repeats, warmup)
+    return point_of(t, params, len(queries), k, truth, matches)
+
+
+def searcher(
+    index: squash.Index, queries: np.ndarray, k: int, filt: Any, params: squash.SearchParams
+) -> Callable[[], squash.SearchResult]:
+    """The batch search a point times."""
+    return lambda: index.search(queries, k, filter=filt, params=params)
+
+
+def point_of(
+    t: Timing, params: squash.SearchParams, n_queries: int, k: int, truth: np.ndarray, matches: int
+) -> dict[str, Any]:
+    """A sweep point from a timing whose result is the last run's SearchResult."""
     res = t.result
     return (
-        {"params": params.to_dict(), "qps": t.qps(len(queries)), "seconds": t.seconds, "runs": t.runs}
+        {
+            "params": params.to_dict(),
+            "qps": t.qps(n_queries),
+            "seconds": t.seconds,
+            "runs": t.runs,
+            "cpu_seconds": t.cpu_seconds,
+        }
         | score(res.ids, truth, k, matches)
         | {
             "mean": {s: float(np.mean(res.stats[s])) for s in STATS if s in res.stats},
             "plan_ms": res.stats.get("plan_ms"),
             "search_ms": res.stats.get("search_ms"),
+            "plan_stats": plan_stats(res.stats),
         }
     )
+
+
+def plan_stats(stats: dict[str, Any]) -> dict[str, Any]:
+    """The batch's plan as the result reports it (keys the engine does not report are left out)."""
+    return {key: stats[key] for key in PLAN_STATS if key in stats}
 
 
 def ladder(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -16,26 +16,52 @@ import numpy as np
 
 @dataclass
 class Timing:
-    """Result of the last run, median wall seconds and every run's seconds."""
+    """Result of the last run, median wall seconds and every run's seconds (wall, and this
+    process's CPU seconds: on a shared machine CPU time is what contention does not inflate)."""
 
     result: Any
     seconds: float
     runs: list[float]
+    cpu_runs: list[float] = field(default_factory=list)
 
     def qps(self, n_queries: int) -> float:
         return n_queries / self.seconds if self.seconds > 0 else float("inf")
 
+    @property
+    def cpu_seconds(self) -> float | None:
+        return float(np.median(self.cpu_runs)) if self.cpu_runs else None
+
+
+def _run(fn: Callable[[], Any]) -> tuple[Any, float, float]:
+    start, cpu = time.perf_counter(), time.process_time()
+    out = fn()
+    return out, time.perf_counter() - start, time.process_time() - cpu
+
 
 def timed(fn: Callable[[], Any], repeats: int = 3, warmup: bool = True) -> Timing:
     """Median of ``repeats`` runs of ``fn`` (after one untimed warm-up run unless told not to)."""
+    return timed_interleaved({"fn": fn}, repeats, warmup)["fn"]
+
+
+def timed_interleaved(
+    fns: dict[str, Callable[[], Any]], repeats: int = 3, warmup: bool = True
+) -> dict[str, Timing]:
+    """:func:`timed` for several functions run round-robin (A B C, A B C, ...), so a change in
+    the machine's load hits each of them alike and their ratios stay fair."""
     if warmup:
-        fn()
-    runs, out = [], None
+        for fn in fns.values():
+            fn()
+    runs: dict[str, list[tuple[Any, float, float]]] = {name: [] for name in fns}
     for _ in range(max(1, repeats)):
-        start = time.perf_counter()
-        out = fn()
-        runs.append(time.perf_counter() - start)
-    return Timing(out, float(np.median(runs)), [round(r, 6) for r in runs])
+        for name, fn in fns.items():
+            runs[name].append(_run(fn))
+    out = {}
+    for name, rs in runs.items():
+        walls = [w for _, w, _ in rs]
+        out[name] = Timing(
+            rs[-1][0], float(np.median(walls)), [round(w, 6) for w in walls], [round(c, 6) for _, _, c in rs]
+        )
+    return out
 
 
 def latencies_ms(fn: Callable[[int], Any], n: int) -> dict[str, float]:

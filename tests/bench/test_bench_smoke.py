@@ -77,3 +77,34 @@ def test_report_and_plots(results: tuple[dict, Path]) -> None:
     assert "## Targets" in report and "SYNTHETIC" in report
     pngs = list(out.glob("*.png"))
     assert pngs and all(p.stat().st_size > 1000 for p in pngs)
+
+
+def test_planner_section(results: tuple[dict, Path]) -> None:
+    """The planner section (bench/planner.py) on its tiny synthetic set: planner.json and
+    PLANNER.md written, every filter measured for both targets, the plan reported, full k."""
+    res, out = results
+    assert res["planner"]["file"] == "planner.json"
+    pl = json.loads((out / "planner.json").read_text())
+    assert pl["section"] == "planner" and pl["mode"] == "quick"
+    assert pl["machine"]["logical_cpus"] >= 1 and pl["versions"]["numpy"]
+    ds = pl["datasets"]["synthetic"]
+    assert ds["status"] == "ran" and ds["role"] == "smoke" and ds["synthetic"] is True
+    assert set(ds["filters"]) == {"none", "50%", "10%", "1%", "0.1%"}
+    build = ds["build"]
+    assert 0 < build["calibration_seconds"] < build["seconds"]
+    assert build["met"] in (True, False)
+    for sel in ds["filters"].values():
+        assert set(sel["squash"]) == set(sel["checks"]) == {"0.95", "0.99"}
+        for p in sel["squash"].values():
+            assert 0.0 <= p["recall"] <= 1.0 and p["qps"] > 0
+            assert p["plan_stats"]["plan"] in ("routed", "exact")
+            assert p["short_queries"] == 0
+        assert sel["exact"]["recall"] == pytest.approx(1.0)
+        assert sel["faiss_sq8"] and all(0.0 <= p["recall"] <= 1.0 for p in sel["faiss_sq8"])
+        assert sel["latency"]["squash"]["p50_ms"] > 0 and sel["latency"]["faiss_sq8"]["p50_ms"] > 0
+        if pl["lancedb"]["status"] == "ran":
+            assert sel["lancedb"] and all(0.0 <= p["recall"] <= 1.0 for p in sel["lancedb"])
+        for checks in sel["checks"].values():
+            assert all(v in (True, False) for v in checks.values())
+    md = (out / "PLANNER.md").read_text()
+    assert "## Targets" in md and "SYNTHETIC" in md and "| filter |" in md
