@@ -112,6 +112,7 @@ def show_batch(title: str, out: dict, seconds: float, truth: np.ndarray, selecti
         f"\n[{title}]  selectivity {selectivity:.2%}  recall@{K} {recall_at_k(ids, truth):.4f}  "
         f"{s['queries']} queries in {seconds * 1e3:,.0f} ms over HTTP"
     )
+    print(f"  plan: {s['plan']} ({s['rule']} rule), expected recall {s['expected_recall']}")
     per_q = s["queries"]
     print(
         f"  levels (mean per query): partitions {s['partitions_per_query']:.1f}, "
