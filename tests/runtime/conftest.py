@@ -7,8 +7,10 @@ with HTTP API (payload 2.0) events and direct invocations, as Lambda would.
 from __future__ import annotations
 
 import base64
+import contextlib
 import importlib.util
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -79,21 +81,28 @@ def runtime_indexes(moto_s3):
     return ds
 
 
-@pytest.fixture(scope="module")
-def coordinator_app(runtime_indexes):
-    """The coordinator Lambda module, its tree of in-process workers."""
+@contextlib.contextmanager
+def lambda_modules(bucket: str, service: str, *functions: str) -> Iterator[list]:
+    """The handler modules of ``functions`` loaded under the environment a deployed stack gives
+    them (bucket, a b=2, l=1 tree, Powertools without tracing), restored afterwards."""
     env = {
-        "SQUASH_INDEX_BUCKET": BUCKET,
+        "SQUASH_INDEX_BUCKET": bucket,
         "SQUASH_TREE_BRANCHING": "2",
         "SQUASH_TREE_DEPTH": "1",
         "POWERTOOLS_TRACE_DISABLED": "true",
         "POWERTOOLS_METRICS_NAMESPACE": "squash",
-        "POWERTOOLS_SERVICE_NAME": "squash-coordinator",
+        "POWERTOOLS_SERVICE_NAME": service,
     }
     with pytest.MonkeyPatch.context() as mp:
         for key, val in env.items():
             mp.setenv(key, val)
-        coordinator = load_function("coordinator")
+        yield [load_function(f) for f in functions]
+
+
+@pytest.fixture(scope="module")
+def coordinator_app(runtime_indexes):
+    """The coordinator Lambda module, its tree of in-process workers."""
+    with lambda_modules(BUCKET, "squash-coordinator", "coordinator") as (coordinator,):
         coordinator.COORDINATOR.invoke = LocalTree("squash", 3)
         yield coordinator
 

@@ -6,12 +6,12 @@ Invoke API path is covered by tests/integration/test_serverless.py.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import Context, lambda_modules
 from local_tree import LocalTree
 
 import squash
@@ -23,20 +23,6 @@ ROOT = Path(__file__).resolve().parents[2]
 EVENTS = ROOT / "events"
 
 
-def _load(function: str):
-    spec = importlib.util.spec_from_file_location(f"{function}_app", ROOT / "functions" / function / "app.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-class Context:
-    function_name = "squash-coordinator"
-    memory_limit_in_mb = 1024
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:squash-coordinator"
-    aws_request_id = "test-request"
-
-
 @pytest.fixture(scope="module")
 def handlers(moto_s3):
     import boto3
@@ -44,19 +30,8 @@ def handlers(moto_s3):
     boto3.client("s3").create_bucket(Bucket="events-bucket")
     ds = sample_dataset()
     build_index(ds.base, "s3://events-bucket/indexes/sample", ds.attributes)
-    env = {
-        "SQUASH_INDEX_BUCKET": "events-bucket",
-        "SQUASH_TREE_BRANCHING": "2",
-        "SQUASH_TREE_DEPTH": "1",
-        "POWERTOOLS_TRACE_DISABLED": "true",
-        "POWERTOOLS_METRICS_NAMESPACE": "squash",
-        "POWERTOOLS_SERVICE_NAME": "squash-coordinator",
-    }
-    with pytest.MonkeyPatch.context() as mp:
-        for key, val in env.items():
-            mp.setenv(key, val)
-        coordinator = _load("coordinator")
-        worker = _load("worker")
+    with lambda_modules("events-bucket", "squash-coordinator", "coordinator", "worker") as modules:
+        coordinator, worker = modules
         tree = LocalTree("squash", 3)
         coordinator.COORDINATOR.invoke = tree
         yield coordinator, worker, tree

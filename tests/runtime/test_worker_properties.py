@@ -13,7 +13,7 @@ import copy
 
 import numpy as np
 import pytest
-from conftest import BUCKET, Context, load_function
+from conftest import BUCKET, Context, lambda_modules
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from local_tree import LocalTree
@@ -32,18 +32,7 @@ SETTINGS = settings(
 
 @pytest.fixture(scope="module")
 def worker_app(runtime_indexes):
-    env = {
-        "SQUASH_INDEX_BUCKET": BUCKET,
-        "SQUASH_TREE_BRANCHING": "2",
-        "SQUASH_TREE_DEPTH": "1",
-        "POWERTOOLS_TRACE_DISABLED": "true",
-        "POWERTOOLS_METRICS_NAMESPACE": "squash",
-        "POWERTOOLS_SERVICE_NAME": "squash-worker",
-    }
-    with pytest.MonkeyPatch.context() as mp:
-        for key, val in env.items():
-            mp.setenv(key, val)
-        worker = load_function("worker")
+    with lambda_modules(BUCKET, "squash-worker", "worker") as (worker,):
         worker.NODE.invoke = LocalTree("squash", 3)
         yield worker
 
