@@ -1,8 +1,9 @@
 """Index build: vectors + attributes -> manifest, router and one segment per partition.
 
-Steps (see ../shared/SQUASH.md, "OSQ"): global KLT; balanced k-means in the rotated space;
-per partition KLT, greedy bit allocation, Lloyd cells, MSB-first packing, sign sketch;
-quantized attributes. Every input check runs before the first write, data files go under
+Steps (see ../shared/SQUASH.md, "OSQ"): global KLT (the index's rotated space, shared by every
+partition); balanced k-means on its leading axes; per partition, centred on its centroid:
+greedy bit allocation in byte-aligned classes, uniform cells, codes, residual norms and the
+sign sketch (the hot tier) and the float32 rows (the cold tier); quantized attributes. Every input check runs before the first write, data files go under
 ``builds/<build_id>/`` and the manifest is written last, so an existing index stays
 readable until the new one is complete.
 """
@@ -29,13 +30,14 @@ from .manifest import MANIFEST_KEY, METRICS, FileRef, Manifest, is_squash_manife
 from .osq.klt import fit_klt
 from .osq.kmeans import REFINE_ROUNDS, balanced_kmeans, centroids_of
 from .progress import NoProgress, Progress
-from .segment import build_segment
+from .ranking import RankingProbe
+from .segment import build_segment, cold_key
 from .storage import Storage, open_storage
 
 ROUTING_DIMS = 64  # k-means runs on the leading global KLT axes
 KLT_SAMPLE = 100_000
 KEEP_BUILDS = 2  # the current build and the one before it (for in-flight readers)
-DEFAULT_SKETCH_BITS = 32
+DEFAULT_SKETCH_BITS = 64  # one uint64 word per row: 64 bits cost what 32 do
 MAX_SEED = 2**63 - 1
 _BUILD_ID = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}$")  # only such folders are ever deleted
 
@@ -45,7 +47,7 @@ class BuildOptions:
     """Knobs of a build; the defaults suit 10^4–10^7 vectors of 32–1024 dims."""
 
     partitions: int | None = None  # default: about sqrt(N), at least 1
-    bits_per_dim: float = 2.0
+    bits_per_dim: float = 6.0  # the hot tier's code: 6 bits = 3/4 byte per dimension
     metric: str = "l2"
     seed: int = 0
     sketch_bits: int | None = None  # default: min(32, d); at most d (one sign bit per axis)
@@ -72,6 +74,12 @@ class BuildSummary:
     float32_bytes_per_vector: int
     index_bytes: int
     seconds: float
+    hot_bytes: int = 0
+    cold_bytes: int = 0
+
+    @property
+    def hot_bytes_per_vector(self) -> float:
+        return self.hot_bytes / max(self.n, 1)
 
     def lines(self) -> list[str]:
         return [
@@ -81,7 +89,11 @@ class BuildSummary:
             f"{self.code_bytes_per_vector:.1f} bytes/vector "
             f"(float32: {self.float32_bytes_per_vector} bytes, "
             f"{self.float32_bytes_per_vector / max(self.code_bytes_per_vector, 1e-9):.1f}x smaller)",
-            f"stored       {self.index_bytes / 2**20:.1f} MiB in total",
+            f"hot tier     {self.hot_bytes / 2**20:.1f} MiB ({self.hot_bytes_per_vector:.0f} bytes/vector: "
+            f"codes, ids, attributes, sketch), what a warm worker keeps",
+            f"cold tier    {self.cold_bytes / 2**20:.1f} MiB (float32 rows, read only to re-rank)",
+            f"stored       {self.index_bytes / 2**20:.1f} MiB in total "
+            f"({self.index_bytes / max(self.n * self.float32_bytes_per_vector, 1):.2f}x the float32 data)",
             f"build time   {self.seconds:.1f} s",
         ]
 
@@ -184,39 +196,55 @@ def build_index(
     p = opts.resolve_partitions(n)
     with progress.step("global KLT", 1) as advance:
         sample = x[np.sort(rng.choice(n, KLT_SAMPLE, replace=False))] if n > KLT_SAMPLE else x
-        glob = fit_klt(sample, keep=min(d, ROUTING_DIMS))
+        glob = fit_klt(sample)
+        # The index's space from here on: a pure rotation (no shift), so norms, distances and
+        # the unit sphere of cosine are kept; partitions centre their codes themselves.
+        glob = dataclasses.replace(glob, mean=np.zeros(d, np.float32))
+        x = rotate(x, glob.mean, glob.rotation)
         advance(1)
     with progress.step("balanced k-means", 1 + REFINE_ROUNDS) as advance:
-        assign = balanced_kmeans(glob.rotate(x), p, opts.seed, progress=advance)
+        assign = balanced_kmeans(x[:, : min(d, ROUTING_DIMS)], p, opts.seed, progress=advance)
     order = np.argsort(assign, kind="stable")
     sizes = np.bincount(assign, minlength=p)
     offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
     centroids = centroids_of(x, assign, p)
+    cal_sample = None
+    if opts.calibration_queries:
+        cal_sample = calibration_sample(x, opts, rotate_queries(user_queries, glob), rng)
 
     build_id = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
     prefix = f"builds/{build_id}"
     budget = round(opts.bits_per_dim * d)
     segments: list[FileRef] = []
-    total_bytes = 0
+    colds: list[FileRef] = []
+    hot_bytes = cold_total = 0
+    probe = None if cal_sample is None else RankingProbe(cal_sample[0], cal_sample[1])
     with progress.step("quantize partitions", p) as advance:
         for part in range(p):  # one partition at a time keeps peak memory at one segment
             rows = order[offsets[part] : offsets[part + 1]]
-            data = build_segment(x[rows], ids[rows], attrs.take(rows), budget, sketch_bits)
-            ref = FileRef.of(f"{prefix}/partitions/{part:05d}.arrow", data)
-            storage.write(ref.key, data)
+            hot, cold = build_segment(x[rows], centroids[part], ids[rows], attrs.take(rows), budget, sketch_bits)
+            ref = FileRef.of(f"{prefix}/partitions/{part:05d}.arrow", hot)
+            cold_ref = FileRef.of(cold_key(ref.key), cold)
+            storage.write(cold_ref.key, cold)  # the cold tier first: a hot file never lacks it
+            storage.write(ref.key, hot)
+            if probe is not None:
+                probe.add(hot, ref.key, x[rows], rows)
             segments.append(ref)
-            total_bytes += ref.size
+            colds.append(cold_ref)
+            hot_bytes += ref.size
+            cold_total += cold_ref.size
             advance(1)
     router = _router_bytes(centroids, glob, offsets, attrs.take(order))
     router_ref = FileRef.of(f"{prefix}/router.arrow", router)
     storage.write(router_ref.key, router)
-    total_bytes += router_ref.size
+    total_bytes = hot_bytes + cold_total + router_ref.size
 
     calibration = None
-    if opts.calibration_queries:
+    if cal_sample is not None:
         with progress.step("calibrate", 1) as advance:
-            cal_q, exclude, families, source = calibration_sample(x, opts, user_queries, rng)
+            cal_q, exclude, families, source = cal_sample
             calibration = calibrate(x, assign, centroids, cal_q, source, opts.seed, exclude, families)
+            calibration = dataclasses.replace(calibration, ranking=probe.recall())
             advance(1)
 
     bits_per_vector = float(budget if budget <= 8 * d else 8 * d)
@@ -232,6 +260,7 @@ def build_index(
         attributes=attrs.specs,
         router=router_ref,
         segments=segments,
+        cold=colds,
         partition_sizes=sizes.tolist(),
         params={
             "seed": opts.seed,
@@ -243,6 +272,9 @@ def build_index(
             "bits_per_vector": bits_per_vector,
             "code_bytes_per_vector": bits_per_vector / 8,
             "index_bytes": total_bytes,
+            "hot_bytes": hot_bytes,
+            "cold_bytes": cold_total,
+            "hot_bytes_per_vector": round(hot_bytes / n, 2),
             "build_seconds": round(seconds, 3),
         },
         calibration=None if calibration is None else calibration.to_json(),
@@ -260,7 +292,23 @@ def build_index(
         float32_bytes_per_vector=4 * d,
         index_bytes=total_bytes,
         seconds=seconds,
+        hot_bytes=hot_bytes,
+        cold_bytes=cold_total,
     )
+
+
+def rotate(x: np.ndarray, mean: np.ndarray, rotation: np.ndarray) -> np.ndarray:
+    """Rows of ``x`` in the index's space, ``(x - mean) @ rotation``, in float64 then stored
+    float32 (chunked: the float64 work stays bounded)."""
+    out = np.empty((x.shape[0], rotation.shape[1]), dtype=np.float32)
+    r64 = rotation.astype(np.float64)
+    for start in range(0, x.shape[0], 65536):
+        out[start : start + 65536] = (x[start : start + 65536].astype(np.float64) - mean) @ r64
+    return out
+
+
+def rotate_queries(queries: np.ndarray | None, glob) -> np.ndarray | None:
+    return None if queries is None else rotate(queries, glob.mean, glob.rotation)
 
 
 def calibrate_index(
@@ -276,6 +324,7 @@ def calibrate_index(
     write is refused if the index was rebuilt meanwhile.
     """
     from .index import Index  # the index reader sits above the build
+    from .refine import ColdTier
 
     progress = progress or NoProgress()
     storage = open_storage(index_uri) if isinstance(index_uri, str) else index_uri
@@ -285,11 +334,15 @@ def calibrate_index(
     index = Index.open(storage)
     manifest = index.manifest
     user = None if queries is None else prepare_calibration_queries(queries, manifest.dims, manifest.metric)
+    user = None if user is None else index.router.rotate(user)
     storage.check_writable()
+    cold = ColdTier(storage)
     with progress.step("read partitions", manifest.partitions) as advance:
-        parts = []
+        parts, segs = [], []
         for p in range(manifest.partitions):
-            parts.append(index.segment(p)[0].vectors)
+            seg = index.segment(p)[0]
+            parts.append(cold.rows(seg, np.arange(seg.size)))
+            segs.append(seg)
             advance(1)
     x = np.concatenate(parts)
     assign = np.repeat(np.arange(manifest.partitions), [a.shape[0] for a in parts])
@@ -300,6 +353,11 @@ def calibrate_index(
     with progress.step("calibrate", 1) as advance:
         cal_q, exclude, families, source = calibration_sample(x, opts, user, rng)
         cal = calibrate(x, assign, index.router.centroids, cal_q, source, opts.seed, exclude, families)
+        probe = RankingProbe(cal_q, exclude)
+        offsets = index.router.offsets
+        for p, seg in enumerate(segs):
+            probe.add_segment(seg, parts[p], np.arange(offsets[p], offsets[p + 1]))
+        cal = dataclasses.replace(cal, ranking=probe.recall())
         advance(1)
     if storage.version(MANIFEST_KEY) != version:
         raise InputError(

@@ -33,7 +33,7 @@ import numpy as np
 
 from .errors import IndexFormatError
 
-CALIBRATION_VERSION = 1
+CALIBRATION_VERSION = 2
 #: Filter selectivities calibrated (uncorrelated masks); below the last one the plan is exact.
 BANDS = (1.0, 0.3, 0.1, 0.03, 0.01, 0.003, 0.001)
 #: k values calibrated; other k interpolate in log k (k below the first use the first).
@@ -61,6 +61,7 @@ class Calibration:
     score: np.ndarray  # (bands, ks, levels) score thresholds, non-decreasing along levels
     coverage: np.ndarray  # (bands, ks, levels) matching rows to cover, likewise
     seconds: float = 0.0
+    ranking: dict[str, float] | None = None  # recall@k of the code ranking (squash.ranking)
     _memo: dict = field(default_factory=dict, compare=False, repr=False)  # threshold() answers
 
     def _at(self, table: np.ndarray, selectivity: float, k: int, level: int, log: bool) -> float:
@@ -69,6 +70,14 @@ class Calibration:
             with np.errstate(divide="ignore"):
                 return float(np.exp(_interp_band(selectivity, self.bands, np.log(by_band))))
         return _interp_band(selectivity, self.bands, by_band)
+
+    def ranking_recall(self, k: int) -> float:
+        """Recall@k the code ranking reaches on its own (1.0 when not measured)."""
+        if not self.ranking:
+            return 1.0
+        ks = sorted(int(key) for key in self.ranking)
+        values = np.array([self.ranking[str(key)] for key in ks])
+        return _interp_log(k, tuple(ks), values)
 
     def threshold(self, selectivity: float, k: int, target: float) -> tuple[float, float, float]:
         """(score threshold, matches to cover, calibrated recall) for ``target`` plus the
@@ -102,6 +111,7 @@ class Calibration:
             "score": _table_json(self.score),
             "coverage": _table_json(self.coverage),
             "seconds": round(self.seconds, 3),
+            "ranking": self.ranking,
         }
 
     @classmethod
@@ -122,6 +132,7 @@ class Calibration:
                 score=_table_array(doc["score"]),
                 coverage=_table_array(doc["coverage"]),
                 seconds=float(doc.get("seconds", 0.0)),
+                ranking=_ranking(doc.get("ranking")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise IndexFormatError(f"{where}: malformed calibration ({exc})") from exc
@@ -129,6 +140,15 @@ class Calibration:
         if cal.score.shape != shape or cal.coverage.shape != shape:
             raise IndexFormatError(f"{where}: calibration tables have the wrong shape")
         return cal
+
+
+def _ranking(doc: Any) -> dict[str, float] | None:
+    if doc is None:
+        return None
+    out = {str(k): float(v) for k, v in dict(doc).items()}
+    if not all(0.0 <= v <= 1.0 for v in out.values()):
+        raise ValueError("ranking recall outside [0, 1]")
+    return out
 
 
 def _table_json(table: np.ndarray) -> list:

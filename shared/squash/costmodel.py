@@ -55,6 +55,12 @@ def routed_seconds(visit: np.ndarray, rows: np.ndarray, dims: int, filtered: boo
     return float(per_part[used].sum())
 
 
+def scan_seconds(queries: int, rows: np.ndarray, dims: int, filtered: bool) -> float:
+    """Every candidate row (``rows`` (P,) per partition) scored on codes for the whole batch."""
+    visit = np.broadcast_to(rows > 0, (queries, rows.shape[0]))
+    return routed_seconds(visit, rows, dims, filtered)
+
+
 def exact_seconds(queries: int, rows: np.ndarray, dims: int, filtered: bool) -> float:
     """An exact scan of every candidate row (``rows`` (P,) per partition) for the batch."""
     r = rows.astype(np.float64)

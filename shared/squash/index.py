@@ -22,6 +22,7 @@ from .inputs import check_magnitude, normalise_rows
 from .manifest import MANIFEST_KEY, Manifest
 from .params import MAX_K, SearchParams
 from .planner import Plan, plan_queries
+from .refine import ColdTier
 from .results import TopK
 from .router import Router
 from .search import exact_scan, search_partitions
@@ -113,11 +114,12 @@ class Index:
         return self.manifest.summary() | {"uri": self.storage.uri}
 
     def prepare_queries(self, queries: Any, field: str = "vector") -> np.ndarray:
-        """Validated float32 queries, unit-normalised for cosine (a zero query is an error)."""
+        """Validated float32 queries, unit-normalised for cosine (a zero query is an error),
+        in the index's rotated space (where its centroids, codes and float32 rows live)."""
         q = validate_queries(queries, self.dims, field)
         if self.manifest.metric == "cosine":
             q = normalise_rows(q, "queries", field=field, row="query")
-        return q
+        return self.router.rotate(q)
 
     def parse_filter(self, filt: Any) -> Node | None:
         return parse_filter(filt, self.manifest.attributes)
@@ -148,9 +150,11 @@ class Index:
         bytes_before = self.bytes_read
         plan = self.plan(q, k, node, params)
         planned = time.perf_counter()
-        if plan.kind == "exact" and node is not None:
-            top = exact_scan(lambda p: self.segment(p)[0], plan.partitions, q, k, self._matches(node, plan))
-            return self._result(top, plan, started, planned, self.bytes_read - bytes_before)
+        cold = ColdTier(self.storage)
+        if plan.kind == "exact" and plan.rerank == "exact" and node is not None:
+            load = lambda p: self.segment(p)[0]  # noqa: E731
+            top = exact_scan(load, plan.partitions, q, k, self._matches(node, plan), cold)
+            return self._result(top, plan, started, planned, self.bytes_read - bytes_before, cold)
         top = search_partitions(
             lambda p: self.segment(p)[0],
             ((int(p), plan.queries_of(int(p))) for p in plan.partitions),
@@ -159,8 +163,9 @@ class Index:
             node,
             self.manifest.attributes,
             plan.execution_params(params),
+            cold,
         )
-        return self._result(top, plan, started, planned, self.bytes_read - bytes_before)
+        return self._result(top, plan, started, planned, self.bytes_read - bytes_before, cold)
 
     def _matches(self, node: Node, plan: Plan) -> Callable[[Segment], tuple[int, np.ndarray]]:
         """Rows passing ``node`` per partition, from one exact pass over the whole index's raw
@@ -193,7 +198,9 @@ class Index:
             return np.where(np.isinf(dist), np.inf, dist / 2).astype(np.float32)
         return dist
 
-    def _result(self, top: TopK, plan: Plan, started: float, planned: float, read: int) -> SearchResult:
+    def _result(
+        self, top: TopK, plan: Plan, started: float, planned: float, read: int, cold: ColdTier
+    ) -> SearchResult:
         dist = self.user_distances(top.distances)
         done = time.perf_counter()
         stats = (
@@ -203,6 +210,8 @@ class Index:
                 "matches_maybe": int(plan.maybe_counts.sum()),
                 "matches_sure": int(plan.sure_counts.sum()),
                 "bytes_read": read,
+                **cold.reads.as_dict(),
+                "hot_bytes_resident": self.cache.nbytes,
                 "plan_ms": round((planned - started) * 1e3, 3),
                 "search_ms": round((done - planned) * 1e3, 3),
             }

@@ -17,7 +17,7 @@ from .attributes import AttributeSpec
 from .errors import IndexFormatError
 
 FORMAT = "squash-index"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: hot/cold tiers, one shared rotation (1: float32 in every segment)
 MANIFEST_KEY = "manifest.json"
 METRICS = ("l2", "cosine")
 
@@ -54,6 +54,7 @@ class Manifest:
     router: FileRef
     segments: list[FileRef]
     partition_sizes: list[int]
+    cold: list[FileRef] = field(default_factory=list)  # the float32 rows beside each segment
     params: dict[str, Any] = field(default_factory=dict)
     stats: dict[str, Any] = field(default_factory=dict)
     calibration: dict[str, Any] | None = None  # see squash.calibration; None = uncalibrated
@@ -72,6 +73,7 @@ class Manifest:
             "attributes": [a.to_json() for a in self.attributes],
             "router": self.router.__dict__,
             "segments": [s.__dict__ for s in self.segments],
+            "cold": [s.__dict__ for s in self.cold],
             "partition_sizes": self.partition_sizes,
             "params": self.params,
             "stats": self.stats,
@@ -85,10 +87,16 @@ class Manifest:
         """Parse and validate a manifest: any inconsistency is an IndexFormatError
         (``index_corrupt``) naming the field, before anything trusts the numbers."""
         doc = _load_doc(data, where)
-        if doc.get("format_version") != FORMAT_VERSION:
+        version = doc.get("format_version")
+        if _is_int(version) and version < FORMAT_VERSION:
             raise IndexFormatError(
-                f"{where}: format version {doc.get('format_version')} is not supported "
-                f"(this squash reads version {FORMAT_VERSION})"
+                f"{where}: the index was built by an older squash (format version {version}); "
+                f"rebuild it with this version (`squash build`), which reads format {FORMAT_VERSION}"
+            )
+        if version != FORMAT_VERSION:
+            raise IndexFormatError(
+                f"{where}: format version {version!r} is not supported "
+                f"(this squash reads version {FORMAT_VERSION}; a newer squash built it?)"
             )
         try:
             _validate(doc)
@@ -103,6 +111,7 @@ class Manifest:
                 attributes=[AttributeSpec.from_json(a) for a in doc["attributes"]],
                 router=FileRef(**doc["router"]),
                 segments=[FileRef(**ref) for ref in doc["segments"]],
+                cold=[FileRef(**ref) for ref in doc["cold"]],
                 partition_sizes=list(doc["partition_sizes"]),
                 params=doc.get("params", {}),
                 stats=doc.get("stats", {}),
@@ -208,6 +217,14 @@ def _validate(doc: dict[str, Any]) -> None:
     )
     for i, ref in enumerate(segments):
         _file_ref(ref, f"segments[{i}]")
+    cold = doc.get("cold")
+    _need(
+        isinstance(cold, list) and len(cold) == doc["partitions"],
+        f"cold must list one float32 file per partition ({doc['partitions']})",
+    )
+    for i, ref in enumerate(cold):
+        _file_ref(ref, f"cold[{i}]")
+        _need(ref["size"] == 4 * doc["dims"] * sizes[i], f"cold[{i}].size is not 4 x dims x partition size")
     for key in ("params", "stats"):
         _need(isinstance(doc.get(key, {}), dict), f"{key} must be an object")
     attrs = doc.get("attributes")

@@ -13,6 +13,7 @@ from .errors import InputError
 MAX_K = 1000
 LEVELS = ("auto", "all", "exact")
 PLANS = ("auto", "routed", "exact")
+RERANKS = ("auto", "none", "float32", "exact")
 DEFAULT_TARGET_RECALL = 0.95
 
 #: The fixed rule used when a routing knob is given, or the index carries no calibration.
@@ -38,10 +39,16 @@ class SearchParams:
         defaults (1.12, 2000, 8).
     max_partitions: hard cap on partitions per query from the distance rule (coverage may
         still add more so a full k is returned); 0 = no cap.
+    rerank: what the final ranking scores on. "none": the hot tier's code (nothing read
+        from storage on a warm worker); "float32": the ``k * rerank_factor`` best code
+        estimates of each query per partition are re-scored on float32 rows read from the
+        cold tier (exact distances); "exact": every candidate is scored on float32;
+        "auto" (default): the planner picks "none" when the calibrated recall of the code
+        ranking meets the target, "float32" when it does not, "exact" for target 1.
     sketch_keep: fraction of a partition's candidates the binary sketch (L2) keeps.
-    rerank_factor: L3 keeps k * rerank_factor candidates per partition for exact L4.
-    levels: "auto" re-ranks a partition's candidates exactly in one BLAS product when that
-        is cheaper than L2 -> L3 -> L4; "all" always runs the levels; "exact" never does.
+    rerank_factor: L4 re-scores k * rerank_factor candidates per query and partition.
+    levels: "auto" scores every candidate on the code (L3); "all" prunes with the sign
+        sketch (L2) first; "exact" is ``rerank="exact"``.
     """
 
     target_recall: float = DEFAULT_TARGET_RECALL
@@ -50,8 +57,9 @@ class SearchParams:
     min_candidates: int | None = None
     min_partitions: float | None = None
     max_partitions: int = 0
-    sketch_keep: float = 0.8
-    rerank_factor: int = 6
+    rerank: str = "auto"
+    sketch_keep: float = 0.9
+    rerank_factor: int = 4
     levels: str = "auto"
 
     def __post_init__(self) -> None:
@@ -65,6 +73,7 @@ class SearchParams:
             "sketch_keep": 0.0 < self.sketch_keep <= 1.0,
             "rerank_factor": self.rerank_factor >= 1,
             "levels": self.levels in LEVELS,
+            "rerank": self.rerank in RERANKS,
         }
         for f in fields(self):  # NaN and inf pass no range check below; say so plainly
             val = getattr(self, f.name)
@@ -106,7 +115,7 @@ class SearchParams:
         for key, val in obj.items():
             kind = names[key]
             if kind == "str":
-                choices = PLANS if key == "plan" else LEVELS
+                choices = {"plan": PLANS, "rerank": RERANKS}.get(key, LEVELS)
                 if val not in choices:
                     raise InputError(f"search parameter {key} must be one of {list(choices)}", field=key)
                 clean[key] = val

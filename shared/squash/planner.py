@@ -12,9 +12,15 @@ matches always (every partition that may match when fewer than k are sure). One 
 never a second round. With an expert routing knob, or on an index without
 calibration, the fixed rule of :class:`~squash.params.SearchParams` applies instead.
 
-Plan choice: an exact scan of every candidate row is a plan too. With ``plan="auto"`` the
-cost model (:mod:`squash.costmodel`) prices both for the batch and the cheaper one runs;
-``target_recall=1`` always scans exactly.
+Plan choice: a scan of every candidate row (``exact``) is a plan too. With ``plan="auto"``
+the cost model (:mod:`squash.costmodel`) prices both for the batch and the cheaper one runs.
+
+Final ranking (``rerank``): candidates are scored on the hot tier's code; its own recall
+(measured at build, :mod:`squash.ranking`) multiplies into the expected recall, and routing
+aims at ``target / code recall`` so the product meets the target. When the target is beyond
+what the code can carry (``target > CODE_SHARE x code recall``), the best candidates are
+re-scored on float32 rows from the cold tier. ``target_recall=1`` or ``plan="exact"`` scores
+every candidate on float32: exact.
 """
 
 from __future__ import annotations
@@ -31,6 +37,10 @@ from .filters import Node, evaluate
 from .params import SearchParams
 from .router import Router
 
+#: The code ranking serves alone while the target is at most this share of its recall:
+#: routing then has to deliver target / code recall <= this, within its calibrated levels.
+CODE_SHARE = 0.99
+
 
 @dataclass
 class Plan:
@@ -45,6 +55,7 @@ class Plan:
     cost_routed_ms: float | None = None
     cost_exact_ms: float | None = None
     maybe_rows: np.ndarray | None = None  # rows (partition order) L0 says may match; None: all
+    rerank: str = "none"  # "none" (codes), "float32" (re-rank from the cold tier) or "exact"
 
     @property
     def partitions(self) -> np.ndarray:
@@ -56,13 +67,18 @@ class Plan:
 
     def execution_params(self, params: SearchParams) -> SearchParams:
         """The params the partitions are searched with: the chosen plan made explicit."""
-        return params if params.plan == self.kind else dataclasses.replace(params, plan=self.kind)
+        if params.plan == self.kind and params.rerank == self.rerank:
+            return params
+        return dataclasses.replace(params, plan=self.kind, rerank=self.rerank)
 
     def stats(self) -> dict[str, object]:
         """What every answer says about the plan that ran."""
         out: dict[str, object] = {
             "plan": self.kind,
             "rule": self.rule,
+            "rerank": self.rerank,
+            # what "distance" holds: exact float32 distances, or the code's estimates
+            "distances": "estimated" if self.rerank == "none" else "exact",
             "expected_recall": None if self.expected_recall is None else round(self.expected_recall, 4),
         }
         if self.cost_routed_ms is not None:
@@ -132,21 +148,38 @@ def plan_queries(
     q = queries.shape[0]
     valid = maybe > 0
     exact_visit = np.broadcast_to(valid, (q, router.partitions))
-    if params.plan == "exact" or params.target_recall >= 1.0:
-        return Plan(exact_visit.copy(), maybe, sure, "exact", "exact", 1.0, maybe_rows=maybe_rows)
+    if params.plan == "exact" or params.target_recall >= 1.0 or params.levels == "exact":
+        rerank = "exact" if params.rerank == "auto" or params.levels == "exact" else params.rerank
+        expected = 1.0 if rerank == "exact" else None
+        plan = Plan(exact_visit.copy(), maybe, sure, "exact", "exact", expected, maybe_rows=maybe_rows)
+        plan.rerank = rerank
+        return plan
+    ranking = 1.0 if calibration is None else calibration.ranking_recall(k)
+    rerank = params.rerank
+    if rerank == "auto":
+        rerank = "none" if params.target_recall <= CODE_SHARE * ranking else "float32"
+    code_recall = ranking if rerank == "none" else 1.0
+    route_target = min(params.target_recall / max(code_recall, 1e-9), 1.0)
     dims, filtered = int(queries.shape[1]), node is not None
     total_sure = int(sure.sum())
-    rule = _rule(router, k, sure, filtered, params, calibration)
+    rule = _rule(router, k, sure, filtered, dataclasses.replace(params, target_recall=route_target), calibration)
     if total_sure < k:
         rule = dataclasses.replace(rule, need=math.inf)  # fewer than k sure: all that may match
 
-    exact_ms = costmodel.exact_seconds(q, maybe, dims, filtered) * 1e3
+    scan_ms = costmodel.scan_seconds(q, maybe, dims, filtered) * 1e3
     # No routed plan costs less than routing itself plus scoring ``need`` rows per query.
     floor_rows = min(rule.need, float(maybe.sum()))
     planning_ms = costmodel.planning_seconds(q, router.partitions, dims) * 1e3
     floor_ms = planning_ms + costmodel.scoring_seconds(q * floor_rows, dims) * 1e3
-    if params.plan == "auto" and exact_ms <= floor_ms:
-        return Plan(exact_visit.copy(), maybe, sure, "exact", "exact", 1.0, floor_ms, exact_ms, maybe_rows)
+    scan_expected = None if calibration is None else code_recall
+
+    def scan_plan(routed_ms: float | None) -> Plan:
+        plan = Plan(exact_visit.copy(), maybe, sure, "exact", "exact", scan_expected, routed_ms, scan_ms, maybe_rows)
+        plan.rerank = rerank
+        return plan
+
+    if params.plan == "auto" and scan_ms <= floor_ms:
+        return scan_plan(floor_ms)
 
     d2 = np.where(valid[None, :], centroid_distances(router, queries), np.inf)
     order = np.argsort(d2, axis=1, kind="stable")
@@ -164,12 +197,14 @@ def plan_queries(
     visit_sorted = (visit_sorted | (covered_before < rule.need)) & finite
     visit = np.zeros((q, router.partitions), dtype=bool)
     np.put_along_axis(visit, order, visit_sorted, axis=1)
-    plan = Plan(visit, maybe, sure, "routed", rule.name, rule.expected, maybe_rows=maybe_rows)
+    expected = None if rule.expected is None else rule.expected * code_recall
+    plan = Plan(visit, maybe, sure, "routed", rule.name, expected, maybe_rows=maybe_rows)
+    plan.rerank = rerank
     if params.plan == "auto":
-        plan.cost_routed_ms = planning_ms + costmodel.routed_seconds(visit, maybe, dims, filtered) * 1e3
-        plan.cost_exact_ms = exact_ms
-        if plan.cost_exact_ms < plan.cost_routed_ms:
-            plan.visit, plan.kind, plan.rule, plan.expected_recall = exact_visit.copy(), "exact", "exact", 1.0
+        routed_ms = planning_ms + costmodel.routed_seconds(visit, maybe, dims, filtered) * 1e3
+        if scan_ms < routed_ms:
+            return scan_plan(routed_ms)
+        plan.cost_routed_ms, plan.cost_exact_ms = routed_ms, scan_ms
     return plan
 
 

@@ -17,9 +17,9 @@ if TYPE_CHECKING:
 
 @dataclass
 class Router:
-    centroids: np.ndarray  # (P, d) float32, in the original (or normalised) space
-    global_mean: np.ndarray
-    global_rotation: np.ndarray
+    centroids: np.ndarray  # (P, d) float32, in the index's rotated space
+    global_mean: np.ndarray  # (d,) subtracted before the rotation (zeros: a pure rotation)
+    global_rotation: np.ndarray  # (d, d) the index's KLT, shared by every partition
     offsets: np.ndarray  # (P + 1,) rows of partition p are offsets[p]:offsets[p+1]
     attr_codes: dict[str, np.ndarray]  # quantized attributes, in partition order
     specs: list[AttributeSpec]
@@ -27,6 +27,13 @@ class Router:
 
     def __post_init__(self) -> None:
         self.centroid_sq = np.einsum("ij,ij->i", self.centroids, self.centroids)
+
+    def rotate(self, queries: np.ndarray) -> np.ndarray:
+        """Queries (m, d) into the index's space (one float32 product)."""
+        q = np.asarray(queries, np.float32)
+        if self.global_mean.any():
+            q = q - self.global_mean
+        return q @ self.global_rotation
 
     @property
     def partitions(self) -> int:
@@ -74,7 +81,8 @@ class Router:
             self.global_mean.shape == (d,), f"global_mean is {self.global_mean.shape}, expected ({d},) (dims)"
         )
         rot = self.global_rotation.shape
-        need(len(rot) == 2 and rot[0] == d and 1 <= rot[1] <= d, f"global_rotation is {rot} for dims {d}")
+        need(rot == (d, d), f"global_rotation is {rot}, expected ({d}, {d}) (dims)")
+        need(bool(np.isfinite(self.global_rotation).all()), "global_rotation holds NaN or infinite values")
         need(
             self.offsets.shape == (p + 1,),
             f"offsets are {self.offsets.shape}, expected ({p + 1},) (partitions)",

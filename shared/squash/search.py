@@ -1,10 +1,11 @@
 """Search a set of partitions for a batch of queries and merge: the unit of work of one
 worker (in-process search runs it over every planned partition).
 
-Two executions: the routed one searches each ``(partition, queries)`` pair with the levels
-of :mod:`squash.partition_search`; the exact scan (the planner's ``exact`` plan) scores every
-candidate row of the partitions for every query, gathering small or filtered partitions into
-blocks so that one BLAS product covers many partitions.
+Two executions: each ``(partition, queries)`` pair is searched with the levels of
+:mod:`squash.partition_search` (on the hot tier's code, re-ranked on float32 when asked);
+the exact scan (``rerank="exact"``, e.g. ``target_recall=1``) scores every candidate row of
+the partitions for every query on float32 rows from the cold tier, gathering small or
+filtered partitions into blocks so that one BLAS product covers many partitions.
 """
 
 from __future__ import annotations
@@ -17,13 +18,12 @@ from .attributes import AttributeSpec
 from .filters import Node
 from .params import SearchParams
 from .partition_search import GATHER_BUDGET, filter_rows, search_partition
+from .refine import ColdTier
 from .results import STAT_NAMES, TopK, merge, merge_flat, merge_rows, select_topk
 from .segment import Segment
 
 SMALL_BATCH = 4  # queries; up to this, per-partition distances are merged unselected
 EXACT_BLOCK_ROWS = 8192  # candidate rows gathered before one product (32 MB at d = 1024)
-EXACT_SMALL_BATCH = 16  # up to this many queries, dense partitions are scored in place ...
-EXACT_DENSE_SHARE = 4  # ... when at least 1/4 of their rows are candidates
 
 
 def search_partitions(
@@ -34,20 +34,23 @@ def search_partitions(
     node: Node | None,
     specs: list[AttributeSpec],
     params: SearchParams,
+    cold: ColdTier | None = None,
 ) -> TopK:
     """Search each ``(partition, query indices)`` pair and merge into one TopK over all queries.
 
-    With ``params.plan == "exact"`` the pairs that cover the whole batch go through the
-    exact scan (the result is the same set a per-partition exact search would give).
+    ``queries`` are in the index's rotated space. With ``params.rerank == "exact"`` the pairs
+    that cover the whole batch go through the exact scan (the result is the same set a
+    per-partition exact search would give). ``cold`` reads float32 rows when asked for.
     """
     q = queries.shape[0]
     parts: list[TopK] = []
     pending = list(assignments)
-    if params.plan == "exact":
+    if params.rerank == "exact":
         whole = [p for p, qidx in pending if qidx.size == q]
         pending = [(p, qidx) for p, qidx in pending if qidx.size != q]
         if whole:
-            parts.append(exact_scan(load, whole, queries, k, lambda seg: filter_rows(seg, node, specs)))
+            rows_of = lambda seg: filter_rows(seg, node, specs)  # noqa: E731
+            parts.append(exact_scan(load, whole, queries, k, rows_of, cold))
     small = q <= SMALL_BATCH  # one sort of all candidates beats a selection per partition
     pieces = []
     for partition, qidx in pending:
@@ -55,7 +58,7 @@ def search_partitions(
             continue
         seg = load(partition)
         l0, rows = filter_rows(seg, node, specs)
-        pieces.append((qidx, search_partition(seg, queries[qidx], k, rows, l0, params, select=not small)))
+        pieces.append((qidx, search_partition(seg, queries[qidx], k, rows, l0, params, not small, cold)))
     if pieces:
         parts.append((merge_flat if small else merge_rows)(pieces, q, k))
     if not parts:
@@ -69,6 +72,7 @@ def exact_scan(
     queries: np.ndarray,
     k: int,
     rows_of: Callable[[Segment], tuple[int, np.ndarray]],
+    cold: ColdTier | None,
 ) -> TopK:
     """Exact top-k of every query over the candidate rows of ``partitions``.
 
@@ -76,8 +80,9 @@ def exact_scan(
     :func:`~squash.partition_search.filter_rows` on a worker, a slice of one filter pass over
     the whole index in-process.
 
-    Candidate rows are scored in blocks of about ``EXACT_BLOCK_ROWS`` (a big whole partition
-    is its own block, without a copy) with the BLAS form of the distance; each block keeps
+    Each partition's candidate rows come from the cold tier in one range read. They are
+    scored in blocks of about ``EXACT_BLOCK_ROWS`` (a big partition is its own block) with
+    the BLAS form of the distance; each block keeps
     its k best per query. The k chosen over all blocks then get their distance computed
     directly (sum of squared differences): the BLAS form's rounding depends on the block a
     row was scored in, so without this an answer would depend on how rows were grouped
@@ -124,15 +129,14 @@ def exact_scan(
         stats[:, 2:6] += rows.shape[0]
         if rows.shape[0] == 0:
             continue
-        whole = rows.shape[0] == seg.size
-        if (whole and seg.size >= EXACT_BLOCK_ROWS // 2) or (
-            q <= EXACT_SMALL_BATCH and rows.shape[0] * EXACT_DENSE_SHARE >= seg.size
-        ):
-            # In place, no copy: a big whole partition, or for a few queries a partition most of
-            # whose rows are candidates (streaming it once is cheaper than gathering them).
-            score(seg.vectors, seg.sq_norms, seg.ids, None if whole else rows)
+        if cold is None:
+            raise ValueError("the exact scan needs the cold tier (pass cold=ColdTier(storage))")
+        vectors = cold.rows(seg, rows)
+        sq = np.einsum("ij,ij->i", vectors, vectors)
+        if rows.shape[0] >= EXACT_BLOCK_ROWS // 2:
+            score(vectors, sq, seg.ids[rows])
             continue
-        pending.append((seg.vectors[rows], seg.sq_norms[rows], seg.ids[rows]))
+        pending.append((vectors, sq, seg.ids[rows]))
         held += rows.shape[0]
         if held >= EXACT_BLOCK_ROWS:
             flush()

@@ -1,12 +1,19 @@
-"""One partition's segment: OSQ codes, sketch, full-precision vectors and attributes.
+"""One partition's segment, in two tiers.
 
-Building a segment runs the per-partition half of OSQ (KLT, bit allocation, Lloyd cells,
-packing, sketch). Loading one maps the Arrow IPC bytes onto numpy without copies and
-precomputes the few per-partition constants search needs.
+The **hot tier** (``partitions/NNNNN.arrow``, what a warm worker keeps) holds the scalar
+code of every row (:mod:`squash.osq.scalar`), the squared norm of what the code misses, the
+sign sketch, ids and attributes, and a CRC per block of the cold tier's rows. The **cold
+tier** (``partitions/NNNNN.f32``) holds the rows as float32 in the index's rotated space; it
+is read by byte ranges, only when a search asks for float32 scores (see :mod:`squash.refine`).
+
+Building a segment runs the per-partition half of OSQ (bit allocation, cells, coding,
+sketch); the KLT rotation is the index's, shared by all partitions and kept in the router.
+Loading maps the Arrow IPC bytes onto numpy without copies and derives ``|x_hat|^2``.
 """
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -16,86 +23,110 @@ from .attributes import AttributeColumns
 from .cache import SegmentCache
 from .errors import IndexFormatError, IndexNotFoundError
 from .manifest import FileRef
-from .osq.bitalloc import allocate_bits
-from .osq.bounds import CellTable, residual_norms
-from .osq.cells import encode, fit_edges
-from .osq.klt import fit_klt
-from .osq.packing import pack_codes
+from .osq.scalar import ScalarCode, decoded_values, encode, fit_code
 from .osq.sketch import sign_sketch
 from .storage import Storage
 
+COLD_BLOCK_ROWS = 64  # rows per CRC-checked block of the cold tier (a range read's unit)
+
+
+def cold_key(segment_key: str) -> str:
+    """The cold-tier file beside a segment: ``.../00007.arrow`` -> ``.../00007.f32``."""
+    return segment_key.rsplit(".", 1)[0] + ".f32"
+
+
+def cold_bytes(rows: np.ndarray) -> bytes:
+    """The cold-tier file of rows (n, d) float32: little-endian, row-major, nothing else."""
+    return np.ascontiguousarray(rows, dtype="<f4").tobytes()
+
+
+def block_crcs(data: bytes, row_bytes: int) -> np.ndarray:
+    """CRC-32 of every ``COLD_BLOCK_ROWS`` rows of a cold-tier file."""
+    step = COLD_BLOCK_ROWS * row_bytes
+    view = memoryview(data)
+    return np.array([zlib.crc32(view[i : i + step]) for i in range(0, len(data), step)], dtype=np.uint32)
+
 
 def build_segment(
-    x: np.ndarray,
+    rows: np.ndarray,
+    centroid: np.ndarray,
     ids: np.ndarray,
     attrs: AttributeColumns,
-    bits_per_vector: int,
+    budget_bits: int,
     sketch_bits: int,
-) -> bytes:
-    """Quantize one partition's vectors (n, d) float32 and serialise the segment."""
-    d = x.shape[1]
-    klt = fit_klt(x)
-    bits = allocate_bits(klt.eigenvalues, bits_per_vector)  # non-increasing along the axes
-    active = int(np.count_nonzero(bits))
-    kept = max(active, min(sketch_bits, d))
-    rotation = klt.rotation[:, :kept]
-    rotated = (x - klt.mean) @ rotation
-    widths = bits[:kept]
-    edges = fit_edges(rotated, widths)
-    codes = encode(rotated, edges, widths)
-    residual = residual_norms(x - klt.mean, rotated)
+) -> tuple[bytes, bytes]:
+    """(hot, cold) files of one partition: ``rows`` (n, d) float32 in the rotated space,
+    ``centroid`` (d,) their centre, ``budget_bits`` per row for the code."""
+    v = rows.astype(np.float64) - centroid
+    code = fit_code(v, budget_bits)
+    codes8, codes4, residual_sq = encode(v, code)
+    cold = cold_bytes(rows)
+    bits = min(sketch_bits, rows.shape[1])
+    # The sketch takes the signs of the partition's own highest-variance axes.
+    sketch_dims = np.sort(np.argsort(-v.var(axis=0), kind="stable")[:bits]).astype(np.uint16)
     arrays = {
         "ids": ids.astype(np.int64),
-        "mean": klt.mean,
-        "rotation": rotation,
-        "widths": widths.astype(np.uint8),
-        "edges": edges,
-        "codes": pack_codes(codes, widths),
-        "sketch": sign_sketch(rotated, min(sketch_bits, kept)),
-        "sketch_bits": np.array([min(sketch_bits, kept)], dtype=np.int32),
-        "residual": residual.astype(np.float32),
-        "vectors": np.ascontiguousarray(x, dtype=np.float32),
+        "centroid": centroid.astype(np.float32),
+        "dims8": code.dims8.astype(np.uint16),
+        "dims4": code.dims4.astype(np.uint16),
+        "lo": code.lo,
+        "step": code.step,
+        "codes8": codes8,
+        "codes4": codes4,
+        "residual_sq": residual_sq,
+        "sketch": sign_sketch(v[:, sketch_dims], bits),
+        "sketch_dims": sketch_dims,
+        "cold_block_rows": np.array([COLD_BLOCK_ROWS], dtype=np.int32),
+        "cold_crc": block_crcs(cold, 4 * rows.shape[1]),
     }
     for name, col in attrs.codes.items():
         arrays[f"q.{name}"] = col
     for name, col in attrs.raw.items():
         arrays[f"raw.{name}"] = col
-    return to_arrow_bytes(arrays)
+    return to_arrow_bytes(arrays), cold
 
 
-_SEGMENT_ARRAYS = {"ids", "mean", "rotation", "widths", "edges", "codes", "sketch", "sketch_bits"}
-_SEGMENT_ARRAYS |= {"residual", "vectors"}
+_SEGMENT_ARRAYS = {"ids", "centroid", "dims8", "dims4", "lo", "step", "codes8", "codes4", "residual_sq"}
+_SEGMENT_ARRAYS |= {"sketch", "sketch_dims", "cold_block_rows", "cold_crc"}
 
 
 @dataclass
 class Segment:
-    """A loaded partition, ready to search (arrays are read-only views of the file)."""
+    """A loaded partition's hot tier, ready to search (arrays are read-only views of the file)."""
 
     partition: int
+    key: str  # the hot file's key; the cold tier is at cold_key(key)
     ids: np.ndarray
-    mean: np.ndarray
-    rotation: np.ndarray
-    widths: np.ndarray
-    edges: np.ndarray
-    codes: np.ndarray  # (segments, n) uint8, column-major
+    centroid: np.ndarray  # (d,) in the rotated space
+    code: ScalarCode
+    codes8: np.ndarray  # (n, K8) uint8
+    codes4: np.ndarray  # (n, K4 / 2) uint8, two 4-bit codes per byte
+    residual_sq: np.ndarray  # (n,) float32, |v - x_hat|^2
     sketch: np.ndarray  # (n, words) uint64
-    residual: np.ndarray
-    vectors: np.ndarray
+    sketch_dims: np.ndarray  # (bits,) the axes whose signs the sketch holds
+    cold_block_rows: int
+    cold_crc: np.ndarray  # (blocks,) uint32
     attr_codes: dict[str, np.ndarray]
     attr_raw: dict[str, np.ndarray]
-    nbytes: int
-    sketch_bits: int
-    # Derived once per load.
-    table: CellTable = field(init=False)
-    sq_norms: np.ndarray = field(init=False)
+    file_bytes: int
+    hat_sq: np.ndarray = field(init=False)  # (n,) |x_hat|^2, derived once per load
 
     def __post_init__(self) -> None:
-        self.table = CellTable.from_edges(self.edges, self.widths)
-        self.sq_norms = np.einsum("ij,ij->i", self.vectors, self.vectors)
+        values = decoded_values(self.code, self.codes8, self.codes4)
+        self.hat_sq = np.einsum("ij,ij->i", values, values)
 
     @property
     def size(self) -> int:
         return int(self.ids.shape[0])
+
+    @property
+    def dims(self) -> int:
+        return int(self.centroid.shape[0])
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes resident while cached: the file (arrays are views of it) and derived arrays."""
+        return self.file_bytes + int(self.hat_sq.nbytes)
 
     @classmethod
     def from_bytes(cls, partition: int, data: bytes, name: str) -> Segment:
@@ -103,22 +134,37 @@ class Segment:
         missing = sorted(_SEGMENT_ARRAYS - set(arrays))
         if missing:
             raise IndexFormatError(f"{name}: missing array(s) {', '.join(missing)}")
-        sketch = arrays["sketch"]
+        n = arrays["ids"].shape[0]
+        code = ScalarCode(arrays["dims8"].astype(np.int64), arrays["dims4"].astype(np.int64), arrays["lo"], arrays["step"])
+        k = code.dims.shape[0]
+        d = arrays["centroid"].shape[0]
+        shapes_ok = (
+            arrays["codes8"].shape == (n, code.dims8.shape[0])
+            and arrays["codes4"].shape == (n, code.dims4.shape[0] // 2)
+            and code.lo.shape == code.step.shape == (k,)
+            and arrays["residual_sq"].shape == (n,)
+            and (k == 0 or (int(code.dims.min()) >= 0 and int(code.dims.max()) < d))
+            and (arrays["sketch_dims"].size == 0 or int(arrays["sketch_dims"].max()) < d)
+        )
+        block = int(arrays["cold_block_rows"][0])
+        if not shapes_ok or block < 1 or arrays["cold_crc"].shape != (-(-n // block),):
+            raise IndexFormatError(f"{name}: arrays disagree in shape (corrupt segment)")
         return cls(
             partition=partition,
+            key=name,
             ids=arrays["ids"],
-            mean=arrays["mean"],
-            rotation=arrays["rotation"],
-            widths=arrays["widths"],
-            edges=arrays["edges"],
-            codes=arrays["codes"],
-            sketch=sketch,
-            residual=arrays["residual"],
-            vectors=arrays["vectors"],
+            centroid=arrays["centroid"],
+            code=code,
+            codes8=arrays["codes8"],
+            codes4=arrays["codes4"],
+            residual_sq=arrays["residual_sq"],
+            sketch=arrays["sketch"],
+            sketch_dims=arrays["sketch_dims"].astype(np.int64),
+            cold_block_rows=block,
+            cold_crc=arrays["cold_crc"],
             attr_codes={k[2:]: v for k, v in arrays.items() if k.startswith("q.")},
             attr_raw={k[4:]: v for k, v in arrays.items() if k.startswith("raw.")},
-            nbytes=len(data),
-            sketch_bits=int(arrays["sketch_bits"][0]),
+            file_bytes=len(data),
         )
 
 
@@ -134,8 +180,8 @@ def read_indexed_file(storage: Storage, key: str) -> bytes:
 
 
 def load_segment(storage: Storage, partition: int, ref: FileRef, cache: SegmentCache) -> tuple[Segment, bool]:
-    """``(segment, cache hit)``; a miss reads the file once (``segment.nbytes`` bytes) and
-    checks it against the manifest entry before anything maps it."""
+    """``(segment, cache hit)``; a miss reads the file once (``segment.file_bytes`` bytes)
+    and checks it against the manifest entry before anything maps it."""
 
     def load() -> Segment:
         return Segment.from_bytes(partition, ref.verify(read_indexed_file(storage, ref.key)), ref.key)

@@ -29,6 +29,10 @@ class Storage(Protocol):
         """Return the whole object; raise IndexNotFoundError when it does not exist."""
         ...
 
+    def read_range(self, key: str, start: int, end: int) -> bytes:
+        """Bytes ``[start, end)`` of ``key`` (fewer if the object is shorter)."""
+        ...
+
     def write(self, key: str, data: bytes) -> None:
         """Store ``data`` atomically under ``key``."""
         ...
@@ -86,6 +90,16 @@ class LocalStorage:
     def read(self, key: str) -> bytes:
         try:
             return self._path(key).read_bytes()
+        except FileNotFoundError as exc:
+            raise IndexNotFoundError(f"{self.uri}/{key} does not exist") from exc
+        except OSError as exc:
+            raise StorageError(f"cannot read {self.uri}/{key}: {exc.strerror}") from exc
+
+    def read_range(self, key: str, start: int, end: int) -> bytes:
+        try:
+            with self._path(key).open("rb") as fh:
+                fh.seek(start)
+                return fh.read(max(end - start, 0))
         except FileNotFoundError as exc:
             raise IndexNotFoundError(f"{self.uri}/{key} does not exist") from exc
         except OSError as exc:
@@ -194,6 +208,15 @@ class S3Storage:
     def read(self, key: str) -> bytes:
         try:
             return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+        except Exception as exc:  # botocore raises many unrelated types
+            raise self._error(exc, "read", key) from exc
+
+    def read_range(self, key: str, start: int, end: int) -> bytes:
+        if end <= start:
+            return b""
+        try:
+            obj = self.client.get_object(Bucket=self.bucket, Key=self._key(key), Range=f"bytes={start}-{end - 1}")
+            return obj["Body"].read()
         except Exception as exc:  # botocore raises many unrelated types
             raise self._error(exc, "read", key) from exc
 

@@ -66,27 +66,33 @@ def test_filtered_search_is_accurate_and_full(small_index, small_data, name, pla
 
 
 def test_stats_count_levels(small_index, small_data):
-    params = squash.SearchParams(plan="routed", levels="all", min_candidates=500)
+    params = squash.SearchParams(plan="routed", levels="all", rerank="float32", min_candidates=500)
     s = small_index.search(small_data.queries[:5], k=5, params=params).stats
     for q in range(5):
-        assert s["l0_candidates"][q] == s["exact_matches"][q] > s["l2_kept"][q] > s["l3_kept"][q]
-        assert s["l3_kept"][q] == s["l4_scored"][q] >= 5
+        assert s["l0_candidates"][q] == s["exact_matches"][q] > s["l2_kept"][q] == s["l3_kept"][q]
+        assert s["l3_kept"][q] > s["l4_scored"][q] >= 5  # float32 re-rank of k x rerank_factor
         assert s["partitions"][q] >= 1
     s = small_index.search(small_data.queries[:5], k=5, filter={"label": "c03"}, params=params).stats
     for q in range(5):
         assert s["l0_candidates"][q] >= s["exact_matches"][q] >= s["l2_kept"][q] >= s["l3_kept"][q]
 
 
-def test_auto_levels_rerank_exactly_when_blas_is_cheaper(small_index, small_data):
-    # 32-d vectors in small partitions: one BLAS product beats the lookup tables, so every
-    # candidate is scored exactly; results equal the forced exact mode.
-    routed = squash.SearchParams(plan="routed")
-    auto = small_index.search(small_data.queries, k=10, params=routed)
-    exact = small_index.search(
-        small_data.queries, k=10, params=squash.SearchParams(plan="routed", levels="exact")
-    )
-    np.testing.assert_array_equal(auto.ids, exact.ids)
-    assert auto.stats["l4_scored"] == auto.stats["exact_matches"]
+def test_code_ranking_reads_nothing_and_float32_rerank_gives_exact_distances(small_index, small_data):
+    q = small_data.queries
+    codes = small_index.search(q, k=10, params=squash.SearchParams(plan="routed", rerank="none"))
+    assert codes.stats["refine_gets"] == 0 and codes.stats["refine_bytes_read"] == 0
+    assert codes.stats["distances"] == "estimated"
+    f32 = small_index.search(q, k=10, params=squash.SearchParams(plan="routed", rerank="float32"))
+    assert f32.stats["distances"] == "exact"
+    # one range GET per visited partition per batch, at most
+    visited = int(np.count_nonzero(np.array(f32.stats["partitions"])))  # queries that visited any
+    assert visited == len(q) and 0 < f32.stats["refine_gets"] <= small_index.manifest.partitions
+    exact = ((small_data.base[f32.ids].astype(np.float64) - q[:, None, :]) ** 2).sum(-1)
+    np.testing.assert_allclose(f32.distances, exact, rtol=1e-4, atol=1e-3)
+    est = ((small_data.base[codes.ids].astype(np.float64) - q[:, None, :]) ** 2).sum(-1)
+    np.testing.assert_allclose(codes.distances, est, rtol=0.1)
+    truth = exact_knn(small_data.base, q, np.ones(len(small_data.base), bool), 10)
+    assert recall_at_k(f32.ids, truth) >= recall_at_k(codes.ids, truth) - 0.01
 
 
 def test_k_larger_than_matches_pads(small_index, small_data):

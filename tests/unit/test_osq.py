@@ -6,60 +6,91 @@ from hypothesis import strategies as st
 
 from squash.arrays import from_arrow_bytes
 from squash.attributes import quantize_attributes
-from squash.osq.bitalloc import allocate_bits
-from squash.osq.bounds import lut_sum, residual_norms, residual_terms
 from squash.osq.kmeans import balanced_kmeans, size_bounds
-from squash.osq.packing import extract_codes
-from squash.segment import Segment, build_segment
+from squash.osq.scalar import QueryTerms, allocate_classes, bounds, decode_codes, estimate, hat_distances
+from squash.partition_search import code_distances
+from squash.segment import COLD_BLOCK_ROWS, Segment, block_crcs, build_segment
 
 
-def _greedy_reference(energy, budget):
-    bits = [0] * len(energy)
-    heap = [(-e, j) for j, e in enumerate(energy)]
+def _greedy_reference(variance, budget):
+    """Bit by bit in 4-bit steps: each step to the axis whose error falls most."""
+    bits = [0] * len(variance)
+    heap = [(-v * (1 - 2.0**-8), j) for j, v in enumerate(variance)]
     heapq.heapify(heap)
-    for _ in range(budget):
-        while heap:
-            e, j = heapq.heappop(heap)
-            if bits[j] < 8:
-                bits[j] += 1
-                heapq.heappush(heap, (e / 4, j))
-                break
+    for _ in range(min(budget // 4, 2 * len(variance))):
+        _, j = heapq.heappop(heap)
+        bits[j] += 4
+        if bits[j] == 4:
+            heapq.heappush(heap, (-variance[j] * (2.0**-8 - 2.0**-16), j))
     return bits
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.lists(st.floats(0.01, 1e4), min_size=1, max_size=30), st.integers(0, 300))
-def test_bit_allocation_matches_the_greedy_6db_rule(energy, budget):
-    bits = allocate_bits(np.array(energy), budget)
-    assert bits.tolist() == _greedy_reference(energy, budget)
-    assert bits.sum() == min(budget, 8 * len(energy))
+@given(st.lists(st.floats(0.01, 1e4), min_size=1, max_size=30, unique=True), st.integers(0, 300))
+def test_class_allocation_matches_the_greedy_6db_rule(variance, budget):
+    bits = allocate_classes(np.array(variance), budget)
+    assert bits.tolist() == _greedy_reference(variance, budget)
+    assert set(bits.tolist()) <= {0, 4, 8}
+    assert bits.sum() == 4 * min(budget // 4, 2 * len(variance))
+
+
+def _segment(n, d, bits_per_dim, seed, scale_spread=10.0):
+    rng = np.random.default_rng(seed)
+    scale = rng.uniform(0.1, scale_spread, size=d)
+    x = (rng.normal(size=(n, d)) * scale).astype(np.float32)
+    centroid = x.mean(axis=0)
+    hot, cold = build_segment(x, centroid, np.arange(n), quantize_attributes(None, n), round(bits_per_dim * d), 4)
+    return rng, scale, x, Segment.from_bytes(0, hot, "t.arrow"), cold
 
 
 @settings(max_examples=40, deadline=None)
 @given(
     n=st.integers(5, 300),
     d=st.integers(2, 24),
-    bits_per_dim=st.floats(0.25, 6),
+    bits_per_dim=st.floats(0.0, 8.0),
     seed=st.integers(0, 10_000),
 )
-def test_osq_bounds_bracket_the_true_distance(n, d, bits_per_dim, seed):
-    rng = np.random.default_rng(seed)
-    scale = rng.uniform(0.1, 10, size=d)
-    x = (rng.normal(size=(n, d)) * scale).astype(np.float32)
+def test_code_bounds_bracket_the_true_distance(n, d, bits_per_dim, seed):
+    rng, scale, x, seg, _ = _segment(n, d, bits_per_dim, seed)
     q = (rng.normal(size=(7, d)) * scale * 1.5).astype(np.float32)
-    attrs = quantize_attributes(None, n)
-    seg = Segment.from_bytes(0, build_segment(x, np.arange(n), attrs, round(bits_per_dim * d), 4), "t")
-    q_rot = (q - seg.mean) @ seg.rotation
-    positions = seg.table.index(extract_codes(seg.codes, seg.widths))  # (kept, n)
-    pos = np.broadcast_to(positions, (q.shape[0], *positions.shape))
-    q_res = residual_norms(q - seg.mean, q_rot)
-    res_lo, res_hi = residual_terms(q_res, seg.residual)
-    lower = lut_sum(seg.table.lower(q_rot), pos) + res_lo
-    upper = lut_sum(seg.table.upper(q_rot), pos) + res_hi
+    terms = QueryTerms.of(q - seg.centroid, seg.code)
+    hat = hat_distances(terms, decode_codes(seg.codes8, seg.codes4), seg.hat_sq)
+    lower, upper = bounds(hat.astype(np.float64), seg.residual_sq.astype(np.float64))
     true = ((q[:, None, :].astype(np.float64) - x[None].astype(np.float64)) ** 2).sum(-1)
     tol = 1e-4 * (1 + true)
     assert np.all(lower <= true + tol)
     assert np.all(upper >= true - tol)
+    est = estimate(hat, seg.residual_sq)
+    assert np.all((est >= lower - tol) & (est <= upper + tol))
+
+
+@settings(max_examples=15, deadline=None)
+@given(d=st.integers(8, 64), seed=st.integers(0, 10_000))
+def test_code_estimate_is_unbiased_and_tight_at_six_bits(d, seed):
+    """Error statistics of the estimate against true distances on random data: the mean
+    error is a small fraction of its spread (no bias), and the relative error is small."""
+    rng, scale, x, seg, _ = _segment(2000, d, 6.0, seed, scale_spread=3.0)
+    q = (rng.normal(size=(20, d)) * scale).astype(np.float32)
+    est = code_distances(seg, q, np.arange(seg.size)).astype(np.float64)
+    true = ((q[:, None, :].astype(np.float64) - x[None].astype(np.float64)) ** 2).sum(-1)
+    err = (est - true) / true.mean()
+    assert abs(err.mean()) < 0.2 * err.std() + 1e-4
+    assert np.sqrt((err**2).mean()) < 0.08
+
+
+def test_segment_round_trip_is_zero_copy_and_the_cold_tier_is_exact():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 16)).astype(np.float32)
+    hot, cold = build_segment(x, x.mean(0), np.arange(300) + 7, quantize_attributes(None, 300), 96, 16)
+    assert cold == x.astype("<f4").tobytes()  # byte-exact float32 rows
+    arrays = from_arrow_bytes(hot)
+    np.testing.assert_array_equal(arrays["ids"], np.arange(300) + 7)
+    np.testing.assert_array_equal(arrays["cold_crc"], block_crcs(cold, 64))
+    assert arrays["cold_crc"].shape == (-(-300 // COLD_BLOCK_ROWS),)
+    assert not arrays["codes8"].flags.writeable  # a view of the downloaded bytes
+    seg = Segment.from_bytes(0, hot, "t.arrow")
+    assert seg.code.bytes_per_row * 8 <= 96  # the budget holds
+    assert "vectors" not in arrays  # float32 rows live in the cold tier only
 
 
 def test_balanced_kmeans_keeps_partitions_within_ten_percent():
@@ -71,13 +102,3 @@ def test_balanced_kmeans_keeps_partitions_within_ten_percent():
     lo, hi = size_bounds(10000, 20)
     assert lo == 450 and hi == 550
     assert sizes.min() >= lo and sizes.max() <= hi and sizes.sum() == 10000
-
-
-def test_segment_round_trip_is_zero_copy_and_exact():
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(100, 16)).astype(np.float32)
-    data = build_segment(x, np.arange(100) + 7, quantize_attributes(None, 100), 32, 16)
-    arrays = from_arrow_bytes(data)
-    np.testing.assert_array_equal(arrays["vectors"], x)
-    np.testing.assert_array_equal(arrays["ids"], np.arange(100) + 7)
-    assert not arrays["vectors"].flags.writeable  # a view of the downloaded bytes

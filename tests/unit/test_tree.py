@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 import squash
+from squash.refine import ColdTier
 from squash.build import BuildOptions, build_index
 from squash.errors import InputError
 from squash.results import TopK, merge
@@ -55,6 +56,7 @@ def test_searching_per_node_and_merging_up_the_tree_equals_in_process(tmp_path, 
             lambda p: index.segment(p)[0],
             ((p, plan.queries_of(p)) for p in owned[position]),
             index.prepare_queries(q), k, node, index.manifest.attributes, plan.execution_params(params),
+            ColdTier(index.storage),
         )  # fmt: skip
         return merge([own, *kids], k)
 

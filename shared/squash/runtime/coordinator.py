@@ -226,12 +226,13 @@ def _stats(
 ) -> dict:
     nodes = {"invoked": 0, "cold": 0, "warm": 0}
     s3 = {"bytes_read": coord_bytes, "segments_loaded": 0, "cache_hits": 0}
+    s3 |= {"refine_gets": 0, "refine_bytes_read": 0, "hot_bytes_resident": 0}
     positions: list[int] = []
     for a in answers:
         for key in nodes:
             nodes[key] += a["stats"]["nodes"][key]
-        for key in ("bytes_read", "segments_loaded", "cache_hits"):
-            s3[key] += a["stats"]["s3"][key]
+        for key in s3:
+            s3[key] += a["stats"]["s3"].get(key, 0)
         positions += a["stats"]["positions"]
     totals = per_query.sum(axis=0)
     return plan.stats() | {

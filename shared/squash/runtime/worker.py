@@ -30,6 +30,7 @@ from ..filters import parse_filter
 from ..manifest import FileRef
 from ..params import MAX_K, SearchParams
 from ..results import TopK, merge
+from ..refine import ColdTier
 from ..search import search_partitions
 from ..segment import Segment, load_segment
 from ..storage import Storage, open_storage
@@ -240,6 +241,7 @@ class WorkerNode:
         io = {"bytes_read": 0, "segments_loaded": 0, "cache_hits": 0}
         node = parse_filter(req.filter, req.specs)
         loaded: dict[int, Segment] = {}
+        cold = ColdTier(self._storage(req.index))
 
         def load(partition: int) -> Segment:
             seg, hit, nbytes = self._segment(req.index, partition, req.segments[partition])
@@ -253,16 +255,20 @@ class WorkerNode:
         parts, starts = np.unique(own[:, 0], return_index=True)
         groups = np.split(own[:, 1], starts[1:]) if own.shape[0] else []
         top = search_partitions(
-            load, zip(parts.tolist(), groups, strict=True), req.queries, req.k, node, req.specs, req.params
+            load, zip(parts.tolist(), groups, strict=True), req.queries, req.k, node, req.specs, req.params, cold
         )
+        io |= cold.reads.as_dict() | {"hot_bytes_resident": self.cache.nbytes}
         attrs = _attributes_of(top, loaded.values(), req.specs) if req.include_attributes else {}
         return top, attrs, io
 
-    def _segment(self, uri: str, partition: int, ref: FileRef) -> tuple[Segment, bool, int]:
+    def _storage(self, uri: str) -> Storage:
         storage = self._storages.get(uri)
         if storage is None:
             storage = self._storages[uri] = open_storage(uri)
-        seg, hit = load_segment(storage, partition, ref, self.cache)
+        return storage
+
+    def _segment(self, uri: str, partition: int, ref: FileRef) -> tuple[Segment, bool, int]:
+        seg, hit = load_segment(self._storage(uri), partition, ref, self.cache)
         return seg, hit, 0 if hit else seg.nbytes
 
 

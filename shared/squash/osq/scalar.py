@@ -1,0 +1,157 @@
+"""The serving code: non-uniform scalar quantization of KLT coordinates in byte-aligned classes.
+
+Every partition's rows are coded in the index's global KLT space, centred on the partition's
+centroid. The bit budget goes to the axes by the 6 dB rule, in whole classes of 8 or 4 bits
+(or 0: the axis is left to the residual), so that decoding is a cast (8-bit axes) or one
+nibble split (4-bit axes) — numpy's fastest paths — and the scan is one BLAS product.
+
+With uniform cells ``[lo + c s, lo + (c + 1) s]`` the decoded value of code ``c`` is
+``lo + (c + 1/2) s``, hence ``q . x_hat = q . (lo + s/2) + (q * s) . c``: the product form
+over codes the scan uses. What the code misses of a row is stored as one number, the squared
+norm of its residual ``r = v - x_hat`` (the 0-bit axes included), which gives
+
+* an estimate  ``|q - x_hat|^2 + |r|^2``  (the cross term ``-2 (q - x_hat) . r`` averages out);
+* exact bounds ``(|q - x_hat| -/+ |r|)^2`` by the triangle inequality.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+CLASSES = (8, 4)  # bits of an axis that is coded at all
+CLIP_QUANTILE = 0.0005  # cells span the central 99.9 % of an axis; outliers clip to the end cells
+
+
+def allocate_classes(variance: np.ndarray, budget: int) -> np.ndarray:
+    """Bits per axis in {0, 4, 8}, at most ``budget`` in total, by the 6 dB rule.
+
+    Each axis offers two 4-bit steps: 0 -> 4 lowers its error from ``v`` to ``v 2^-8``,
+    4 -> 8 from ``v 2^-8`` to ``v 2^-16``. All steps cost the same, so the greedy choice is
+    the ``budget // 4`` largest gains; an axis's second step never gains more than its
+    first, so every chosen 4 -> 8 step comes with its 0 -> 4 step.
+    """
+    v = np.clip(np.asarray(variance, np.float64), 0.0, None)
+    d = v.shape[0]
+    steps = min(max(int(budget) // 4, 0), 2 * d)
+    gains = np.concatenate([v * (1 - 2.0**-8), v * (2.0**-8 - 2.0**-16)])
+    chosen = np.argsort(-gains, kind="stable")[:steps]
+    return (4 * np.bincount(chosen % d, minlength=d)).astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class ScalarCode:
+    """One partition's code: which axes are coded with how many bits, and their cells."""
+
+    dims8: np.ndarray  # (K8,) int32 axes coded with 8 bits
+    dims4: np.ndarray  # (K4,) int32 axes coded with 4 bits (K4 even: padded with a 0-bit axis)
+    lo: np.ndarray  # (K,) float32 lower edge of the first cell, axes in [dims8, dims4] order
+    step: np.ndarray  # (K,) float32 cell width
+
+    @property
+    def dims(self) -> np.ndarray:
+        return np.concatenate([self.dims8, self.dims4])
+
+    @property
+    def bytes_per_row(self) -> int:
+        return int(self.dims8.shape[0] + self.dims4.shape[0] // 2)
+
+
+def fit_code(v: np.ndarray, budget: int) -> ScalarCode:
+    """Choose the axes and cells for rows ``v`` (n, d) (centred KLT coordinates)."""
+    n, d = v.shape
+    widths = allocate_classes(v.var(axis=0) if n else np.zeros(d), budget)
+    dims8 = np.flatnonzero(widths == 8).astype(np.int32)
+    dims4 = np.flatnonzero(widths == 4).astype(np.int32)
+    if dims4.shape[0] % 2:  # nibbles come in pairs
+        spare = np.flatnonzero(widths == 0)
+        if spare.size:  # lend the first uncoded axis 4 bits
+            dims4 = np.sort(np.concatenate([dims4, spare[:1]]))
+        elif dims8.size:  # every axis coded: the last 8-bit axis makes do with 4
+            dims4, dims8 = np.sort(np.concatenate([dims4, dims8[-1:]])), dims8[:-1]
+        else:  # every axis has 4 bits, an odd number of them: the first gets 8
+            dims8, dims4 = dims4[:1], dims4[1:]
+        dims8, dims4 = dims8.astype(np.int32), dims4.astype(np.int32)
+    dims = np.concatenate([dims8, dims4])
+    cells = np.concatenate([np.full(dims8.shape, 256.0), np.full(dims4.shape, 16.0)])
+    if n and dims.size:
+        lo, hi = np.quantile(v[:, dims], [CLIP_QUANTILE, 1 - CLIP_QUANTILE], axis=0)
+    else:
+        lo = hi = np.zeros(dims.shape)
+    step = np.where(hi > lo, (hi - lo) / cells, 1.0)
+    return ScalarCode(dims8, dims4, lo.astype(np.float32), step.astype(np.float32))
+
+
+def encode(v: np.ndarray, code: ScalarCode) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(codes8 (n, K8) uint8, codes4 (n, K4/2) uint8 nibble pairs, residual_sq (n,) float32)."""
+    dims = code.dims
+    k8 = code.dims8.shape[0]
+    cells = np.concatenate([np.full(k8, 255), np.full(code.dims4.shape[0], 15)])
+    c = np.floor((v[:, dims] - code.lo) / code.step)
+    c = np.clip(c, 0, cells).astype(np.uint8)
+    codes8 = np.ascontiguousarray(c[:, :k8])
+    c4 = c[:, k8:]
+    codes4 = np.ascontiguousarray((c4[:, 0::2] << 4) | c4[:, 1::2]).astype(np.uint8)
+    x_hat = np.zeros_like(v, dtype=np.float64)
+    x_hat[:, dims] = code.lo + (c + 0.5) * code.step.astype(np.float64)
+    residual_sq = np.einsum("ij,ij->i", v - x_hat, v - x_hat)
+    return codes8, codes4, residual_sq.astype(np.float32)
+
+
+def decode_codes(codes8: np.ndarray, codes4: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Code values (n, K) float32 in [dims8, dims4] order: a cast and a nibble split."""
+    n, k8 = codes8.shape
+    k4 = 2 * codes4.shape[1]
+    if out is None:
+        out = np.empty((n, k8 + k4), dtype=np.float32)
+    out[:, :k8] = codes8
+    out[:, k8::2] = codes4 >> 4
+    out[:, k8 + 1 :: 2] = codes4 & 15
+    return out
+
+
+def decoded_values(code: ScalarCode, codes8: np.ndarray, codes4: np.ndarray) -> np.ndarray:
+    """x_hat restricted to the coded axes (n, K) float32, [dims8, dims4] order."""
+    c = decode_codes(codes8, codes4)
+    c += 0.5
+    c *= code.step
+    c += code.lo
+    return c
+
+
+@dataclass(frozen=True)
+class QueryTerms:
+    """What the product form needs of queries ``q`` (m, d), centred on the partition."""
+
+    scaled: np.ndarray  # (m, K) q * step on the coded axes
+    offset: np.ndarray  # (m,) q . (lo + step / 2) on the coded axes
+    sq: np.ndarray  # (m,) |q|^2 over every axis
+
+    @classmethod
+    def of(cls, q: np.ndarray, code: ScalarCode) -> QueryTerms:
+        qd = q[:, code.dims]
+        return cls(qd * code.step, qd @ (code.lo + 0.5 * code.step), np.einsum("ij,ij->i", q, q))
+
+
+def hat_distances(terms: QueryTerms, values: np.ndarray, hat_sq: np.ndarray) -> np.ndarray:
+    """|q - x_hat|^2 (m, n) from decoded code values (n, K) and |x_hat|^2 (n,)."""
+    dist = terms.scaled @ values.T
+    dist += terms.offset[:, None]
+    dist *= -2.0
+    dist += terms.sq[:, None]
+    dist += hat_sq[None, :]
+    return np.maximum(dist, 0.0, out=dist)
+
+
+def estimate(hat_d2: np.ndarray, residual_sq: np.ndarray) -> np.ndarray:
+    """Distance estimate |q - x_hat|^2 + |r|^2."""
+    return hat_d2 + residual_sq
+
+
+def bounds(hat_d2: np.ndarray, residual_sq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Lower and upper bounds of the true squared distance (triangle inequality)."""
+    a = np.sqrt(hat_d2)
+    r = np.sqrt(residual_sq)
+    lower = np.maximum(a - r, 0.0)
+    return lower * lower, (a + r) * (a + r)

@@ -1,0 +1,66 @@
+"""The cold tier: float32 rows read by byte range, only when a search scores on float32.
+
+One range GET per partition per batch: the rows a batch needs from a partition are covered
+by one contiguous range of whole CRC blocks (first needed block to last), checked block by
+block against the CRCs the hot tier carries. A missing, short or altered file is a corrupt
+index (``IndexFormatError``), the same path as a corrupt segment.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import IndexFormatError, IndexNotFoundError
+from .segment import Segment, cold_key
+from .storage import Storage
+
+
+@dataclass
+class ColdReads:
+    """Counts of what a search read from the cold tier (reported in ``stats``)."""
+
+    gets: int = 0
+    bytes: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {"refine_gets": self.gets, "refine_bytes_read": self.bytes}
+
+
+@dataclass
+class ColdTier:
+    """Reads rows of segments of one index; ``reads`` counts every GET and byte."""
+
+    storage: Storage
+    reads: ColdReads = field(default_factory=ColdReads)
+
+    def rows(self, seg: Segment, rows: np.ndarray) -> np.ndarray:
+        """float32 rows (len(rows), d) of ``seg`` in the rotated space, one range GET."""
+        d = seg.dims
+        if rows.shape[0] == 0:
+            return np.empty((0, d), dtype=np.float32)
+        block = seg.cold_block_rows
+        first, last = int(rows.min()) // block, int(rows.max()) // block
+        row_bytes = 4 * d
+        start = first * block * row_bytes
+        end = min((last + 1) * block, seg.size) * row_bytes
+        key = cold_key(seg.key)
+        try:
+            data = self.storage.read_range(key, start, end)
+        except IndexNotFoundError as exc:
+            raise IndexFormatError(
+                f"{self.storage.uri}/{key} is missing although the manifest names it (corrupt index)"
+            ) from exc
+        self.reads.gets += 1
+        self.reads.bytes += len(data)
+        if len(data) != end - start:
+            raise IndexFormatError(f"{key}: shorter than its segment says (corrupt or replaced)")
+        step = block * row_bytes
+        view = memoryview(data)
+        for i, b in enumerate(range(first, last + 1)):
+            if zlib.crc32(view[i * step : (i + 1) * step]) != int(seg.cold_crc[b]):
+                raise IndexFormatError(f"{key}: rows {b * block}.. fail their checksum (corrupt or replaced)")
+        local = np.frombuffer(data, dtype="<f4").reshape(-1, d)
+        return local[rows - first * block]
