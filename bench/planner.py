@@ -359,7 +359,13 @@ def run_dataset(
         "partitions": summary.partitions,
         "bits_per_dim": squash.BuildOptions().bits_per_dim,
         "index_bytes": summary.index_bytes,
+        "hot_bytes": summary.hot_bytes,
+        "cold_bytes": summary.cold_bytes,
+        "hot_bytes_per_vector": summary.hot_bytes_per_vector,
+        "stored_ratio": summary.index_bytes / (4 * summary.n * summary.dims),
+        "ranking_recall": None if cal is None else cal.ranking,
         "preload_seconds": sweep.preload(index),
+        "resident_bytes": index.cache.nbytes,
         "met": share is not None and share <= cfg.calibration_share_limit,
     }
     log(
@@ -392,7 +398,12 @@ def run_dataset(
         "dims": int(ds.base.shape[1]),
         "queries": int(ds.queries.shape[0]),
         "build": build,
-        "faiss": {"index": f"IVF{nlist},SQ8", "nlist": nlist, "build_seconds": fsec["ivf_sq8"]},
+        "faiss": {
+            "index": f"IVF{nlist},SQ8",
+            "nlist": nlist,
+            "build_seconds": fsec["ivf_sq8"],
+            "bytes_per_vector": int(ds.base.shape[1]) + 8,  # SQ8 codes + int64 ids in the lists
+        },
         "lancedb": None if lance is None else lance["info"],
         "filters": sels,
         "seconds": round(time.perf_counter() - started, 1),

@@ -54,6 +54,8 @@ def _sel(x: float) -> str:
 def _plan(p: dict[str, Any]) -> str:
     ps = p.get("plan_stats", {})
     plan = ps.get("plan", "?")
+    if ps.get("rerank") not in (None, "none"):
+        plan = f"{plan}+{ps['rerank']}"  # scored on float32 from the cold tier
     exp = ps.get("expected_recall")
     return f"{plan} ({_n(exp, '.3f')})" if exp is not None else str(plan)
 
@@ -183,6 +185,60 @@ def _build_md(r: dict[str, Any]) -> list[str]:
             ],
             rows,
         ),
+    ]
+
+
+def _memory_md(r: dict[str, Any], targets: list[str]) -> list[str]:
+    """Issue #10: what a warm worker holds, what is stored, and QPS per resident MiB."""
+    rows = []
+    for name, d in r.get("datasets", {}).items():
+        if d.get("status") != "ran" or "hot_bytes_per_vector" not in d["build"]:
+            continue
+        b, n, dims = d["build"], d["n"], d["dims"]
+        none = d["filters"].get("none") or next(iter(d["filters"].values()))
+        sq = none["squash"][targets[0]]
+        f_qps = none["equal_recall"][targets[0]]["faiss_sq8_qps"]
+        hot_mib = b["hot_bytes"] / 2**20
+        faiss_bpv = d["faiss"].get("bytes_per_vector", dims + 8)
+        faiss_mib = n * faiss_bpv / 2**20
+        rows.append(
+            [
+                name,
+                f"{b['hot_bytes_per_vector']:.0f} ({b['hot_bytes_per_vector'] / (4 * dims):.1%})",
+                _ok(b["hot_bytes_per_vector"] <= dims),
+                faiss_bpv,
+                f"{b['stored_ratio']:.3f}×",
+                _ok(b["stored_ratio"] <= 1.25),
+                " / ".join(f"{v:.4f}" for v in (b.get("ranking_recall") or {}).values()) or "–",
+                f"{sq['qps'] / hot_mib:,.1f}",
+                "–" if f_qps is None else f"{f_qps / faiss_mib:,.1f}",
+            ]
+        )
+    if not rows:
+        return []
+    return [
+        "## Memory (issue #10): hot tier, stored index, QPS per resident MiB",
+        "",
+        "Hot tier = what a warm worker keeps (codes, ids, attributes, sketch, per-partition cells); "
+        "the float32 rows are the cold tier, read only to re-rank. FAISS IVF-SQ8 holds d + 8 bytes "
+        "per vector. QPS per MiB: unfiltered batch QPS at target 0.95 (FAISS: at squash's recall) "
+        "over the resident MiB.",
+        "",
+        *_table(
+            [
+                "dataset",
+                "hot B/vector (of float32)",
+                "≤ ¼",
+                "FAISS-SQ8 B/vector",
+                "stored / float32",
+                "≤ 1.25×",
+                "code ranking recall@10 / @100",
+                "squash QPS per hot MiB",
+                "FAISS QPS per MiB",
+            ],
+            rows,
+        ),
+        "",
     ]
 
 
@@ -386,8 +442,8 @@ def _misses_md(r: dict[str, Any], targets: list[str]) -> list[str]:
 
 
 def render(r: dict[str, Any]) -> str:
-    lines = _header(r) + _summary_md(r) + _build_md(r)
     targets = [f"{t:g}" for t in r.get("parameters", {}).get("targets", (0.95, 0.99))]
+    lines = _header(r) + _summary_md(r) + _build_md(r) + [""] + _memory_md(r, targets)
     ran = {n: d for n, d in r.get("datasets", {}).items() if d.get("status") == "ran"}
     for role in ROLE_ORDER:
         for name, d in ran.items():

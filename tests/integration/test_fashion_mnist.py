@@ -54,3 +54,16 @@ def test_target_recall_0_99_on_fashion_mnist(fm_index, fashion, name):
     assert r >= 0.99
     assert res.stats["expected_recall"] >= 0.99
     assert np.all((res.ids >= 0).sum(axis=1) == min(K, int(mask.sum())))
+
+
+@pytest.mark.slow
+def test_hot_tier_is_a_quarter_of_float32_and_default_search_reads_no_float32(fm_index, fashion):
+    stats, d = fm_index.manifest.stats, fm_index.dims
+    float32 = 4 * d * fm_index.manifest.n
+    print(f"hot tier {stats['hot_bytes_per_vector']:.0f} B/vector (float32 {4 * d}); "
+          f"stored {stats['index_bytes'] / float32:.3f}x float32")  # fmt: skip
+    assert stats["hot_bytes_per_vector"] <= d  # <= 1/4 of the float32 bytes
+    assert stats["index_bytes"] <= 1.25 * float32
+    res = fm_index.search(fashion.queries[:200], k=10)
+    assert res.stats["rerank"] == "none" and res.stats["refine_gets"] == 0
+    assert res.stats["hot_bytes_resident"] == fm_index.cache.nbytes > 0

@@ -147,9 +147,30 @@ def test_second_identical_query_is_warm_and_reads_nothing(stack, data):
     assert second["results"] == first["results"]
     assert second["stats"]["s3"]["bytes_read"] == 0
     assert second["stats"]["s3"]["segments_loaded"] == 0
+    if second["stats"]["rerank"] == "none":  # the code ranking reads nothing at all
+        assert second["stats"]["s3"]["refine_gets"] == second["stats"]["s3"]["refine_bytes_read"] == 0
     assert second["stats"]["nodes"]["cold"] == 0
     assert second["stats"]["nodes"]["warm"] == _size(stack)
     assert second["stats"]["coordinator"]["cold"] is False
+
+
+def test_warm_code_ranking_reads_nothing_and_float32_rerank_one_get_per_partition(stack, data):
+    body = {"vectors": data.queries[:6].tolist(), "k": 10, "params": {"rerank": "none"}}
+    _query(stack, body)
+    status, warm = _query(stack, body)
+    assert status == 200 and warm["stats"]["distances"] == "estimated"
+    s3 = warm["stats"]["s3"]
+    assert s3["bytes_read"] == s3["refine_gets"] == s3["refine_bytes_read"] == 0
+    assert s3["hot_bytes_resident"] > 0
+    body["params"] = {"rerank": "float32"}
+    status, f32 = _query(stack, body)
+    assert status == 200 and f32["stats"]["distances"] == "exact"
+    assert 0 < f32["stats"]["s3"]["refine_gets"] <= f32["stats"]["partitions_visited"]
+    assert f32["stats"]["s3"]["bytes_read"] == 0  # the hot tier stayed warm
+    expected = squash.open_index(stack["uri"]).search(
+        data.queries[:6], k=10, params=squash.SearchParams(rerank="float32")
+    )
+    assert [[h["id"] for h in row] for row in f32["results"]] == expected.ids.tolist()
 
 
 def test_every_node_is_invoked_once_per_request(stack, data):

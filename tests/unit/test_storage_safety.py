@@ -194,6 +194,45 @@ def test_missing_segment_is_index_corrupt(built):
         index.search(np.zeros((4, 8), np.float32), k=300, params=squash.SearchParams(min_candidates=300))
 
 
+def _cold_file(built, partition: int):
+    doc = json.loads((built / MANIFEST_KEY).read_text())
+    return built / doc["cold"][partition]["key"]
+
+
+def test_missing_cold_tier_is_index_corrupt_when_float32_is_asked_for(built):
+    _cold_file(built, 1).unlink()
+    index = squash.open_index(built.as_uri())
+    codes = index.search(np.zeros((4, 8), np.float32), k=5, params=squash.SearchParams(plan="exact", rerank="none"))
+    assert codes.stats["refine_gets"] == 0  # the code ranking never touches the cold tier
+    with pytest.raises(IndexFormatError, match="missing") as err:
+        index.search(np.zeros((4, 8), np.float32), k=5, params=squash.SearchParams(target_recall=1.0))
+    assert err.value.code == "index_corrupt"
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate"])
+def test_corrupt_cold_tier_is_index_corrupt_not_a_wrong_answer(built, damage):
+    path = _cold_file(built, 0)
+    data = bytearray(path.read_bytes())
+    if damage == "flip":
+        data[len(data) // 2] ^= 0x40
+    else:
+        del data[-4:]
+    path.write_bytes(bytes(data))
+    index = squash.open_index(built.as_uri())
+    with pytest.raises(IndexFormatError, match="checksum|shorter") as err:
+        index.search(np.zeros((4, 8), np.float32), k=5, params=squash.SearchParams(target_recall=1.0))
+    assert err.value.code == "index_corrupt"
+
+
+def test_an_index_of_the_previous_format_asks_for_a_rebuild(built):
+    doc = json.loads((built / MANIFEST_KEY).read_text())
+    doc["format_version"] = 1
+    (built / MANIFEST_KEY).write_text(json.dumps(doc))
+    with pytest.raises(IndexFormatError, match=r"older squash \(format version 1\); rebuild it") as err:
+        squash.open_index(built.as_uri())
+    assert err.value.code == "index_corrupt"
+
+
 def test_untampered_manifest_opens(built):
     assert squash.open_index(built.as_uri()).search(np.zeros(8, np.float32), k=3).ids.shape == (1, 3)
 

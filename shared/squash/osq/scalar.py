@@ -45,12 +45,13 @@ class ScalarCode:
     """One partition's code: which axes are coded with how many bits, and their cells."""
 
     dims8: np.ndarray  # (K8,) int32 axes coded with 8 bits
-    dims4: np.ndarray  # (K4,) int32 axes coded with 4 bits (K4 even: padded with a 0-bit axis)
-    lo: np.ndarray  # (K,) float32 lower edge of the first cell, axes in [dims8, dims4] order
+    dims4: np.ndarray  # (K4,) int32 axes coded with 4 bits (K4 even): high nibbles, then low
+    lo: np.ndarray  # (K,) float32 lower edge of the first cell, axes in ``dims`` order
     step: np.ndarray  # (K,) float32 cell width
 
     @property
     def dims(self) -> np.ndarray:
+        """Axes in code order: 8-bit axes, then the axes of the high nibbles, then the low."""
         return np.concatenate([self.dims8, self.dims4])
 
     @property
@@ -73,6 +74,8 @@ def fit_code(v: np.ndarray, budget: int) -> ScalarCode:
         else:  # every axis has 4 bits, an odd number of them: the first gets 8
             dims8, dims4 = dims4[:1], dims4[1:]
         dims8, dims4 = dims8.astype(np.int32), dims4.astype(np.int32)
+    half = dims4.shape[0] // 2
+    dims4 = np.concatenate([dims4[:half], dims4[half:]])  # byte b holds axes half-apart
     dims = np.concatenate([dims8, dims4])
     cells = np.concatenate([np.full(dims8.shape, 256.0), np.full(dims4.shape, 16.0)])
     if n and dims.size:
@@ -91,8 +94,8 @@ def encode(v: np.ndarray, code: ScalarCode) -> tuple[np.ndarray, np.ndarray, np.
     c = np.floor((v[:, dims] - code.lo) / code.step)
     c = np.clip(c, 0, cells).astype(np.uint8)
     codes8 = np.ascontiguousarray(c[:, :k8])
-    c4 = c[:, k8:]
-    codes4 = np.ascontiguousarray((c4[:, 0::2] << 4) | c4[:, 1::2]).astype(np.uint8)
+    half = code.dims4.shape[0] // 2
+    codes4 = np.ascontiguousarray((c[:, k8 : k8 + half] << 4) | c[:, k8 + half :]).astype(np.uint8)
     x_hat = np.zeros_like(v, dtype=np.float64)
     x_hat[:, dims] = code.lo + (c + 0.5) * code.step.astype(np.float64)
     residual_sq = np.einsum("ij,ij->i", v - x_hat, v - x_hat)
@@ -100,14 +103,15 @@ def encode(v: np.ndarray, code: ScalarCode) -> tuple[np.ndarray, np.ndarray, np.
 
 
 def decode_codes(codes8: np.ndarray, codes4: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """Code values (n, K) float32 in [dims8, dims4] order: a cast and a nibble split."""
+    """Code values (n, K) float32 in ``dims`` order: a cast and a nibble split, each into
+    a contiguous block of columns."""
     n, k8 = codes8.shape
-    k4 = 2 * codes4.shape[1]
+    half = codes4.shape[1]
     if out is None:
-        out = np.empty((n, k8 + k4), dtype=np.float32)
+        out = np.empty((n, k8 + 2 * half), dtype=np.float32)
     out[:, :k8] = codes8
-    out[:, k8::2] = codes4 >> 4
-    out[:, k8 + 1 :: 2] = codes4 & 15
+    np.right_shift(codes4, 4, out=out[:, k8 : k8 + half], casting="unsafe")
+    np.bitwise_and(codes4, 15, out=out[:, k8 + half :], casting="unsafe")
     return out
 
 
