@@ -83,9 +83,25 @@ REFERENCES = {
 }
 
 
+LAMBDA_FULL_VCPU_MB = 1769  # Lambda gives one full vCPU at this memory, a share below it
+RUNTIME_BASELINE_MB = 256  # Python, numpy, pyarrow, boto3 and Powertools imported
+RESIDENT_OVERHEAD = 1.25  # derived arrays and scan scratch on top of the hot tier's bytes
+
+
+def sized_worker_mb(segment_bytes: np.ndarray, tree: TreeLayout) -> int:
+    """Worker memory sized from the measured hot tier: the largest node's share of it (with
+    overhead) plus the runtime, over the cache fraction, in 64 MB steps, 512 MB at least."""
+    per_node = np.bincount(
+        np.arange(segment_bytes.size) % tree.size, weights=segment_bytes, minlength=tree.size
+    )
+    need = RUNTIME_BASELINE_MB + per_node.max() * RESIDENT_OVERHEAD / 2**20 / Assumptions().cache_fraction
+    return int(max(512, 64 * math.ceil(need / 64)))
+
+
 def node_durations(own_ms: np.ndarray, tree: TreeLayout, a: Assumptions) -> np.ndarray:
     """Unrounded duration (ms) of every position for one batch, leaves first."""
     dur = np.zeros(tree.size)
+    own_ms = own_ms * max(1.0, LAMBDA_FULL_VCPU_MB / a.worker_mb)  # a vCPU share below 1769 MB
     for pos in reversed(range(tree.size)):  # heap order: children have larger positions
         wait = max((dur[c] + a.invoke_ms for c in tree.children(pos)), default=0.0)
         dur[pos] = a.handler_ms + max(float(own_ms[pos]), wait)

@@ -803,6 +803,40 @@ def _cost_md(costs: dict[str, Any]) -> list[str]:
                 rows,
             ),
         ]
+        if c.get("headline_sized"):
+            srows = [
+                [
+                    r["batch"],
+                    r["worker_mb"],
+                    f"{r['warm_per_million']['total']:.2f}",
+                    f"{r['mean_latency_ms']:.1f}",
+                    f"{r['cold_tree']['dollars']:.4f}",
+                    f"{r['cold_tree']['max_worker_segment_mib']:.0f}",
+                    f"{r['with_cold_per_million']:.2f}",
+                ]
+                for r in c["headline_sized"]
+            ]
+            out += [
+                "",
+                f"Worker memory sized from the measured hot tier ({c['tree']}; runtime 256 MB + 1.25 × the "
+                "largest node's hot tier over the 60 % cache share; below 1,769 MB a Lambda gets a vCPU "
+                "share, so its own search time is scaled up by 1769 / MB). Warm queries at default knobs "
+                "read no float32 (0 range GETs).",
+                "",
+                *_table(
+                    [
+                        "batch",
+                        "worker MB",
+                        "$/M warm",
+                        "modelled latency ms",
+                        "$ per cold tree",
+                        "max MiB/worker",
+                        "$/M with cold",
+                    ],
+                    srows,
+                ),
+                "",
+            ]
     ref = par["references"]
     out += [
         "References (quoted, not measured here): SQUASH paper "
@@ -940,6 +974,50 @@ def _findings_md(results: dict[str, Any]) -> list[str]:
     return ["## Findings", "", *(f"- {line}" for line in out), ""]
 
 
+def _tiers_md(ds: dict[str, Any]) -> list[str]:
+    """Issue #10: the hot tier's size and the code scan's cost against a float32 scan."""
+    b, lv = ds["build"], ds.get("levels")
+    if "hot_bytes_per_vector" not in b:
+        return []
+    d = ds["dataset"]["dims"]
+    hot, cold = b["hot_bytes_per_vector"], b["cold_bytes"] / 2**20
+    stored, resident = b["index_bytes"] / (4 * d * ds["dataset"]["n"]), b["resident_bytes"] / 2**20
+    out = [
+        "## Tiers and level costs",
+        "",
+        f"Hot tier {hot:.0f} bytes/vector ({hot / (4 * d):.1%} of float32's {4 * d}); cold tier "
+        f"(float32) {cold:.0f} MiB; stored {stored:.3f}× the float32 data; resident after "
+        f"preloading every partition {resident:.1f} MiB.",
+        "",
+    ]
+    if lv:
+        out += [
+            f"Scoring one partition's rows ({lv['partitions']} partitions, {lv['rows']:,} rows, "
+            f"d = {lv['dims']}) for m queries routed there, ns per (query, row), median of repeats, "
+            "one thread:",
+            "",
+            *_table(
+                [
+                    "m queries",
+                    "code scan (L3: decode + BLAS)",
+                    "float32 BLAS (resident, previous format)",
+                    "code / float32",
+                ],
+                [
+                    [
+                        r["queries"],
+                        f"{r['code_ns_per_pair']:.2f}",
+                        f"{r['float32_ns_per_pair']:.2f}",
+                        f"{r['code_over_float32']:.2f}×",
+                    ]
+                    for r in lv["by_batch"]
+                ],
+            ),
+            "",
+        ]
+    return out
+
+
 def write(results: dict[str, Any], out: Path) -> Path:
     """Render REPORT.md and the PNGs into ``out``; returns the report's path."""
     out.mkdir(parents=True, exist_ok=True)
@@ -955,6 +1033,7 @@ def write(results: dict[str, Any], out: Path) -> Path:
     ]
     lines += _findings_md(results)
     if ds:
+        lines += _tiers_md(ds)
         plot_recall_qps(ds, out / PLOTS["recall_qps"])
         plot_selectivity(ds, cmp, out / PLOTS["selectivity"])
         plot_levels(ds, out / PLOTS["levels"])

@@ -37,6 +37,7 @@ import numpy as np
 import squash
 from bench import (
     cost,
+    levels,
     machine,
     peers,
     planner,
@@ -270,6 +271,9 @@ def run_dataset(cfg: Config, which: str, tmp: Path, watch: Stopwatch) -> tuple[d
             f"({watch.lap('selectivities', t):.0f} s)"
         )
     t = time.perf_counter()
+    level_costs = levels.measure(index, ds.queries, repeats=3 if cfg.mode == "quick" else 5)
+    watch.lap("level costs", t)
+    t = time.perf_counter()
     bits = run_bits(cfg, ds, filters, tmp, truths)
     watch.lap("bits sweep", t)
     t = time.perf_counter()
@@ -293,8 +297,13 @@ def run_dataset(cfg: Config, which: str, tmp: Path, watch: Stopwatch) -> tuple[d
             "code_bytes_per_vector": summary.code_bytes_per_vector,
             "float32_bytes_per_vector": summary.float32_bytes_per_vector,
             "index_bytes": summary.index_bytes,
+            "hot_bytes": summary.hot_bytes,
+            "cold_bytes": summary.cold_bytes,
+            "hot_bytes_per_vector": summary.hot_bytes_per_vector,
+            "resident_bytes": index.cache.nbytes,
             "preload_seconds": preload_s,
         },
+        "levels": level_costs,
         "faiss": {"nlist": faiss_indexes["ivf_sq8"].nlist, "build_seconds": faiss_build},
         "selectivities": sels,
         "bits": bits,
@@ -313,7 +322,21 @@ def cost_section(cfg: Config, dims: int, work: dict[int, list], index: squash.In
         for w in work.values():
             by_tree.append(cost.per_million(w, tree, dims, seg, router))
     head = [r for r in by_tree if (r["tree"]["branching"], r["tree"]["depth"]) == cfg.cost_tree]
-    return {"tree": f"b={cfg.cost_tree[0]}, l={cfg.cost_tree[1]}", "headline": head, "by_tree": by_tree}
+    # Worker memory sized from the measured hot tier (a vCPU share below 1769 MB slows the scan).
+    tree = TreeLayout(*cfg.cost_tree)
+    sized_mb = cost.sized_worker_mb(seg, tree)
+    sized = [
+        cost.per_million(w, tree, dims, seg, router, a=cost.Assumptions(worker_mb=sized_mb))
+        | {"worker_mb": sized_mb}
+        for w in work.values()
+    ]
+    return {
+        "tree": f"b={cfg.cost_tree[0]}, l={cfg.cost_tree[1]}",
+        "headline": head,
+        "sized_worker_mb": sized_mb,
+        "headline_sized": sized,
+        "by_tree": by_tree,
+    }
 
 
 def write(results: dict[str, Any], out: Path) -> Path:
@@ -337,6 +360,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="tiny synthetic smoke run (< 30 s)")
     ap.add_argument("--skip-scale", action="store_true", help="skip the 1M x 128 build")
+    ap.add_argument(
+        "--skip-planner", action="store_true", help="skip the planner section (keeps <out>/planner.json)"
+    )
     ap.add_argument(
         "--only",
         choices=("dataset", "fashion", "scale", "planner", "report"),
@@ -408,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
             }
             del index
             watch.lap("dataset section", t)
-        if args.only is None:
+        if args.only is None and not args.skip_planner:
             t = time.perf_counter()
             results["planner"] = run_planner(args.quick, out, tmp)
             watch.lap("planner section", t)

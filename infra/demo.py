@@ -112,7 +112,11 @@ def show_batch(title: str, out: dict, seconds: float, truth: np.ndarray, selecti
         f"\n[{title}]  selectivity {selectivity:.2%}  recall@{K} {recall_at_k(ids, truth):.4f}  "
         f"{s['queries']} queries in {seconds * 1e3:,.0f} ms over HTTP"
     )
-    print(f"  plan: {s['plan']} ({s['rule']} rule), expected recall {s['expected_recall']}")
+    print(
+        f"  plan: {s['plan']} ({s['rule']} rule), final ranking on "
+        f"{'the hot tier code' if s['rerank'] == 'none' else 'float32 (' + s['rerank'] + ')'}, "
+        f"expected recall {s['expected_recall']}"
+    )
     per_q = s["queries"]
     print(
         f"  levels (mean per query): partitions {s['partitions_per_query']:.1f}, "
@@ -123,8 +127,10 @@ def show_batch(title: str, out: dict, seconds: float, truth: np.ndarray, selecti
     )
     print(
         f"  tree: {nodes['invoked']} nodes ({nodes['cold']} cold, {nodes['warm']} warm), "
-        f"S3 {s3['bytes_read'] / 2**20:.1f} MiB read, {s3['segments_loaded']} segments loaded, "
-        f"{s3['cache_hits']} cache hits; timings {s['timings_ms']}"
+        f"S3 {s3['bytes_read'] / 2**20:.1f} MiB hot tier read, {s3['segments_loaded']} segments loaded, "
+        f"{s3['cache_hits']} cache hits, {s3.get('refine_bytes_read', 0) / 2**20:.1f} MiB float32 in "
+        f"{s3.get('refine_gets', 0)} range GETs; {s3.get('hot_bytes_resident', 0) / 2**20:.1f} MiB resident; "
+        f"timings {s['timings_ms']}"
     )
     first = out["results"][0][:3]
     print(f"  query 0 -> {first}")

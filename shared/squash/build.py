@@ -3,9 +3,10 @@
 Steps (see ../shared/SQUASH.md, "OSQ"): global KLT (the index's rotated space, shared by every
 partition); balanced k-means on its leading axes; per partition, centred on its centroid:
 greedy bit allocation in byte-aligned classes, uniform cells, codes, residual norms and the
-sign sketch (the hot tier) and the float32 rows (the cold tier); quantized attributes. Every input check runs before the first write, data files go under
-``builds/<build_id>/`` and the manifest is written last, so an existing index stays
-readable until the new one is complete.
+sign sketch (the hot tier) and the float32 rows (the cold tier); quantized attributes.
+Every input check runs before the first write, data files go under ``builds/<build_id>/``
+and the manifest is written last, so an existing index stays readable until the new one
+is complete.
 """
 
 from __future__ import annotations
@@ -222,7 +223,9 @@ def build_index(
     with progress.step("quantize partitions", p) as advance:
         for part in range(p):  # one partition at a time keeps peak memory at one segment
             rows = order[offsets[part] : offsets[part + 1]]
-            hot, cold = build_segment(x[rows], centroids[part], ids[rows], attrs.take(rows), budget, sketch_bits)
+            hot, cold = build_segment(
+                x[rows], centroids[part], ids[rows], attrs.take(rows), budget, sketch_bits
+            )
             ref = FileRef.of(f"{prefix}/partitions/{part:05d}.arrow", hot)
             cold_ref = FileRef.of(cold_key(ref.key), cold)
             storage.write(cold_ref.key, cold)  # the cold tier first: a hot file never lacks it

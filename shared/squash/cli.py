@@ -20,7 +20,7 @@ from .calibration import DEFAULT_QUERIES
 from .errors import InputError, SquashError
 from .index import open_index
 from .inputs import read_table, read_vectors
-from .params import DEFAULT_TARGET_RECALL, LEVELS, PLANS, SearchParams
+from .params import DEFAULT_TARGET_RECALL, LEVELS, PLANS, RERANKS, SearchParams
 from .progress import NoProgress, TqdmProgress
 from .storage import atomic_write
 
@@ -124,6 +124,7 @@ def _search(args: argparse.Namespace) -> int:
                 "rerank_factor",
                 "max_partitions",
                 "levels",
+                "rerank",
             )
             if getattr(args, name) is not None
         }
@@ -141,8 +142,13 @@ def _search(args: argparse.Namespace) -> int:
     print(f"filter       may match {res.stats['matches_maybe']:,}, surely {res.stats['matches_sure']:,}")
     expected = res.stats["expected_recall"]
     print(
-        f"plan         {res.stats['plan']} ({res.stats['rule']} rule), expected recall "
+        f"plan         {res.stats['plan']} ({res.stats['rule']} rule), rerank {res.stats['rerank']} "
+        f"(distances {res.stats['distances']}), expected recall "
         f"{'unknown (uncalibrated index: run squash calibrate)' if expected is None else expected}"
+    )
+    print(
+        f"storage      read {res.stats['bytes_read']:,} bytes of hot tier, "
+        f"{res.stats['refine_bytes_read']:,} bytes of float32 in {res.stats['refine_gets']} range reads"
     )
     for name in ("partitions", "l0_candidates", "exact_matches", "l2_kept", "l3_kept", "l4_scored"):
         print(f"  {name:<14} mean {np.mean(res.stats[name]):,.1f} per query")
@@ -209,6 +215,12 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--min-partitions", type=float)
     s.add_argument("--max-partitions", type=int)
     s.add_argument("--levels", choices=LEVELS)
+    s.add_argument(
+        "--rerank",
+        choices=RERANKS,
+        help="final ranking: auto (default), none (the hot tier's code), float32 (re-rank the best "
+        "on float32 rows from the cold tier: exact distances), exact (every candidate on float32)",
+    )
     s.set_defaults(run=_search)
 
     c = sub.add_parser("calibrate", help="recalibrate an index's planner with a sample of queries")

@@ -1,8 +1,10 @@
-"""The planner's cost model: seconds of one core for a routed plan and for an exact scan.
+"""The planner's cost model: seconds of one core for a routed plan and for a full scan.
 
-Both plans score candidates with BLAS products; they differ in how many (query, row) pairs
-they score and in fixed costs. Per partition a plan touches, the rows are streamed once
-(``C_STREAM`` per float, plus ``C_GATHER`` when a filter makes it copy rows), every query
+Both plans score candidates on the hot tier's code with BLAS products (:func:`scan_seconds`
+is the routed cost with every query visiting every partition that may match); they differ
+in how many (query, row) pairs they score and in fixed costs. Per partition a plan touches,
+the rows are decoded once (``C_STREAM`` per code, plus ``C_GATHER`` when a filter makes it
+copy rows; fitted for float32 rows, which the nibble/byte decode costs about as much as), every query
 routed there costs ``C_MAC`` per multiply-add and ``C_SELECT`` per scored row (top-k
 selection), and the partition itself a fixed Python/numpy overhead (``C_PART`` in the
 routed path, which scores and merges per partition, plus ``C_FILTER_PART`` when it also

@@ -146,7 +146,7 @@ def _calibration_summary(cal: dict[str, Any] | None) -> dict[str, Any] | None:
     """The calibration's provenance (not its table) for ``info``."""
     if cal is None:
         return None
-    return {k: cal.get(k) for k in ("source", "n_queries", "seconds")}
+    return {k: cal.get(k) for k in ("source", "n_queries", "seconds", "ranking")}
 
 
 def is_squash_manifest(data: bytes) -> bool:

@@ -127,8 +127,10 @@ def search_partition(
 
     # L4: the best k * rerank_factor estimates of each query, re-scored on float32.
     width = min(n_c, k * params.rerank_factor)
-    cand = np.argpartition(dist, width - 1, axis=1)[:, :width] if width < n_c else np.broadcast_to(
-        np.arange(n_c), (m, n_c)
+    cand = (
+        np.argpartition(dist, width - 1, axis=1)[:, :width]
+        if width < n_c
+        else np.broadcast_to(np.arange(n_c), (m, n_c))
     )
     union, inverse = np.unique(cand, return_inverse=True)
     vectors = _cold(cold).rows(seg, rows[union])

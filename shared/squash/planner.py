@@ -162,7 +162,9 @@ def plan_queries(
     route_target = min(params.target_recall / max(code_recall, 1e-9), 1.0)
     dims, filtered = int(queries.shape[1]), node is not None
     total_sure = int(sure.sum())
-    rule = _rule(router, k, sure, filtered, dataclasses.replace(params, target_recall=route_target), calibration)
+    rule = _rule(
+        router, k, sure, filtered, dataclasses.replace(params, target_recall=route_target), calibration
+    )
     if total_sure < k:
         rule = dataclasses.replace(rule, need=math.inf)  # fewer than k sure: all that may match
 
@@ -174,7 +176,9 @@ def plan_queries(
     scan_expected = None if calibration is None else code_recall
 
     def scan_plan(routed_ms: float | None) -> Plan:
-        plan = Plan(exact_visit.copy(), maybe, sure, "exact", "exact", scan_expected, routed_ms, scan_ms, maybe_rows)
+        plan = Plan(
+            exact_visit.copy(), maybe, sure, "exact", "exact", scan_expected, routed_ms, scan_ms, maybe_rows
+        )
         plan.rerank = rerank
         return plan
 

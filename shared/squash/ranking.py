@@ -36,7 +36,10 @@ class RankingProbe:
 
     def add_segment(self, seg: Segment, rows_x: np.ndarray, rows: np.ndarray) -> None:
         every = np.arange(seg.size)
-        scored = {"code": code_distances(seg, self.queries, every), "exact": float32_distances(self.queries, rows_x)}
+        scored = {
+            "code": code_distances(seg, self.queries, every),
+            "exact": float32_distances(self.queries, rows_x),
+        }
         for kind, dist in scored.items():
             if self.exclude is not None:
                 dist[self.exclude[:, None] == rows[None, :]] = np.inf

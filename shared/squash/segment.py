@@ -135,7 +135,9 @@ class Segment:
         if missing:
             raise IndexFormatError(f"{name}: missing array(s) {', '.join(missing)}")
         n = arrays["ids"].shape[0]
-        code = ScalarCode(arrays["dims8"].astype(np.int64), arrays["dims4"].astype(np.int64), arrays["lo"], arrays["step"])
+        code = ScalarCode(
+            arrays["dims8"].astype(np.int64), arrays["dims4"].astype(np.int64), arrays["lo"], arrays["step"]
+        )
         k = code.dims.shape[0]
         d = arrays["centroid"].shape[0]
         shapes_ok = (

@@ -215,7 +215,9 @@ class S3Storage:
         if end <= start:
             return b""
         try:
-            obj = self.client.get_object(Bucket=self.bucket, Key=self._key(key), Range=f"bytes={start}-{end - 1}")
+            obj = self.client.get_object(
+                Bucket=self.bucket, Key=self._key(key), Range=f"bytes={start}-{end - 1}"
+            )
             return obj["Body"].read()
         except Exception as exc:  # botocore raises many unrelated types
             raise self._error(exc, "read", key) from exc

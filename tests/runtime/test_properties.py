@@ -220,8 +220,9 @@ def _check_error(body: dict, status: int) -> None:
 def _check_results(index, data, doc: dict, out: dict) -> None:
     """A 200 is a correct answer, checked against brute force (not against squash itself):
     each hit matches the filter, its distance is the exact squared L2 distance (within the
-    code's error when ``stats.distances`` says "estimated"), hits are nearest first, and a query gets min(k, matching rows) hits (README: a filter matching
-    at least k vectors returns k). The in-process engine must agree on the distances."""
+    code's error when ``stats.distances`` says "estimated"), hits are nearest first, and a
+    query gets min(k, matching rows) hits (README: a filter matching at least k vectors
+    returns k). The in-process engine must agree on the distances."""
     queries = np.atleast_2d(np.asarray(doc.get("vector", doc.get("vectors")), dtype=np.float64))
     k = doc.get("k", 10)
     base, attrs = data
@@ -242,7 +243,9 @@ def _check_results(index, data, doc: dict, out: dict) -> None:
             if out["stats"]["distances"] == "exact":
                 np.testing.assert_allclose(got, exact, rtol=1e-3, atol=1e-2)
             else:  # the hot tier's estimate: 6 bits per dimension keep it within a few %
-                np.testing.assert_allclose(got, exact, rtol=0.1, atol=0.05 * (float(np.median(exact)) if exact.size else 0.0) + 1e-2)
+                np.testing.assert_allclose(
+                    got, exact, rtol=0.1, atol=0.05 * (float(np.median(exact)) if exact.size else 0.0) + 1e-2
+                )
             assert np.all(np.diff(got) >= -1e-3 * np.maximum(1, np.abs(got[1:])))
             np.testing.assert_allclose(got, ref[: len(hits)], rtol=1e-5, atol=1e-3)
 

@@ -39,7 +39,9 @@ def _segment(n, d, bits_per_dim, seed, scale_spread=10.0):
     scale = rng.uniform(0.1, scale_spread, size=d)
     x = (rng.normal(size=(n, d)) * scale).astype(np.float32)
     centroid = x.mean(axis=0)
-    hot, cold = build_segment(x, centroid, np.arange(n), quantize_attributes(None, n), round(bits_per_dim * d), 4)
+    hot, cold = build_segment(
+        x, centroid, np.arange(n), quantize_attributes(None, n), round(bits_per_dim * d), 4
+    )
     return rng, scale, x, Segment.from_bytes(0, hot, "t.arrow"), cold
 
 

@@ -202,7 +202,9 @@ def _cold_file(built, partition: int):
 def test_missing_cold_tier_is_index_corrupt_when_float32_is_asked_for(built):
     _cold_file(built, 1).unlink()
     index = squash.open_index(built.as_uri())
-    codes = index.search(np.zeros((4, 8), np.float32), k=5, params=squash.SearchParams(plan="exact", rerank="none"))
+    codes = index.search(
+        np.zeros((4, 8), np.float32), k=5, params=squash.SearchParams(plan="exact", rerank="none")
+    )
     assert codes.stats["refine_gets"] == 0  # the code ranking never touches the cold tier
     with pytest.raises(IndexFormatError, match="missing") as err:
         index.search(np.zeros((4, 8), np.float32), k=5, params=squash.SearchParams(target_recall=1.0))
@@ -219,7 +221,7 @@ def test_corrupt_cold_tier_is_index_corrupt_not_a_wrong_answer(built, damage):
         del data[-4:]
     path.write_bytes(bytes(data))
     index = squash.open_index(built.as_uri())
-    with pytest.raises(IndexFormatError, match="checksum|shorter") as err:
+    with pytest.raises(IndexFormatError, match=r"checksum|shorter") as err:
         index.search(np.zeros((4, 8), np.float32), k=5, params=squash.SearchParams(target_recall=1.0))
     assert err.value.code == "index_corrupt"
 

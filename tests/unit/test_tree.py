@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 
 import squash
-from squash.refine import ColdTier
 from squash.build import BuildOptions, build_index
 from squash.errors import InputError
+from squash.refine import ColdTier
 from squash.results import TopK, merge
 from squash.runtime.tree import TreeLayout, function_name
 from squash.search import search_partitions

@@ -29,8 +29,8 @@ from ..errors import (
 from ..filters import parse_filter
 from ..manifest import FileRef
 from ..params import MAX_K, SearchParams
-from ..results import TopK, merge
 from ..refine import ColdTier
+from ..results import TopK, merge
 from ..search import search_partitions
 from ..segment import Segment, load_segment
 from ..storage import Storage, open_storage
@@ -255,7 +255,14 @@ class WorkerNode:
         parts, starts = np.unique(own[:, 0], return_index=True)
         groups = np.split(own[:, 1], starts[1:]) if own.shape[0] else []
         top = search_partitions(
-            load, zip(parts.tolist(), groups, strict=True), req.queries, req.k, node, req.specs, req.params, cold
+            load,
+            zip(parts.tolist(), groups, strict=True),
+            req.queries,
+            req.k,
+            node,
+            req.specs,
+            req.params,
+            cold,
         )
         io |= cold.reads.as_dict() | {"hot_bytes_resident": self.cache.nbytes}
         attrs = _attributes_of(top, loaded.values(), req.specs) if req.include_attributes else {}
