@@ -119,8 +119,8 @@ def search_partition(
         stats[:, 3] = keep2
     else:
         dist = code_distances(seg, queries, rows)
+    stats[:, 4] = stats[:, 3]  # every row L2 kept is scored on the code
     n_c = rows.shape[0]
-    stats[:, 4] = stats[:, 3]
     ids = np.broadcast_to(seg.ids[rows], dist.shape)
     if rerank != "float32":
         return select_topk(ids, dist, k, stats) if select else TopK(ids, dist, stats)
