@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import re
 import time
 import uuid
@@ -51,7 +52,7 @@ class BuildOptions:
     bits_per_dim: float = 6.0  # the hot tier's code: 6 bits = 3/4 byte per dimension
     metric: str = "l2"
     seed: int = 0
-    sketch_bits: int | None = None  # default: min(32, d); at most d (one sign bit per axis)
+    sketch_bits: int | None = None  # default: min(64, d); at most d (one sign bit per axis)
     calibration_queries: int = DEFAULT_QUERIES  # how many to calibrate with; 0 = no calibration
 
     def resolve_partitions(self, n: int) -> int:
@@ -399,9 +400,12 @@ def _previous_build(storage: Storage) -> list[str]:
         )
     try:
         old = Manifest.from_json(raw)
-    except IndexFormatError:
-        return []
-    history = [*old.params.get("previous_builds", []), old.build_id]
+        history = [*old.params.get("previous_builds", []), old.build_id]
+    except IndexFormatError:  # corrupt, or an older format: its history still names its builds
+        doc = json.loads(raw)
+        params = doc.get("params") if isinstance(doc.get("params"), dict) else {}
+        previous = params.get("previous_builds")
+        history = [*(previous if isinstance(previous, list) else []), doc.get("build_id")]
     return [b for b in history if isinstance(b, str) and _BUILD_ID.match(b)]  # never "../.."
 
 

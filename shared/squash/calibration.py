@@ -71,10 +71,10 @@ class Calibration:
                 return float(np.exp(_interp_band(selectivity, self.bands, np.log(by_band))))
         return _interp_band(selectivity, self.bands, by_band)
 
-    def ranking_recall(self, k: int) -> float:
-        """Recall@k the code ranking reaches on its own (1.0 when not measured)."""
+    def ranking_recall(self, k: int) -> float | None:
+        """Recall@k the code ranking reaches on its own (None when not measured)."""
         if not self.ranking:
-            return 1.0
+            return None
         ks = sorted(int(key) for key in self.ranking)
         values = np.array([self.ranking[str(key)] for key in ks])
         return _interp_log(k, tuple(ks), values)
@@ -145,9 +145,9 @@ class Calibration:
 def _ranking(doc: Any) -> dict[str, float] | None:
     if doc is None:
         return None
-    out = {str(k): float(v) for k, v in dict(doc).items()}
-    if not all(0.0 <= v <= 1.0 for v in out.values()):
-        raise ValueError("ranking recall outside [0, 1]")
+    out = {str(int(k)): float(v) for k, v in dict(doc).items()}
+    if not all(0.0 <= v <= 1.0 for v in out.values()) or not all(int(k) > 0 for k in out):
+        raise ValueError("ranking recall must map positive k to a recall in [0, 1]")
     return out
 
 

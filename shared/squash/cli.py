@@ -182,11 +182,16 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--attributes", help="Parquet or CSV, one row per vector (optional 'id' column)")
     b.add_argument("--vector-column", help="the vectors' column in a Parquet file with several lists")
     b.add_argument("--partitions", type=int, help="number of partitions (default: about sqrt(N))")
-    b.add_argument("--bits-per-dim", type=float, default=2.0, help="average OSQ bits per dimension")
+    b.add_argument(
+        "--bits-per-dim",
+        type=float,
+        default=BuildOptions.bits_per_dim,
+        help=f"hot-tier code budget, bits per dimension (default {BuildOptions.bits_per_dim:g}, at most 8)",
+    )
     b.add_argument("--metric", choices=("l2", "cosine"), default="l2")
     b.add_argument("--seed", type=int, default=0)
     b.add_argument(
-        "--sketch-bits", type=int, help="bits of the binary sign sketch (default min(32, d), at most d)"
+        "--sketch-bits", type=int, help="bits of the binary sign sketch (default min(64, d), at most d)"
     )
     b.add_argument(
         "--calibration-queries",

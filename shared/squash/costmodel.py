@@ -3,16 +3,14 @@
 Both plans score candidates on the hot tier's code with BLAS products (:func:`scan_seconds`
 is the routed cost with every query visiting every partition that may match); they differ
 in how many (query, row) pairs they score and in fixed costs. Per partition a plan touches,
-the rows are decoded once (``C_STREAM`` per code, plus ``C_GATHER`` when a filter makes it
-copy rows; fitted for float32 rows, which the nibble/byte decode costs about as much as), every query
-routed there costs ``C_MAC`` per multiply-add and ``C_SELECT`` per scored row (top-k
-selection), and the partition itself a fixed Python/numpy overhead (``C_PART`` in the
-routed path, which scores and merges per partition, plus ``C_FILTER_PART`` when it also
-evaluates a filter there; ``C_PART_EXACT`` in the exact scan, whose filter is one pass over
-the index). The constants were fitted on the team machine
-(2-core Xeon VM, one BLAS thread, numpy 2.4.6 / OpenBLAS, 2026-12-01) by ``bench/fit_cost.py``; see
-README, "Planning to a recall target". Only ratios matter to the choice, so a faster or
-slower machine of the same kind picks the same plans.
+the rows are decoded once (``C_STREAM`` per value, plus ``C_GATHER`` when a filter makes it
+copy rows; fitted on float32 rows, which the byte/nibble decode costs about as much as),
+every query routed there costs ``C_MAC`` per multiply-add and ``C_SELECT`` per scored row
+(top-k selection), and the partition itself a fixed Python/numpy overhead (``C_PART``, plus
+``C_FILTER_PART`` when a filter is evaluated and rechecked there). The constants were
+fitted on the team machine (2-core VM, one BLAS thread, numpy 2.4.6 / OpenBLAS, 2026-12-01)
+by ``bench/fit_cost.py``; see README, "Planning to a recall target". Only ratios matter to
+the choice, so a faster or slower machine of the same kind picks the same plans.
 """
 
 from __future__ import annotations
@@ -26,8 +24,6 @@ C_SELECT = 7.2e-9  # s per (query, row) distance through top-k selection
 C_PAIR = 1.8e-6  # s per (query, partition) pair: query gather, top-k rows, merge
 C_PART = 84e-6  # s per partition a routed plan searches
 C_FILTER_PART = 100e-6  # ... plus this when a filter is evaluated and rechecked per partition
-C_PART_EXACT = 90e-6  # s per partition the exact scan rechecks and gathers
-C_FIXED_EXACT = 30e-6  # s per batch for the exact scan's setup
 C_PLAN = 71e-9  # s per (query, partition) of routing work besides the centroid product (sorts)
 
 
@@ -61,18 +57,3 @@ def scan_seconds(queries: int, rows: np.ndarray, dims: int, filtered: bool) -> f
     """Every candidate row (``rows`` (P,) per partition) scored on codes for the whole batch."""
     visit = np.broadcast_to(rows > 0, (queries, rows.shape[0]))
     return routed_seconds(visit, rows, dims, filtered)
-
-
-def exact_seconds(queries: int, rows: np.ndarray, dims: int, filtered: bool) -> float:
-    """An exact scan of every candidate row (``rows`` (P,) per partition) for the batch."""
-    r = rows.astype(np.float64)
-    total = float(r.sum())
-    stream = C_STREAM + (C_GATHER if filtered else 0.0)
-    parts = int(np.count_nonzero(r))
-    return (
-        C_FIXED_EXACT
-        + C_PART_EXACT * parts
-        + total * dims * stream
-        + queries * total * (dims * C_MAC + C_SELECT)
-        + queries * C_PAIR
-    )

@@ -131,7 +131,7 @@ class Index:
         """The loaded segment of ``partition`` and whether it came from the cache."""
         seg, hit = load_segment(self.storage, partition, self.manifest.segments[partition], self.cache)
         if not hit:
-            self.bytes_read += seg.nbytes
+            self.bytes_read += seg.file_bytes
         return seg, hit
 
     def search(

@@ -1,4 +1,4 @@
-"""Worker-side search of one partition for a batch of queries: L0/L5 -> (L2) -> L3 -> (L4).
+"""Worker-side search of one partition for a batch of queries: filter -> (L2) -> L3 -> (L4).
 
 Queries arrive in the index's rotated space. The candidate set is the partition's rows
 passing the filter (L0 codes, then the exact predicate on raw values), so a row failing the
@@ -96,7 +96,8 @@ def search_partition(
     rerank = "none" if params.rerank == "auto" else params.rerank  # the planner resolves auto
     if rerank == "exact":
         stats[:, 3:6] = n_c
-        dist = float32_distances(queries, _cold(cold).rows(seg, rows))
+        # centred on the partition: the BLAS form's cancellation error scales with the norms
+        dist = float32_distances(queries - seg.centroid, _cold(cold).rows(seg, rows) - seg.centroid)
         ids = np.broadcast_to(seg.ids[rows], dist.shape)
         return select_topk(ids, dist, k, stats) if select else TopK(ids, dist, stats)
 
@@ -134,10 +135,25 @@ def search_partition(
     )
     union, inverse = np.unique(cand, return_inverse=True)
     vectors = _cold(cold).rows(seg, rows[union])
-    exact = np.take_along_axis(float32_distances(queries, vectors), inverse.reshape(cand.shape), axis=1)
+    exact = _direct_distances(queries, vectors, inverse.reshape(cand.shape))
     exact = np.where(np.isinf(np.take_along_axis(dist, cand, axis=1)), np.float32(np.inf), exact)
     stats[:, 5] = width
     return select_topk(seg.ids[rows[cand]], exact.astype(np.float32), k, stats)
+
+
+def _direct_distances(queries: np.ndarray, vectors: np.ndarray, which: np.ndarray) -> np.ndarray:
+    """Squared L2 (m, w) from query i to ``vectors[which[i, j]]`` as a sum of squared
+    differences: no cancellation error (a stored row queried gives 0), and the same value
+    whatever else was scored with it (in-process and tree answers agree)."""
+    m, width = which.shape
+    out = np.empty((m, width), dtype=np.float32)
+    step = max(1, GATHER_BUDGET // max(1, width * vectors.shape[1]))
+    for start in range(0, m, step):
+        end = min(m, start + step)
+        diff = vectors[which[start:end]]
+        diff -= queries[start:end, None, :]
+        out[start:end] = np.einsum("mwd,mwd->mw", diff, diff)
+    return out
 
 
 def _cold(cold: ColdTier | None) -> ColdTier:

@@ -148,16 +148,21 @@ def plan_queries(
     q = queries.shape[0]
     valid = maybe > 0
     exact_visit = np.broadcast_to(valid, (q, router.partitions))
-    if params.plan == "exact" or params.target_recall >= 1.0 or params.levels == "exact":
-        rerank = "exact" if params.rerank == "auto" or params.levels == "exact" else params.rerank
-        expected = 1.0 if rerank == "exact" else None
+    if params.levels == "exact":  # the older spelling of rerank="exact"
+        params = dataclasses.replace(params, rerank="exact", levels="auto")
+    if params.plan == "exact" or params.target_recall >= 1.0:
+        rerank = "exact" if params.rerank == "auto" else params.rerank
+        code = None if calibration is None else calibration.ranking_recall(k)
+        expected = {"exact": 1.0, "float32": 1.0, "none": code}[rerank]
         plan = Plan(exact_visit.copy(), maybe, sure, "exact", "exact", expected, maybe_rows=maybe_rows)
         plan.rerank = rerank
         return plan
-    ranking = 1.0 if calibration is None else calibration.ranking_recall(k)
+    # An index that never measured its code's recall re-ranks on float32: no unmeasured promise.
+    ranking = None if calibration is None else calibration.ranking_recall(k)
     rerank = params.rerank
     if rerank == "auto":
-        rerank = "none" if params.target_recall <= CODE_SHARE * ranking else "float32"
+        rerank = "none" if ranking is not None and params.target_recall <= CODE_SHARE * ranking else "float32"
+    ranking = 1.0 if ranking is None else ranking
     code_recall = ranking if rerank == "none" else 1.0
     route_target = min(params.target_recall / max(code_recall, 1e-9), 1.0)
     dims, filtered = int(queries.shape[1]), node is not None

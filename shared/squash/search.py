@@ -96,9 +96,9 @@ def exact_scan(
     pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     held = 0
 
-    def score(vectors: np.ndarray, sq: np.ndarray, ids: np.ndarray, cols: np.ndarray | None = None) -> None:
-        """Keep each query's k best of a block's rows (``cols`` of it, or all)."""
-        n = ids.shape[0] if cols is None else cols.shape[0]
+    def score(vectors: np.ndarray, sq: np.ndarray, ids: np.ndarray) -> None:
+        """Keep each query's k best of a block's rows."""
+        n = ids.shape[0]
         width = min(k, n)
         rows = np.empty((q, width), dtype=np.int64)
         dist = np.empty((q, width), dtype=np.float32)
@@ -106,11 +106,9 @@ def exact_scan(
         for start in range(0, q, step):
             end = min(q, start + step)
             d = q_sq[start:end, None] - 2.0 * (queries[start:end] @ vectors.T) + sq[None, :]
-            if cols is not None:
-                d = d[:, cols]
             top = np.argpartition(d, k - 1, axis=1)[:, :k] if n > k else np.arange(n)[None, :]
             top = np.broadcast_to(top, (end - start, width))
-            rows[start:end] = top if cols is None else cols[top]
+            rows[start:end] = top
             dist[start:end] = np.take_along_axis(d, top, axis=1)
         blocks.append(vectors)
         kept.append((ids[rows], dist, rows))

@@ -148,7 +148,8 @@ class Segment:
             and (k == 0 or (int(code.dims.min()) >= 0 and int(code.dims.max()) < d))
             and (arrays["sketch_dims"].size == 0 or int(arrays["sketch_dims"].max()) < d)
         )
-        block = int(arrays["cold_block_rows"][0])
+        block = int(arrays["cold_block_rows"][0]) if arrays["cold_block_rows"].size == 1 else 0
+        shapes_ok = shapes_ok and arrays["sketch"].ndim == 2 and arrays["sketch"].shape[0] == n
         if not shapes_ok or block < 1 or arrays["cold_crc"].shape != (-(-n // block),):
             raise IndexFormatError(f"{name}: arrays disagree in shape (corrupt segment)")
         return cls(

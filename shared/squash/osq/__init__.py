@@ -1,1 +1,2 @@
-"""OSQ: the quantizer (KLT, balanced partitions, bit allocation, Lloyd cells, packing, sketch, bounds)."""
+"""OSQ: the quantizer (KLT, balanced partitions, the scalar serving code with its bit
+allocation, estimate and bounds, sign sketch; Lloyd cells for attributes)."""

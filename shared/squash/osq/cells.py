@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-MAX_BITS = 8  # bits of the finest code a cell table serves
+MAX_BITS = 8  # at most 256 cells per column
 
 MAX_CELLS = 1 << MAX_BITS
 

@@ -62,20 +62,22 @@ class ScalarCode:
 def fit_code(v: np.ndarray, budget: int) -> ScalarCode:
     """Choose the axes and cells for rows ``v`` (n, d) (centred KLT coordinates)."""
     n, d = v.shape
-    widths = allocate_classes(v.var(axis=0) if n else np.zeros(d), budget)
+    var = v.var(axis=0) if n else np.zeros(d)
+    widths = allocate_classes(var, budget)
     dims8 = np.flatnonzero(widths == 8).astype(np.int32)
     dims4 = np.flatnonzero(widths == 4).astype(np.int32)
     if dims4.shape[0] % 2:  # nibbles come in pairs
         spare = np.flatnonzero(widths == 0)
-        if spare.size:  # lend the first uncoded axis 4 bits
-            dims4 = np.sort(np.concatenate([dims4, spare[:1]]))
-        elif dims8.size:  # every axis coded: the last 8-bit axis makes do with 4
-            dims4, dims8 = np.sort(np.concatenate([dims4, dims8[-1:]])), dims8[:-1]
-        else:  # every axis has 4 bits, an odd number of them: the first gets 8
-            dims8, dims4 = dims4[:1], dims4[1:]
+        if spare.size:  # the uncoded axis of most variance gets 4 bits (4 over the budget)
+            dims4 = np.sort(np.append(dims4, spare[np.argmax(var[spare])]))
+        elif dims8.size:  # every axis coded: the 8-bit axis of least variance makes do with 4
+            weakest = dims8[np.argmin(var[dims8])]
+            dims4, dims8 = np.sort(np.append(dims4, weakest)), dims8[dims8 != weakest]
+        else:  # every axis has 4 bits, an odd number of them: the one of most variance gets 8
+            strongest = dims4[np.argmax(var[dims4])]
+            dims8, dims4 = np.array([strongest]), dims4[dims4 != strongest]
         dims8, dims4 = dims8.astype(np.int32), dims4.astype(np.int32)
-    half = dims4.shape[0] // 2
-    dims4 = np.concatenate([dims4[:half], dims4[half:]])  # byte b holds axes half-apart
+    # Byte b of a row's nibbles holds axes dims4[b] (high) and dims4[b + half] (low).
     dims = np.concatenate([dims8, dims4])
     cells = np.concatenate([np.full(dims8.shape, 256.0), np.full(dims4.shape, 16.0)])
     if n and dims.size:

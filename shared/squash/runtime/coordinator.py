@@ -232,7 +232,9 @@ def _stats(
         for key in nodes:
             nodes[key] += a["stats"]["nodes"][key]
         for key in s3:
-            s3[key] += a["stats"]["s3"].get(key, 0)
+            got = a["stats"]["s3"].get(key, 0)
+            # every chunk visits the same tree: its resident bytes are a size, not a count
+            s3[key] = max(s3[key], got) if key == "hot_bytes_resident" else s3[key] + got
         positions += a["stats"]["positions"]
     totals = per_query.sum(axis=0)
     return plan.stats() | {

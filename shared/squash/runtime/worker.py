@@ -276,7 +276,7 @@ class WorkerNode:
 
     def _segment(self, uri: str, partition: int, ref: FileRef) -> tuple[Segment, bool, int]:
         seg, hit = load_segment(self._storage(uri), partition, ref, self.cache)
-        return seg, hit, 0 if hit else seg.nbytes
+        return seg, hit, 0 if hit else seg.file_bytes
 
 
 #: Event members a node passes to its children unchanged (the rest is rebuilt per child).
@@ -348,7 +348,7 @@ def _add_stats(total: dict[str, Any], child: dict[str, Any]) -> None:
     for key in ("invoked", "cold", "warm"):
         total["nodes"][key] += child["nodes"][key]
     for key in total["s3"]:
-        total["s3"][key] += child["s3"][key]
+        total["s3"][key] += child["s3"].get(key, 0)  # a subtree's caches add up
     total["positions"] += child["positions"]
     total["search_ms"] += child["search_ms"]
     total["max_node_ms"] = max(total["max_node_ms"], child["max_node_ms"])
