@@ -362,6 +362,7 @@ def run_dataset(
         "hot_bytes": summary.hot_bytes,
         "cold_bytes": summary.cold_bytes,
         "hot_bytes_per_vector": summary.hot_bytes_per_vector,
+        "attribute_bytes_per_vector": summary.attribute_bytes / summary.n,
         "stored_ratio": summary.index_bytes / (4 * summary.n * summary.dims),
         "ranking_recall": None if cal is None else cal.ranking,
         "preload_seconds": sweep.preload(index),

@@ -205,6 +205,8 @@ def _memory_md(r: dict[str, Any], targets: list[str]) -> list[str]:
             [
                 name,
                 f"{b['hot_bytes_per_vector']:.0f} ({b['hot_bytes_per_vector'] / (4 * dims):.1%})",
+                f"{b.get('attribute_bytes_per_vector', 0):.0f}",
+                f"{b['hot_bytes_per_vector'] - b.get('attribute_bytes_per_vector', 0):.0f}",
                 _ok(b["hot_bytes_per_vector"] <= dims),
                 faiss_bpv,
                 f"{b['stored_ratio']:.3f}×",
@@ -219,7 +221,8 @@ def _memory_md(r: dict[str, Any], targets: list[str]) -> list[str]:
     return [
         "## Memory (issue #10): hot tier, stored index, QPS per resident MiB",
         "",
-        "Hot tier = what a warm worker keeps (codes, ids, attributes, sketch, per-partition cells); "
+        "Hot tier = what a warm worker keeps (codes, ids, sketch, residual norms, per-partition cells, "
+        "and the user's attribute columns, shown apart: FAISS holds none); "
         "the float32 rows are the cold tier, read only to re-rank. FAISS IVF-SQ8 holds d + 8 bytes "
         "per vector. QPS per MiB: unfiltered batch QPS at target 0.95 (FAISS: at squash's recall) "
         "over the resident MiB.",
@@ -228,7 +231,9 @@ def _memory_md(r: dict[str, Any], targets: list[str]) -> list[str]:
             [
                 "dataset",
                 "hot B/vector (of float32)",
-                "≤ ¼",
+                "of which attributes",
+                "without attributes",
+                "≤ ¼ (with attributes)",
                 "FAISS-SQ8 B/vector",
                 "stored / float32",
                 "≤ 1.25×",

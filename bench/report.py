@@ -642,7 +642,16 @@ def _scale_md(sc: dict[str, Any] | None) -> list[str]:
         f"{b['build_seconds']:.1f} s (child wall {b['child_process_seconds']:.1f} s incl. loading the "
         f"{b['input_bytes'] / 2**20:.0f} MiB input), peak RSS {b['peak_rss_gib']:.2f} GiB (child's "
         f"RUSAGE_SELF; parent's RUSAGE_CHILDREN says {b['rusage_children_peak_gib']:.2f} GiB), P = "
-        f"{b['partitions']}, index {b['index_bytes'] / 2**20:.0f} MiB. Limits: "
+        f"{b['partitions']}, index {b['index_bytes'] / 2**20:.0f} MiB "
+        + (
+            f"({b['index_bytes'] / b['input_bytes']:.3f}× the float32 input; hot tier "
+            f"{b['hot_bytes_per_vector']:.0f} B/vector = "
+            f"{b['hot_bytes_per_vector'] / (4 * d['dims']):.1%} of float32, "
+            f"{b['attribute_bytes_per_vector']:.0f} of them attributes)"
+            if "hot_bytes_per_vector" in b
+            else ""
+        )
+        + ". Limits: "
         f"{b['limit_seconds'] / 60:.0f} min, {b['limit_peak_gib']:.0f} GiB → "
         f"{'met' if b['met'] else '**not met**'}.",
         "",

@@ -300,6 +300,7 @@ def run_dataset(cfg: Config, which: str, tmp: Path, watch: Stopwatch) -> tuple[d
             "hot_bytes": summary.hot_bytes,
             "cold_bytes": summary.cold_bytes,
             "hot_bytes_per_vector": summary.hot_bytes_per_vector,
+            "attribute_bytes_per_vector": summary.attribute_bytes / summary.n,
             "resident_bytes": index.cache.nbytes,
             "preload_seconds": preload_s,
         },

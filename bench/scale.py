@@ -69,6 +69,10 @@ def child_build(data_dir: Path, uri: str) -> dict[str, Any]:
         "partitions": summary.partitions,
         "code_bytes_per_vector": summary.code_bytes_per_vector,
         "index_bytes": summary.index_bytes,
+        "hot_bytes": summary.hot_bytes,
+        "cold_bytes": summary.cold_bytes,
+        "hot_bytes_per_vector": summary.hot_bytes_per_vector,
+        "attribute_bytes_per_vector": summary.attribute_bytes / summary.n,
         "peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
     }
 

@@ -18,7 +18,8 @@ _SHAPE = b"squash.shape"
 
 
 def to_arrow_bytes(arrays: dict[str, np.ndarray]) -> bytes:
-    """Serialise ``arrays`` into one Arrow IPC file (C-contiguous values, shapes kept)."""
+    """Serialise ``arrays`` into one Arrow IPC stream (C-contiguous values, shapes kept; the
+    stream format: the file format's footer repeats the schema, ~100 bytes per array)."""
     fields, columns = [], []
     for name, arr in arrays.items():
         arr = np.ascontiguousarray(arr)
@@ -31,7 +32,7 @@ def to_arrow_bytes(arrays: dict[str, np.ndarray]) -> bytes:
         columns.append(column)
     table = pa.Table.from_arrays(columns, schema=pa.schema(fields))
     sink = pa.BufferOutputStream()
-    with pa.ipc.new_file(sink, table.schema) as writer:
+    with pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table)
     return sink.getvalue().to_pybytes()
 
@@ -39,7 +40,7 @@ def to_arrow_bytes(arrays: dict[str, np.ndarray]) -> bytes:
 def from_arrow_bytes(data: bytes, name: str = "<bytes>") -> dict[str, np.ndarray]:
     """Inverse of :func:`to_arrow_bytes`; arrays are read-only views of ``data``."""
     try:
-        table = pa.ipc.open_file(pa.py_buffer(data)).read_all()
+        table = pa.ipc.open_stream(pa.py_buffer(data)).read_all()
     except (pa.ArrowInvalid, OSError) as exc:
         raise IndexFormatError(f"{name}: not a readable Arrow IPC file ({exc})") from exc
     out: dict[str, np.ndarray] = {}

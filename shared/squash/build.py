@@ -39,7 +39,7 @@ from .storage import Storage, open_storage
 ROUTING_DIMS = 64  # k-means runs on the leading global KLT axes
 KLT_SAMPLE = 100_000
 KEEP_BUILDS = 2  # the current build and the one before it (for in-flight readers)
-DEFAULT_SKETCH_BITS = 64  # one uint64 word per row: 64 bits cost what 32 do
+DEFAULT_SKETCH_BITS = 32  # one uint32 word per row (the sketch serves the opt-in L2 only)
 MAX_SEED = 2**63 - 1
 _BUILD_ID = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}$")  # only such folders are ever deleted
 
@@ -52,7 +52,7 @@ class BuildOptions:
     bits_per_dim: float = 6.0  # the hot tier's code: 6 bits = 3/4 byte per dimension
     metric: str = "l2"
     seed: int = 0
-    sketch_bits: int | None = None  # default: min(64, d); at most d (one sign bit per axis)
+    sketch_bits: int | None = None  # default: min(32, d); at most d (one sign bit per axis)
     calibration_queries: int = DEFAULT_QUERIES  # how many to calibrate with; 0 = no calibration
 
     def resolve_partitions(self, n: int) -> int:
@@ -78,6 +78,7 @@ class BuildSummary:
     seconds: float
     hot_bytes: int = 0
     cold_bytes: int = 0
+    attribute_bytes: int = 0  # of the hot tier: the stored attribute columns (codes, values)
 
     @property
     def hot_bytes_per_vector(self) -> float:
@@ -92,7 +93,8 @@ class BuildSummary:
             f"(float32: {self.float32_bytes_per_vector} bytes, "
             f"{self.float32_bytes_per_vector / max(self.code_bytes_per_vector, 1e-9):.1f}x smaller)",
             f"hot tier     {self.hot_bytes / 2**20:.1f} MiB ({self.hot_bytes_per_vector:.0f} bytes/vector: "
-            f"codes, ids, attributes, sketch), what a warm worker keeps",
+            f"codes, ids, sketch, {self.attribute_bytes / max(self.n, 1):.0f} of attributes), "
+            "what a warm worker keeps",
             f"cold tier    {self.cold_bytes / 2**20:.1f} MiB (float32 rows, read only to re-rank)",
             f"stored       {self.index_bytes / 2**20:.1f} MiB in total "
             f"({self.index_bytes / max(self.n * self.float32_bytes_per_vector, 1):.2f}x the float32 data)",
@@ -242,6 +244,10 @@ def build_index(
     router_ref = FileRef.of(f"{prefix}/router.arrow", router)
     storage.write(router_ref.key, router)
     total_bytes = hot_bytes + cold_total + router_ref.size
+    kinds = {s.name: s.kind for s in attrs.specs}
+    attribute_bytes = sum(c.nbytes for c in attrs.codes.values()) + sum(
+        c.nbytes for name, c in attrs.raw.items() if kinds[name] in ("int", "float")
+    )
 
     calibration = None
     if cal_sample is not None:
@@ -279,6 +285,7 @@ def build_index(
             "hot_bytes": hot_bytes,
             "cold_bytes": cold_total,
             "hot_bytes_per_vector": round(hot_bytes / n, 2),
+            "attribute_bytes_per_vector": round(attribute_bytes / n, 2),
             "build_seconds": round(seconds, 3),
         },
         calibration=None if calibration is None else calibration.to_json(),
@@ -298,6 +305,7 @@ def build_index(
         seconds=seconds,
         hot_bytes=hot_bytes,
         cold_bytes=cold_total,
+        attribute_bytes=attribute_bytes,
     )
 
 

@@ -191,7 +191,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--metric", choices=("l2", "cosine"), default="l2")
     b.add_argument("--seed", type=int, default=0)
     b.add_argument(
-        "--sketch-bits", type=int, help="bits of the binary sign sketch (default min(64, d), at most d)"
+        "--sketch-bits", type=int, help="bits of the binary sign sketch (default min(32, d), at most d)"
     )
     b.add_argument(
         "--calibration-queries",

@@ -23,7 +23,7 @@ from .attributes import AttributeColumns
 from .cache import SegmentCache
 from .errors import IndexFormatError, IndexNotFoundError
 from .manifest import FileRef
-from .osq.scalar import ScalarCode, decoded_values, encode, fit_code
+from .osq.scalar import ScalarCode, as_float16, decoded_values, encode, fit_code
 from .osq.sketch import sign_sketch
 from .storage import Storage
 
@@ -57,37 +57,47 @@ def build_segment(
 ) -> tuple[bytes, bytes]:
     """(hot, cold) files of one partition: ``rows`` (n, d) float32 in the rotated space,
     ``centroid`` (d,) their centre, ``budget_bits`` per row for the code."""
+    # The centre and cells are stored as float16 when it holds them (a partition's header is
+    # d + 2K numbers), rounded before coding so the codes are exact for the values stored.
+    with np.errstate(over="ignore"):
+        c16 = centroid.astype(np.float16)
+    half = bool(np.isfinite(c16).all())
+    centroid = c16.astype(np.float32) if half else centroid.astype(np.float32)
     v = rows.astype(np.float64) - centroid
     code = fit_code(v, budget_bits)
+    rounded = as_float16(code) if half else None
+    code, half = (rounded, True) if rounded is not None else (code, False)
     codes8, codes4, residual_sq = encode(v, code)
     cold = cold_bytes(rows)
     bits = min(sketch_bits, rows.shape[1])
     # The sketch takes the signs of the partition's own highest-variance axes.
     sketch_dims = np.sort(np.argsort(-v.var(axis=0), kind="stable")[:bits]).astype(np.uint16)
+    # The small per-partition arrays share three columns (each Arrow column costs ~400 bytes).
+    layout = [rows.shape[1], code.dims8.shape[0], code.dims4.shape[0], bits, COLD_BLOCK_ROWS]
     arrays = {
+        "layout": np.array(layout, dtype=np.int64),
+        "header_f16" if half else "header_f32": np.concatenate([centroid, code.lo, code.step]).astype(
+            np.float16 if half else np.float32
+        ),
+        "header_u16": np.concatenate([code.dims8, code.dims4, sketch_dims]).astype(np.uint16),
         "ids": ids.astype(np.int64),
-        "centroid": centroid.astype(np.float32),
-        "dims8": code.dims8.astype(np.uint16),
-        "dims4": code.dims4.astype(np.uint16),
-        "lo": code.lo,
-        "step": code.step,
         "codes8": codes8,
         "codes4": codes4,
         "residual_sq": residual_sq,
         "sketch": sign_sketch(v[:, sketch_dims], bits),
-        "sketch_dims": sketch_dims,
-        "cold_block_rows": np.array([COLD_BLOCK_ROWS], dtype=np.int32),
         "cold_crc": block_crcs(cold, 4 * rows.shape[1]),
     }
+    kinds = {s.name: s.kind for s in attrs.specs}
     for name, col in attrs.codes.items():
         arrays[f"q.{name}"] = col
     for name, col in attrs.raw.items():
-        arrays[f"raw.{name}"] = col
+        if kinds.get(name) in ("int", "float"):  # a category's or bool's code is its value
+            arrays[f"raw.{name}"] = col
     return to_arrow_bytes(arrays), cold
 
 
-_SEGMENT_ARRAYS = {"ids", "centroid", "dims8", "dims4", "lo", "step", "codes8", "codes4", "residual_sq"}
-_SEGMENT_ARRAYS |= {"sketch", "sketch_dims", "cold_block_rows", "cold_crc"}
+_SEGMENT_ARRAYS = {"layout", "header_u16", "ids", "codes8", "codes4", "residual_sq"}
+_SEGMENT_ARRAYS |= {"sketch", "cold_crc"}
 
 
 @dataclass
@@ -134,39 +144,51 @@ class Segment:
         missing = sorted(_SEGMENT_ARRAYS - set(arrays))
         if missing:
             raise IndexFormatError(f"{name}: missing array(s) {', '.join(missing)}")
+        layout = arrays["layout"]
+        if layout.shape != (5,) or int(layout.min()) < 0:
+            raise IndexFormatError(f"{name}: malformed layout (corrupt segment)")
+        d, k8, k4, bits, block = (int(v) for v in layout)
+        header = arrays.get("header_f16", arrays.get("header_f32"))
+        if header is None:
+            raise IndexFormatError(f"{name}: missing array(s) header_f16 or header_f32")
+        f32, u16 = header.astype(np.float32), arrays["header_u16"].astype(np.int64)
+        k = k8 + k4
         n = arrays["ids"].shape[0]
-        code = ScalarCode(
-            arrays["dims8"].astype(np.int64), arrays["dims4"].astype(np.int64), arrays["lo"], arrays["step"]
-        )
-        k = code.dims.shape[0]
-        d = arrays["centroid"].shape[0]
         shapes_ok = (
-            arrays["codes8"].shape == (n, code.dims8.shape[0])
-            and arrays["codes4"].shape == (n, code.dims4.shape[0] // 2)
-            and code.lo.shape == code.step.shape == (k,)
+            f32.shape == (d + 2 * k,)
+            and u16.shape == (k + bits,)
+            and arrays["codes8"].shape == (n, k8)
+            and arrays["codes4"].shape == (n, k4 // 2)
             and arrays["residual_sq"].shape == (n,)
-            and (k == 0 or (int(code.dims.min()) >= 0 and int(code.dims.max()) < d))
-            and (arrays["sketch_dims"].size == 0 or int(arrays["sketch_dims"].max()) < d)
+            and arrays["sketch"].ndim == 2
+            and arrays["sketch"].shape[0] == n
+            and (u16.size == 0 or int(u16.max()) < d)
+            and block >= 1
+            and arrays["cold_crc"].shape == (-(-n // block),)
         )
-        block = int(arrays["cold_block_rows"][0]) if arrays["cold_block_rows"].size == 1 else 0
-        shapes_ok = shapes_ok and arrays["sketch"].ndim == 2 and arrays["sketch"].shape[0] == n
-        if not shapes_ok or block < 1 or arrays["cold_crc"].shape != (-(-n // block),):
+        if not shapes_ok:
             raise IndexFormatError(f"{name}: arrays disagree in shape (corrupt segment)")
+        code = ScalarCode(u16[:k8], u16[k8:k], f32[d : d + k], f32[d + k :])
+        codes = {key[2:]: v for key, v in arrays.items() if key.startswith("q.")}
+        raw = {key[4:]: v for key, v in arrays.items() if key.startswith("raw.")}
+        for attr, col in codes.items():  # categories and bools: the code is the value
+            if attr not in raw:
+                raw[attr] = col
         return cls(
             partition=partition,
             key=name,
             ids=arrays["ids"],
-            centroid=arrays["centroid"],
+            centroid=f32[:d],
             code=code,
             codes8=arrays["codes8"],
             codes4=arrays["codes4"],
             residual_sq=arrays["residual_sq"],
             sketch=arrays["sketch"],
-            sketch_dims=arrays["sketch_dims"].astype(np.int64),
+            sketch_dims=u16[k:],
             cold_block_rows=block,
             cold_crc=arrays["cold_crc"],
-            attr_codes={k[2:]: v for k, v in arrays.items() if k.startswith("q.")},
-            attr_raw={k[4:]: v for k, v in arrays.items() if k.startswith("raw.")},
+            attr_codes=codes,
+            attr_raw=raw,
             file_bytes=len(data),
         )
 

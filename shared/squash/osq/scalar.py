@@ -16,6 +16,7 @@ norm of its residual ``r = v - x_hat`` (the 0-bit axes included), which gives
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -86,6 +87,19 @@ def fit_code(v: np.ndarray, budget: int) -> ScalarCode:
         lo = hi = np.zeros(dims.shape)
     step = np.where(hi > lo, (hi - lo) / cells, 1.0)
     return ScalarCode(dims8, dims4, lo.astype(np.float32), step.astype(np.float32))
+
+
+def as_float16(code: ScalarCode) -> ScalarCode | None:
+    """The code with its cells rounded to float16 (half the header), or None when float16
+    cannot hold a cell width within 1 % (huge or tiny values). A rounded first edge only
+    shifts the grid a little: rows are coded against the rounded values."""
+    with np.errstate(over="ignore", under="ignore"):
+        lo, step = code.lo.astype(np.float16), code.step.astype(np.float16)
+    if not (np.isfinite(lo).all() and np.isfinite(step).all() and (step > 0).all()):
+        return None
+    if np.any(np.abs(step.astype(np.float32) - code.step) > 0.01 * code.step):
+        return None
+    return dataclasses.replace(code, lo=lo.astype(np.float32), step=step.astype(np.float32))
 
 
 def encode(v: np.ndarray, code: ScalarCode) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -6,13 +6,13 @@ import numpy as np
 
 
 def sign_sketch(rotated: np.ndarray, n_bits: int) -> np.ndarray:
-    """Pack the signs of the first ``n_bits`` rotated (centred) dims into (n, words) uint64."""
+    """Pack the signs of the first ``n_bits`` rotated (centred) dims into (n, words) uint32."""
     signs = np.asarray(rotated[:, :n_bits]) > 0
-    n_bytes = ((n_bits + 63) // 64) * 8
+    n_bytes = ((n_bits + 31) // 32) * 4
     packed = np.zeros((signs.shape[0], n_bytes), dtype=np.uint8)
     raw = np.packbits(signs, axis=1, bitorder="big")
     packed[:, : raw.shape[1]] = raw
-    return packed.view(np.uint64)
+    return packed.view(np.uint32)
 
 
 def hamming(queries: np.ndarray, sketches: np.ndarray) -> np.ndarray:
