@@ -25,7 +25,7 @@ from .planner import Plan, plan_queries
 from .refine import ColdTier
 from .results import TopK
 from .router import Router
-from .search import exact_scan, search_partitions
+from .search import exact_scan, pooled_scan, search_partitions
 from .segment import Segment, load_segment, read_indexed_file
 from .storage import Storage, open_storage
 
@@ -151,9 +151,11 @@ class Index:
         plan = self.plan(q, k, node, params)
         planned = time.perf_counter()
         cold = ColdTier(self.storage)
-        if plan.kind == "exact" and plan.rerank == "exact" and node is not None:
+        run = plan.execution_params(params)
+        pooled = pooled_scan(run)
+        if plan.kind == "exact" and pooled is not None and node is not None:
             load = lambda p: self.segment(p)[0]  # noqa: E731
-            top = exact_scan(load, plan.partitions, q, k, self._matches(node, plan), cold)
+            top = exact_scan(load, plan.partitions, q, k, self._matches(node, plan), cold, pooled)
             return self._result(top, plan, started, planned, self.bytes_read - bytes_before, cold)
         top = search_partitions(
             lambda p: self.segment(p)[0],
@@ -162,7 +164,7 @@ class Index:
             k,
             node,
             self.manifest.attributes,
-            plan.execution_params(params),
+            run,
             cold,
         )
         return self._result(top, plan, started, planned, self.bytes_read - bytes_before, cold)

@@ -16,6 +16,7 @@ import numpy as np
 
 from .attributes import AttributeSpec
 from .filters import Node
+from .osq.scalar import reconstruct
 from .params import SearchParams
 from .partition_search import GATHER_BUDGET, filter_rows, search_partition
 from .refine import ColdTier
@@ -45,12 +46,13 @@ def search_partitions(
     q = queries.shape[0]
     parts: list[TopK] = []
     pending = list(assignments)
-    if params.rerank == "exact":
+    pooled = pooled_scan(params)
+    if pooled is not None:
         whole = [p for p, qidx in pending if qidx.size == q]
         pending = [(p, qidx) for p, qidx in pending if qidx.size != q]
         if whole:
             rows_of = lambda seg: filter_rows(seg, node, specs)  # noqa: E731
-            parts.append(exact_scan(load, whole, queries, k, rows_of, cold))
+            parts.append(exact_scan(load, whole, queries, k, rows_of, cold, pooled))
     small = q <= SMALL_BATCH  # one sort of all candidates beats a selection per partition
     pieces = []
     for partition, qidx in pending:
@@ -66,6 +68,17 @@ def search_partitions(
     return parts[0] if len(parts) == 1 else merge(parts, k)
 
 
+def pooled_scan(params: SearchParams) -> str | None:
+    """What the pooled scan scores on for these params ("float32", "code"), or None when
+    the pairs are searched one partition at a time: every candidate of an ``exact`` plan is
+    scored in pooled blocks; a routed plan, or a float32 re-rank, goes per partition."""
+    if params.rerank == "exact":
+        return "float32"
+    if params.plan == "exact" and params.rerank in ("none", "auto") and params.levels == "auto":
+        return "code"
+    return None
+
+
 def exact_scan(
     load: Callable[[int], Segment],
     partitions: Iterable[int],
@@ -73,17 +86,20 @@ def exact_scan(
     k: int,
     rows_of: Callable[[Segment], tuple[int, np.ndarray]],
     cold: ColdTier | None,
+    on: str = "float32",
 ) -> TopK:
-    """Exact top-k of every query over the candidate rows of ``partitions``.
+    """Top-k of every query over every candidate row of ``partitions``: exact on float32
+    rows from the cold tier (``on="float32"``), or the code's estimate (``on="code"``: rows
+    rebuilt from the hot tier, plus each row's residual ``|r|^2``).
 
     ``rows_of(segment)`` gives (L0 candidates, rows passing the filter) of a partition:
     :func:`~squash.partition_search.filter_rows` on a worker, a slice of one filter pass over
     the whole index in-process.
 
-    Each partition's candidate rows come from the cold tier in one range read. They are
-    scored in blocks of about ``EXACT_BLOCK_ROWS`` (a big partition is its own block) with
-    the BLAS form of the distance; each block keeps
-    its k best per query. The k chosen over all blocks then get their distance computed
+    Each partition's candidate rows come from the cold tier in one range read (or from the
+    code, decoded). They are scored in blocks of about ``EXACT_BLOCK_ROWS`` (a big partition
+    is its own block) with the BLAS form of the distance; each block keeps its k best per
+    query. The k chosen over all blocks then get their distance computed
     directly (sum of squared differences): the BLAS form's rounding depends on the block a
     row was scored in, so without this an answer would depend on how rows were grouped
     (in-process vs per worker of the tree).
@@ -91,12 +107,12 @@ def exact_scan(
     q = queries.shape[0]
     q_sq = np.einsum("ij,ij->i", queries, queries)
     stats = np.zeros((q, len(STAT_NAMES)), dtype=np.int64)
-    blocks: list[np.ndarray] = []  # the vectors of each scored block
+    blocks: list[tuple[np.ndarray, np.ndarray]] = []  # per scored block: vectors, extra term
     kept: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # per block: ids, BLAS dist, rows
-    pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    pending: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
     held = 0
 
-    def score(vectors: np.ndarray, sq: np.ndarray, ids: np.ndarray) -> None:
+    def score(vectors: np.ndarray, sq: np.ndarray, ids: np.ndarray, extra: np.ndarray) -> None:
         """Keep each query's k best of a block's rows."""
         n = ids.shape[0]
         width = min(k, n)
@@ -110,7 +126,7 @@ def exact_scan(
             top = np.broadcast_to(top, (end - start, width))
             rows[start:end] = top
             dist[start:end] = np.take_along_axis(d, top, axis=1)
-        blocks.append(vectors)
+        blocks.append((vectors, extra))
         kept.append((ids[rows], dist, rows))
 
     def flush() -> None:
@@ -127,14 +143,18 @@ def exact_scan(
         stats[:, 2:6] += rows.shape[0]
         if rows.shape[0] == 0:
             continue
-        if cold is None:
+        if on == "code":
+            vectors = reconstruct(seg.code, seg.codes8[rows], seg.codes4[rows], seg.centroid)
+            extra = seg.residual_sq[rows]
+        elif cold is None:
             raise ValueError("the exact scan needs the cold tier (pass cold=ColdTier(storage))")
-        vectors = cold.rows(seg, rows)
-        sq = np.einsum("ij,ij->i", vectors, vectors)
+        else:
+            vectors, extra = cold.rows(seg, rows), np.zeros(rows.shape[0], np.float32)
+        sq = np.einsum("ij,ij->i", vectors, vectors) + extra
         if rows.shape[0] >= EXACT_BLOCK_ROWS // 2:
-            score(vectors, sq, seg.ids[rows])
+            score(vectors, sq, seg.ids[rows], extra)
             continue
-        pending.append((vectors, sq, seg.ids[rows]))
+        pending.append((vectors, sq, seg.ids[rows], extra))
         held += rows.shape[0]
         if held >= EXACT_BLOCK_ROWS:
             flush()
@@ -165,16 +185,18 @@ def _k_smallest(dist: np.ndarray, width: int) -> np.ndarray:
 
 
 def _direct_distances(
-    queries: np.ndarray, blocks: list[np.ndarray], block: np.ndarray, rows: np.ndarray
+    queries: np.ndarray, blocks: list[tuple[np.ndarray, np.ndarray]], block: np.ndarray, rows: np.ndarray
 ) -> np.ndarray:
     """Squared L2 as the sum of squared differences between each query and its candidates
-    (``blocks[block[i, j]][rows[i, j]]``): independent of grouping, no cancellation error."""
+    (``blocks[block[i, j]]`` row ``rows[i, j]``, plus its extra term): independent of
+    grouping, no cancellation error."""
     out = np.empty(rows.shape, dtype=np.float32)
     for j in range(rows.shape[1]):  # one column at a time: (q, d) temporaries, queries not gathered
         bj, rj = block[:, j], rows[:, j]
         for b in np.unique(bj):
             sel = slice(None) if bj[0] == bj[-1] == b and (bj == b).all() else bj == b
-            diff = blocks[b][rj[sel]]
+            vectors, extra = blocks[b]
+            diff = vectors[rj[sel]]
             diff -= queries[sel]
-            out[sel, j] = np.einsum("md,md->m", diff, diff)
+            out[sel, j] = np.einsum("md,md->m", diff, diff) + extra[rj[sel]]
     return out

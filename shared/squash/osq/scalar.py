@@ -140,6 +140,14 @@ def decoded_values(code: ScalarCode, codes8: np.ndarray, codes4: np.ndarray) -> 
     return c
 
 
+def reconstruct(code: ScalarCode, codes8: np.ndarray, codes4: np.ndarray, centre: np.ndarray) -> np.ndarray:
+    """Rows (n, d) float32 as the code holds them, in the space of ``centre``: centre + x_hat
+    (uncoded axes at the centre). For scans that pool rows of several partitions."""
+    out = np.broadcast_to(centre.astype(np.float32), (codes8.shape[0], centre.shape[0])).copy()
+    out[:, code.dims] += decoded_values(code, codes8, codes4)
+    return out
+
+
 @dataclass(frozen=True)
 class QueryTerms:
     """What the product form needs of queries ``q`` (m, d), centred on the partition."""
