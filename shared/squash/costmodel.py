@@ -7,7 +7,9 @@ the rows are decoded once (``C_STREAM`` per value, plus ``C_GATHER`` when a filt
 copy rows; fitted on float32 rows, which the byte/nibble decode costs about as much as),
 every query routed there costs ``C_MAC`` per multiply-add and ``C_SELECT`` per scored row
 (top-k selection), and the partition itself a fixed Python/numpy overhead (``C_PART``, plus
-``C_FILTER_PART`` when a filter is evaluated and rechecked there). The constants were
+``C_FILTER_PART`` when a filter is evaluated and rechecked there; ``C_PART_EXACT`` in the
+pooled scan). The routed plan's total is scaled by ``ROUTED_CODE_FACTOR``, measured when
+scoring moved to the code (the constants are from the float32 path). The constants were
 fitted on the team machine (2-core VM, one BLAS thread, numpy 2.4.6 / OpenBLAS, 2026-12-01)
 by ``bench/fit_cost.py``; see README, "Planning to a recall target". Only ratios matter to
 the choice, so a faster or slower machine of the same kind picks the same plans.
@@ -24,6 +26,11 @@ C_SELECT = 7.2e-9  # s per (query, row) distance through top-k selection
 C_PAIR = 1.8e-6  # s per (query, partition) pair: query gather, top-k rows, merge
 C_PART = 84e-6  # s per partition a routed plan searches
 C_FILTER_PART = 100e-6  # ... plus this when a filter is evaluated and rechecked per partition
+C_PART_EXACT = 90e-6  # s per partition the pooled scan rechecks and gathers
+C_FIXED_EXACT = 30e-6  # s per batch for the pooled scan's setup
+#: Measured / modelled time of the routed plan once it scores on the code (per-partition
+#: decode, gathers of code rows, query terms): 1.55-2.1x on manpages, the tuning set.
+ROUTED_CODE_FACTOR = 1.8
 C_PLAN = 71e-9  # s per (query, partition) of routing work besides the centroid product (sorts)
 
 
@@ -50,10 +57,20 @@ def routed_seconds(visit: np.ndarray, rows: np.ndarray, dims: int, filtered: boo
         + m * r * (dims * C_MAC + C_SELECT)
         + m * C_PAIR
     )
-    return float(per_part[used].sum())
+    return ROUTED_CODE_FACTOR * float(per_part[used].sum())
 
 
 def scan_seconds(queries: int, rows: np.ndarray, dims: int, filtered: bool) -> float:
-    """Every candidate row (``rows`` (P,) per partition) scored on codes for the whole batch."""
-    visit = np.broadcast_to(rows > 0, (queries, rows.shape[0]))
-    return routed_seconds(visit, rows, dims, filtered)
+    """The pooled scan (:func:`squash.search.exact_scan`): every candidate row (``rows``
+    (P,) per partition) rebuilt from the code in blocks and scored for the whole batch."""
+    r = rows.astype(np.float64)
+    total = float(r.sum())
+    stream = C_STREAM + (C_GATHER if filtered else 0.0)
+    parts = int(np.count_nonzero(r))
+    return (
+        C_FIXED_EXACT
+        + C_PART_EXACT * parts
+        + total * dims * stream
+        + queries * total * (dims * C_MAC + C_SELECT)
+        + queries * C_PAIR
+    )
