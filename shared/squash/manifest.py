@@ -210,20 +210,15 @@ def _validate(doc: dict[str, Any]) -> None:
     _need(all(_is_int(v) and v >= 0 for v in sizes), "partition_sizes must be non-negative integers")
     _need(sum(sizes) == doc["n"], f"partition_sizes sum to {sum(sizes)}, not n ({doc['n']})")
     _file_ref(doc.get("router"), "router")
-    segments = doc.get("segments")
-    _need(
-        isinstance(segments, list) and len(segments) == doc["partitions"],
-        f"segments must list one file per partition ({doc['partitions']})",
-    )
-    for i, ref in enumerate(segments):
-        _file_ref(ref, f"segments[{i}]")
-    cold = doc.get("cold")
-    _need(
-        isinstance(cold, list) and len(cold) == doc["partitions"],
-        f"cold must list one float32 file per partition ({doc['partitions']})",
-    )
-    for i, ref in enumerate(cold):
-        _file_ref(ref, f"cold[{i}]")
+    for key, what in (("segments", "file"), ("cold", "float32 file")):
+        refs = doc.get(key)
+        _need(
+            isinstance(refs, list) and len(refs) == doc["partitions"],
+            f"{key} must list one {what} per partition ({doc['partitions']})",
+        )
+        for i, ref in enumerate(refs):
+            _file_ref(ref, f"{key}[{i}]")
+    for i, ref in enumerate(doc["cold"]):
         _need(ref["size"] == 4 * doc["dims"] * sizes[i], f"cold[{i}].size is not 4 x dims x partition size")
     for key in ("params", "stats"):
         _need(isinstance(doc.get(key, {}), dict), f"{key} must be an object")
