@@ -121,6 +121,8 @@ class LocalStorage:
             st = self._path(key).stat()
         except FileNotFoundError as exc:
             raise IndexNotFoundError(f"{self.uri}/{key} does not exist") from exc
+        except OSError as exc:  # e.g. a path through a file (file:///dev/null/manifest.json)
+            raise StorageError(f"cannot read {self.uri}/{key}: {exc.strerror}") from exc
         return f"{st.st_mtime_ns}-{st.st_size}-{st.st_ino}"
 
     def delete_prefix(self, prefix: str) -> None:

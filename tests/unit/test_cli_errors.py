@@ -108,6 +108,9 @@ def test_bad_index_uri(good, capsys):
     assert code == 2 and "unsupported index URI" in err
     code, err = run(capsys, "build", "--vectors", str(good), "--index-uri", "file://relative/x", "--quiet")
     assert code == 2 and "file:///absolute/path" in err
+    # a path through a file: one error line, not a traceback (found by the CLI property test)
+    code, err = run(capsys, "calibrate", "--index-uri", "file:///dev/null")
+    assert code == 2 and "Not a directory" in err and "Traceback" not in err
 
 
 def test_search_errors(tmp_path, good, capsys):
