@@ -88,12 +88,16 @@ RUNTIME_BASELINE_MB = 256  # Python, numpy, pyarrow, boto3 and Powertools import
 RESIDENT_OVERHEAD = 1.25  # derived arrays and scan scratch on top of the hot tier's bytes
 
 
+def node_bytes(segment_bytes: np.ndarray, tree: TreeLayout) -> np.ndarray:
+    """Segment bytes each tree position owns (partition p lives at position p % nodes)."""
+    owner = np.arange(segment_bytes.size) % tree.size
+    return np.bincount(owner, weights=segment_bytes, minlength=tree.size)
+
+
 def sized_worker_mb(segment_bytes: np.ndarray, tree: TreeLayout) -> int:
     """Worker memory sized from the measured hot tier: the largest node's share of it (with
     overhead) plus the runtime, over the cache fraction, in 64 MB steps, 512 MB at least."""
-    per_node = np.bincount(
-        np.arange(segment_bytes.size) % tree.size, weights=segment_bytes, minlength=tree.size
-    )
+    per_node = node_bytes(segment_bytes, tree)
     need = RUNTIME_BASELINE_MB + per_node.max() * RESIDENT_OVERHEAD / 2**20 / Assumptions().cache_fraction
     return int(max(512, 64 * math.ceil(need / 64)))
 
@@ -136,9 +140,7 @@ def batch_cost(
 
 def cold_tree(segment_bytes: np.ndarray, router_bytes: int, tree: TreeLayout, prices: Prices, a: Assumptions):
     """Cost of one whole-tree cold start: every segment read once, load time billed."""
-    per_node = np.bincount(
-        np.arange(segment_bytes.size) % tree.size, weights=segment_bytes, minlength=tree.size
-    )
+    per_node = node_bytes(segment_bytes, tree)
     load_s = per_node / (a.s3_mb_per_s * 2**20)
     coord_s = router_bytes / (a.s3_mb_per_s * 2**20)
     gets = segment_bytes.size + 2  # segments + manifest + router

@@ -133,6 +133,11 @@ class AttributeColumns:
     raw: dict[str, np.ndarray]
     codes: dict[str, np.ndarray]
 
+    def stored_raw(self) -> dict[str, np.ndarray]:
+        """Raw columns a segment stores: numeric ones (a category's or bool's code is its value)."""
+        kinds = {s.name: s.kind for s in self.specs}
+        return {k: v for k, v in self.raw.items() if kinds.get(k) in ("int", "float")}
+
     def take(self, rows: np.ndarray) -> AttributeColumns:
         return AttributeColumns(
             self.specs,

@@ -244,10 +244,7 @@ def build_index(
     router_ref = FileRef.of(f"{prefix}/router.arrow", router)
     storage.write(router_ref.key, router)
     total_bytes = hot_bytes + cold_total + router_ref.size
-    kinds = {s.name: s.kind for s in attrs.specs}
-    attribute_bytes = sum(c.nbytes for c in attrs.codes.values()) + sum(
-        c.nbytes for name, c in attrs.raw.items() if kinds[name] in ("int", "float")
-    )
+    attribute_bytes = sum(c.nbytes for c in [*attrs.codes.values(), *attrs.stored_raw().values()])
 
     calibration = None
     if cal_sample is not None:

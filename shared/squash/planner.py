@@ -150,15 +150,14 @@ def plan_queries(
     exact_visit = np.broadcast_to(valid, (q, router.partitions))
     if params.levels == "exact":  # the older spelling of rerank="exact"
         params = dataclasses.replace(params, rerank="exact", levels="auto")
+    # An index that never measured its code's recall re-ranks on float32: no unmeasured promise.
+    ranking = None if calibration is None else calibration.ranking_recall(k)
     if params.plan == "exact" or params.target_recall >= 1.0:
         rerank = "exact" if params.rerank == "auto" else params.rerank
-        code = None if calibration is None else calibration.ranking_recall(k)
-        expected = {"exact": 1.0, "float32": 1.0, "none": code}[rerank]
+        expected = {"exact": 1.0, "float32": 1.0, "none": ranking}[rerank]
         plan = Plan(exact_visit.copy(), maybe, sure, "exact", "exact", expected, maybe_rows=maybe_rows)
         plan.rerank = rerank
         return plan
-    # An index that never measured its code's recall re-ranks on float32: no unmeasured promise.
-    ranking = None if calibration is None else calibration.ranking_recall(k)
     rerank = params.rerank
     if rerank == "auto":
         rerank = "none" if ranking is not None and params.target_recall <= CODE_SHARE * ranking else "float32"

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import IndexFormatError, IndexNotFoundError
-from .segment import Segment, cold_key
+from .errors import IndexFormatError
+from .segment import Segment, cold_key, read_indexed_file
 from .storage import Storage
 
 
@@ -47,12 +47,7 @@ class ColdTier:
         start = first * block * row_bytes
         end = min((last + 1) * block, seg.size) * row_bytes
         key = cold_key(seg.key)
-        try:
-            data = self.storage.read_range(key, start, end)
-        except IndexNotFoundError as exc:
-            raise IndexFormatError(
-                f"{self.storage.uri}/{key} is missing although the manifest names it (corrupt index)"
-            ) from exc
+        data = read_indexed_file(self.storage, key, (start, end))
         self.reads.gets += 1
         self.reads.bytes += len(data)
         if len(data) != end - start:

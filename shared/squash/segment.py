@@ -87,12 +87,10 @@ def build_segment(
         "sketch": sign_sketch(v[:, sketch_dims], bits),
         "cold_crc": block_crcs(cold, 4 * rows.shape[1]),
     }
-    kinds = {s.name: s.kind for s in attrs.specs}
     for name, col in attrs.codes.items():
         arrays[f"q.{name}"] = col
-    for name, col in attrs.raw.items():
-        if kinds.get(name) in ("int", "float"):  # a category's or bool's code is its value
-            arrays[f"raw.{name}"] = col
+    for name, col in attrs.stored_raw().items():
+        arrays[f"raw.{name}"] = col
     return to_arrow_bytes(arrays), cold
 
 
@@ -193,11 +191,12 @@ class Segment:
         )
 
 
-def read_indexed_file(storage: Storage, key: str) -> bytes:
-    """A file the manifest names. Its absence means a corrupt index (IndexFormatError,
-    ``index_corrupt``), not a missing one: the manifest — the commit point — is there."""
+def read_indexed_file(storage: Storage, key: str, span: tuple[int, int] | None = None) -> bytes:
+    """A file the manifest names (bytes ``[start, end)`` of it with ``span``). Its absence
+    means a corrupt index (IndexFormatError, ``index_corrupt``), not a missing one: the
+    manifest — the commit point — is there."""
     try:
-        return storage.read(key)
+        return storage.read(key) if span is None else storage.read_range(key, *span)
     except IndexNotFoundError as exc:
         raise IndexFormatError(
             f"{storage.uri}/{key} is missing although the manifest names it (corrupt index)"
