@@ -24,8 +24,9 @@ import json
 import numpy as np
 
 from bench.data import cache, loaders
-from squash.attributes import quantize_attributes
-from squash.filters import evaluate, parse_filter
+from squash.attribute_build import quantize_attributes
+from squash.filter_eval import evaluate, schema_of
+from squash.filters import parse_filter
 
 
 def nearest_distances(
@@ -53,7 +54,9 @@ def check(name: str, sample: int = 2000, seed: int = 0) -> dict:
     cols = quantize_attributes(ds.attributes, n)
     report: dict = {"n": n, "queries": int(ds.queries.shape[0]), "filters": {}}
     for label, (filt, mask) in loaders.filters_for(name, ds.attributes).items():
-        theirs = evaluate(parse_filter(filt, cols.specs), cols.raw, cols.specs, "exact", n)
+        theirs = evaluate(
+            parse_filter(filt, cols.specs, cols.dictionaries), cols.table(), schema_of(cols.specs), "exact"
+        )
         agree = bool(np.array_equal(theirs, mask))
         report["filters"][label] = {
             "filter": filt,

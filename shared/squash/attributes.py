@@ -1,85 +1,139 @@
-"""Attribute schema and quantization.
+"""The attribute data model: schema, codes for L0, raw values for the exact check.
 
-Numeric columns are quantized to at most 256 cells (exact when they hold ≤ 256 distinct
-values, else quantile + Lloyd); categorical (string) and boolean columns are dictionary
-codes. Each cell records the [lo, hi] of the raw values it holds, so the planner can tell
-for any predicate which cells *may* match (a superset, used for L0) and which *surely*
-match (a subset, used to guarantee k results in one pass). Raw values stay in the
-partition segments for the exact check.
+Kinds: ``int``, ``float``, ``timestamp`` (int64 ticks of a unit, see
+:mod:`squash.timestamps`) are quantized to at most 256 cells (exact when they hold that few
+distinct values, else quantile + Lloyd); each cell records the [lo, hi] of the raw values it
+holds, so the planner can tell for any predicate which cells *may* match (a superset, for
+L0) and which *surely* match (a subset, to guarantee k results in one pass). ``category``
+(strings) and ``bool`` codes are the values themselves (category codes index the column's
+sorted dictionary, :mod:`squash.dictionaries`). ``list`` columns hold sets of element codes;
+their L0 code is a 64-bit word per row: one bit per frequent element value, a few hashed
+buckets for the rest, and a null bit.
+
+Any column may hold nulls: a scalar column's null rows take the code after its last cell
+(``null_code``), a list's its top bit. Raw values (numbers, or list elements as codes) stay
+in the segments for the exact check; a null row's raw value is 0 and never consulted.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
-import pyarrow as pa
 
-from .errors import InputError
-from .osq.cells import fit_edges
+from .timestamps import iso_strings
 
-Kind = Literal["int", "float", "bool", "category"]
+Kind = Literal["int", "float", "bool", "category", "timestamp", "list"]
+KINDS: tuple[str, ...] = ("int", "float", "bool", "category", "timestamp", "list")
+ELEMENT_KINDS: tuple[str, ...] = ("category", "int", "float", "bool")
 MAX_ATTR_CELLS = 256
 I64_MIN, I64_MAX = int(np.iinfo(np.int64).min), int(np.iinfo(np.int64).max)
 _EXACT_FLOAT_INT = 2**53  # every integer of smaller magnitude is exact in float64
+LIST_NULL_BIT = 63  # a list row's L0 word: this bit set = the row is null
+LIST_WORD_BITS = 63  # bits for element values
+LIST_BUCKETS = 8  # hashed buckets for the elements without a bit of their own
 
 
 @dataclass(frozen=True)
 class AttributeSpec:
-    """One attribute: its kind and, for numeric kinds, its cells' value ranges."""
+    """One attribute: its kind, whether it has nulls, and what its codes mean."""
 
     name: str
     kind: Kind
-    lo: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (cells,) int64 (int) or float64
+    lo: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (cells,) int64 (int, timestamp) or float64
     hi: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    categories: tuple[str, ...] = ()
+    values: int = 0  # distinct values in the dictionary (category; list: element values)
+    nullable: bool = False
+    unit: str = ""  # timestamp: s, ms, us, ns or D (a date)
+    element: str = ""  # list: the element kind (category, int, float or bool)
+    frequent: tuple[int, ...] = ()  # list: element codes with a bit each, in bit order
 
     @property
     def numeric(self) -> bool:
-        return self.kind in ("int", "float")
+        """Whether codes are cells over an ordered domain (int, float, timestamp)."""
+        return self.kind in ("int", "float", "timestamp")
+
+    @property
+    def ordered(self) -> bool:
+        """Whether the range operators apply."""
+        return self.numeric
 
     @property
     def domain(self) -> np.dtype:
-        """The type filters compare in: float64 for float columns, int64 for every other kind
-        (int values, bool 0/1, category codes), so int64 comparisons are exact."""
-        return np.dtype(np.float64 if self.kind == "float" else np.int64)
-
-    @property
-    def code_dtype(self) -> np.dtype:
-        """Quantized codes fit in a byte except for large dictionaries."""
-        return np.dtype(np.uint8 if self.n_cells <= 256 else np.int32)
+        """The type filters compare in: float64 for float columns (and float list elements),
+        int64 for every other kind, so int64 comparisons are exact."""
+        kind = self.element if self.kind == "list" else self.kind
+        return np.dtype(np.float64 if kind == "float" else np.int64)
 
     @property
     def n_cells(self) -> int:
         if self.kind == "category":
-            return len(self.categories)
+            return self.values
         if self.kind == "bool":
             return 2
+        if self.kind == "list":
+            return 0
         return int(self.lo.shape[0])
 
-    def decode(self, raw: np.ndarray) -> list[Any]:
-        """Stored raw values as JSON-ready Python values (category names, bools, numbers)."""
-        if self.kind == "category":
-            return [self.categories[int(c)] for c in raw]
-        if self.kind == "bool":
-            return [bool(v) for v in raw]
-        return raw.tolist()
+    @property
+    def null_code(self) -> int:
+        """The code of a null row (scalar kinds; meaningful when ``nullable``)."""
+        return self.n_cells
+
+    @property
+    def code_dtype(self) -> np.dtype:
+        """Codes fit in a byte except for large dictionaries; a list's code is a 64-bit word."""
+        if self.kind == "list":
+            return np.dtype(np.uint64)
+        return np.dtype(np.uint8 if self.n_cells + self.nullable <= 256 else np.int32)
+
+    @property
+    def list_buckets(self) -> int:
+        return 0 if self.values <= LIST_WORD_BITS else LIST_BUCKETS
+
+    def element_bits(self, codes: np.ndarray) -> np.ndarray:
+        """The bit (0..62) of each element code in a list row's L0 word: its own bit when
+        it is one of the ``frequent`` values, else bucket ``F + code % LIST_BUCKETS``."""
+        codes = np.asarray(codes, dtype=np.int64)
+        if self.list_buckets == 0:
+            return codes.astype(np.uint64)
+        own = np.asarray(self.frequent, dtype=np.int64)
+        position = np.full(self.values, -1, dtype=np.int64)
+        position[own] = np.arange(own.shape[0])
+        bits = position[codes]
+        bits = np.where(bits >= 0, bits, own.shape[0] + codes % self.list_buckets)
+        return bits.astype(np.uint64)
+
+    def has_own_bit(self, codes: np.ndarray) -> np.ndarray:
+        """Whether each element code has its own bit (else it shares a hashed bucket)."""
+        if self.list_buckets == 0:
+            return np.ones(np.shape(codes), dtype=bool)
+        return np.isin(codes, np.asarray(self.frequent, dtype=np.int64))
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "type": self.kind}
         if self.numeric:
             out["cells"] = {"lo": self.lo.tolist(), "hi": self.hi.tolist()}
-        if self.kind == "category":
-            out["categories"] = list(self.categories)
+        if self.kind in ("category", "list"):
+            out["values"] = self.values
+        if self.kind == "timestamp":
+            out["unit"] = self.unit
+        if self.kind == "list":
+            out["element"] = self.element
+            if self.list_buckets:
+                out["frequent"] = list(self.frequent)
+        if self.nullable:
+            out["nullable"] = True
         return out
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> AttributeSpec:
         cells = obj.get("cells") or {"lo": [], "hi": []}
         kind = obj["type"]
-        if kind == "int":
+        if kind in ("int", "timestamp"):
             lo, hi = _int_bounds(cells["lo"], -1), _int_bounds(cells["hi"], +1)
         else:
             lo = np.asarray(cells["lo"], dtype=np.float64)
@@ -89,25 +143,40 @@ class AttributeSpec:
             kind=kind,
             lo=lo,
             hi=hi,
-            categories=tuple(obj.get("categories", ())),
+            values=int(obj.get("values", 0)),
+            nullable=bool(obj.get("nullable", False)),
+            unit=str(obj.get("unit", "")),
+            element=str(obj.get("element", "")),
+            frequent=tuple(int(v) for v in obj.get("frequent", ())),
         )
 
+    def summary(self) -> dict[str, Any]:
+        """What ``info`` shows of the attribute."""
+        out: dict[str, Any] = {"name": self.name, "type": self.kind, "nullable": self.nullable}
+        if self.kind == "timestamp":
+            out["unit"] = self.unit
+        if self.kind == "list":
+            out["element"] = self.element
+        if self.kind in ("category", "list"):
+            out["distinct_values"] = self.values
+        return out
+
     def cell_ranges(self) -> tuple[np.ndarray, np.ndarray]:
-        """(lo, hi) of every code, in raw units and in :attr:`domain` (bool: 0/1; category:
-        its own code)."""
-        if self.numeric:
-            return self.lo, self.hi
-        codes = np.arange(self.n_cells, dtype=np.int64)
-        return codes, codes
+        """(lo, hi) of every non-null cell, in raw units (numeric kinds)."""
+        return self.lo, self.hi
+
+
+#: ``id`` is a filter field of every index: the vectors' integer ids, exact at every level.
+ID_SPEC = AttributeSpec("id", "int")
 
 
 def _int_bounds(values: list[Any], direction: int) -> np.ndarray:
     """Cell bounds of an int column as exact int64.
 
-    Manifests store them as JSON integers. Older manifests stored float64 values, which
-    above 2^53 may be off by rounding: those are widened outwards (``direction`` -1 for
-    lower bounds, +1 for upper) to the next float and rounded outwards, so a cell's range
-    still contains every value it holds (maybe stays a superset, sure a subset).
+    Manifests store them as JSON integers. Float values above 2^53 may be off by
+    rounding: those are widened outwards (``direction`` -1 for lower bounds, +1 for upper)
+    to the next float and rounded outwards, so a cell's range still contains every value it
+    holds (maybe stays a superset, sure a subset).
     """
     out = []
     for v in values:
@@ -125,142 +194,175 @@ def _int_bounds(values: list[Any], direction: int) -> np.ndarray:
     return np.array(out, dtype=np.int64)
 
 
+@dataclass(frozen=True)
+class ListColumn:
+    """List values of n rows: row i's element codes are ``values[offsets[i]:offsets[i+1]]``."""
+
+    offsets: np.ndarray  # (n + 1,) int64
+    values: np.ndarray  # (total,) int32 element codes
+
+    @property
+    def sizes(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def take(self, rows: np.ndarray) -> ListColumn:
+        rows = np.asarray(rows, dtype=np.int64)
+        sizes = self.sizes[rows]
+        offsets = np.zeros(rows.shape[0] + 1, dtype=np.int64)
+        np.cumsum(sizes, out=offsets[1:])
+        shift = np.repeat(self.offsets[rows] - offsets[:-1], sizes)
+        return ListColumn(offsets, self.values[np.arange(offsets[-1]) + shift])
+
+    def row(self, i: int) -> np.ndarray:
+        return self.values[self.offsets[i] : self.offsets[i + 1]]
+
+    @staticmethod
+    def concat(parts: list[ListColumn]) -> ListColumn:
+        shifts = np.cumsum([0] + [int(p.offsets[-1]) for p in parts[:-1]])
+        offsets = [parts[0].offsets[:1]] + [p.offsets[1:] + s for p, s in zip(parts, shifts, strict=True)]
+        return ListColumn(np.concatenate(offsets).astype(np.int64), np.concatenate([p.values for p in parts]))
+
+
+Raw = np.ndarray | ListColumn
+
+
+@dataclass
+class AttrTable:
+    """What a filter is evaluated on, for ``n`` rows: codes (L0), raw values (the exact
+    check; None where only codes are at hand, as in the router) and the ids."""
+
+    n: int
+    codes: Mapping[str, np.ndarray]
+    raw: Mapping[str, Raw] | None
+    ids: np.ndarray | None
+
+    def only(self, fields: set[str]) -> AttrTable:
+        """The same rows with just the columns ``fields`` names (what a filter reads)."""
+        codes = {k: v for k, v in self.codes.items() if k in fields}
+        raw = None if self.raw is None else {k: v for k, v in self.raw.items() if k in fields}
+        return AttrTable(self.n, codes, raw, self.ids)
+
+    def take(self, rows: np.ndarray) -> AttrTable:
+        return AttrTable(
+            int(rows.shape[0]),
+            {k: v[rows] for k, v in self.codes.items()},
+            None if self.raw is None else {k: take(v, rows) for k, v in self.raw.items()},
+            None if self.ids is None else self.ids[rows],
+        )
+
+
+def take(col: Raw, rows: np.ndarray) -> Raw:
+    return col.take(rows) if isinstance(col, ListColumn) else col[rows]
+
+
+def concat(cols: list[Raw]) -> Raw:
+    return ListColumn.concat(cols) if isinstance(cols[0], ListColumn) else np.concatenate(cols)
+
+
 @dataclass
 class AttributeColumns:
-    """Attributes of N vectors: schema, raw values (numpy) and quantized codes."""
+    """Attributes of N vectors at build time: schema, raw values, codes and dictionaries."""
 
     specs: list[AttributeSpec]
-    raw: dict[str, np.ndarray]
+    raw: dict[str, Raw]
     codes: dict[str, np.ndarray]
+    dictionaries: dict[str, Any] = field(default_factory=dict)  # name -> dictionaries.Dictionary
+
+    def table(self, ids: np.ndarray | None = None) -> AttrTable:
+        """The rows as a filter sees them (ids: row numbers unless given)."""
+        n = next(iter(self.codes.values())).shape[0] if self.codes else 0 if ids is None else ids.shape[0]
+        ids = np.arange(n, dtype=np.int64) if ids is None else ids
+        return AttrTable(n, self.codes, self.raw, ids)
 
     def stored_raw(self) -> dict[str, np.ndarray]:
-        """Raw columns a segment stores: numeric ones (a category's or bool's code is its value)."""
-        kinds = {s.name: s.kind for s in self.specs}
-        return {k: v for k, v in self.raw.items() if kinds.get(k) in ("int", "float")}
+        """Raw arrays a segment stores, by array name: numeric values (``raw.NAME``), list
+        elements and offsets (``raw.NAME``, ``off.NAME``). A category's or bool's code is its
+        value, so they store none."""
+        out: dict[str, np.ndarray] = {}
+        for spec in self.specs:
+            col = self.raw[spec.name]
+            if isinstance(col, ListColumn):
+                out[f"raw.{spec.name}"] = col.values
+                out[f"off.{spec.name}"] = col.offsets
+            elif spec.numeric:
+                out[f"raw.{spec.name}"] = col
+        return out
 
     def take(self, rows: np.ndarray) -> AttributeColumns:
         return AttributeColumns(
             self.specs,
-            {k: v[rows] for k, v in self.raw.items()},
+            {k: take(v, rows) for k, v in self.raw.items()},
             {k: v[rows] for k, v in self.codes.items()},
+            self.dictionaries,
         )
 
 
-def _kind_of(name: str, typ: pa.DataType) -> Kind:
-    if pa.types.is_boolean(typ):
-        return "bool"
-    if pa.types.is_integer(typ):
-        return "int"
-    if pa.types.is_floating(typ):
-        return "float"
-    if pa.types.is_string(typ) or pa.types.is_large_string(typ):
-        return "category"
-    if pa.types.is_dictionary(typ) and (
-        pa.types.is_string(typ.value_type) or pa.types.is_large_string(typ.value_type)
-    ):
-        return "category"
-    raise InputError(
-        f"attribute column {name!r} has unsupported type {typ}; "
-        "use integer, float, boolean or string columns",
-        field=name,
-    )
+def valid_rows(spec: AttributeSpec, codes: np.ndarray) -> np.ndarray | None:
+    """Rows that are not null (None: the column has no nulls)."""
+    if not spec.nullable:
+        return None
+    if spec.kind == "list":
+        return (codes >> np.uint64(LIST_NULL_BIT)) == 0
+    return codes != spec.null_code
 
 
-def _quantize_numeric(name: str, values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Codes plus per-cell [lo, hi] of the values each cell actually holds, in the values'
-    own type (int64 bounds stay exact above 2^53)."""
-    uniq = np.unique(values)
-    if uniq.shape[0] <= MAX_ATTR_CELLS:
-        codes = np.searchsorted(uniq, values).astype(np.uint8)
-        return codes, uniq.copy(), uniq.copy()
-    as_float = values.astype(np.float64)
-    edges = fit_edges(as_float[:, None], np.array([8]))[0].astype(np.float64)
-    # Cells are chosen in float64 (monotone in the value, so each cell is a value range);
-    # their bounds come from the exact values they hold.
-    raw_codes = np.searchsorted(edges[1:256], as_float, side="right")
-    used, codes = np.unique(raw_codes, return_inverse=True)  # drop empty cells
-    k = used.shape[0]
-    if values.dtype.kind == "i":
-        info = np.iinfo(values.dtype)
-        lo, hi = np.full(k, info.max, values.dtype), np.full(k, info.min, values.dtype)
+def encoded_values(spec: AttributeSpec, codes: np.ndarray, raw: Raw) -> list[Any]:
+    """JSON-ready stored values of some rows, before dictionaries (what a worker returns):
+    numbers, bools, category codes, lists of element codes; None for nulls."""
+    if isinstance(raw, ListColumn):
+        out: list[Any] = [raw.row(i).tolist() for i in range(raw.offsets.shape[0] - 1)]
+    elif spec.kind == "bool":
+        out = [bool(v) for v in raw]
     else:
-        lo, hi = np.full(k, np.inf), np.full(k, -np.inf)
-    np.minimum.at(lo, codes, values)
-    np.maximum.at(hi, codes, values)
-    return codes.astype(np.uint8), lo, hi
+        out = raw.tolist()
+    valid = valid_rows(spec, codes)
+    if valid is not None:
+        out = [v if ok else None for v, ok in zip(out, valid.tolist(), strict=True)]
+    return out
 
 
-def check_attribute_name(name: str, count: int = 1) -> None:
-    """Attribute names must be filterable: not empty, not starting with '$' (the filter
-    language's operators), and unique."""
-    if not name or name.startswith("$"):
-        raise InputError(
-            f"attribute column {name!r} cannot be filtered on: names must be non-empty and "
-            "not start with '$' (rename the column)",
-            field="attributes",
-        )
-    if count > 1:
-        raise InputError(f"attribute column {name!r} appears {count} times; names must be unique", field=name)
+def decoded_values(spec: AttributeSpec, values: list[Any], dictionary: Any | None) -> list[Any]:
+    """Encoded values (:func:`encoded_values`) as the user sees them: category names, list
+    element values, ISO-8601 timestamps."""
+    present = [i for i, v in enumerate(values) if v is not None]
+    if not present:
+        return list(values)
+    out = list(values)
+    if spec.kind == "category":
+        names = dictionary.decode(np.array([values[i] for i in present], dtype=np.int64))
+        for i, name in zip(present, names, strict=True):
+            out[i] = name
+    elif spec.kind == "timestamp":
+        text = iso_strings(np.array([values[i] for i in present], dtype=np.int64), spec.unit)
+        for i, t in zip(present, text, strict=True):
+            out[i] = t
+    elif spec.kind == "list":
+        flat = [c for i in present for c in values[i]]
+        decoded = dictionary.decode(np.array(flat, dtype=np.int64)) if flat else []
+        at = 0
+        for i in present:
+            size = len(values[i])
+            out[i] = decoded[at : at + size]
+            at += size
+    return out
 
 
-def quantize_attributes(table: pa.Table | None, n: int) -> AttributeColumns:
-    """Validate an attribute table and quantize every column (the ``id`` column excluded)."""
-    specs: list[AttributeSpec] = []
-    raw: dict[str, np.ndarray] = {}
-    codes: dict[str, np.ndarray] = {}
-    if table is None:
-        return AttributeColumns(specs, raw, codes)
-    if table.num_rows != n:
-        raise InputError(
-            f"attributes have {table.num_rows} rows but there are {n} vectors; "
-            "give exactly one attribute row per vector",
-            field="attributes",
-        )
-    for name in table.column_names:
-        if name == "id":
-            continue
-        check_attribute_name(name, table.column_names.count(name))
-        col = table.column(name)
-        kind = _kind_of(name, col.type)
-        if col.null_count:
-            raise InputError(
-                f"attribute column {name!r} has {col.null_count} null values; fill or drop them",
-                field=name,
-            )
-        if kind == "category":
-            col = col.cast(pa.string()) if pa.types.is_dictionary(col.type) else col
-            values = np.asarray(col.to_pylist(), dtype=object)
-            cats, inv = np.unique(values.astype(str), return_inverse=True)
-            spec = AttributeSpec(name, kind, categories=tuple(str(c) for c in cats))
-            raw[name] = inv.astype(np.int32)
-            codes[name] = inv.astype(spec.code_dtype)
-        elif kind == "bool":
-            spec = AttributeSpec(name, kind)
-            raw[name] = col.to_numpy(zero_copy_only=False).astype(np.uint8)
-            codes[name] = raw[name].copy()
-        else:
-            values = col.to_numpy(zero_copy_only=False)
-            values = values.astype(np.int64 if kind == "int" else np.float64)
-            if kind == "float" and not np.all(np.isfinite(values)):
-                raise InputError(f"attribute column {name!r} has NaN or infinite values", field=name)
-            c, lo, hi = _quantize_numeric(name, values)
-            spec = AttributeSpec(name, kind, lo=lo, hi=hi)
-            raw[name] = values
-            codes[name] = c
-        specs.append(spec)
-    return AttributeColumns(specs, raw, codes)
+def encoded_rows(specs: list[AttributeSpec], table: AttrTable, rows: np.ndarray) -> dict[str, dict[str, Any]]:
+    """``{id: {name: encoded value}}`` of some rows of ``table`` (see :func:`encoded_values`)."""
+    sub = table.take(rows)
+    cols = {s.name: encoded_values(s, sub.codes[s.name], sub.raw[s.name]) for s in specs}  # type: ignore[index]
+    ids = [] if sub.ids is None else sub.ids.tolist()
+    return {str(i): {name: vals[j] for name, vals in cols.items()} for j, i in enumerate(ids)}
 
 
-def read_ids(table: pa.Table | None, n: int) -> np.ndarray:
-    """Row numbers, or the table's ``id`` column (integer, unique, no nulls)."""
-    if table is None or "id" not in table.column_names:
-        return np.arange(n, dtype=np.int64)
-    col = table.column("id")
-    if not pa.types.is_integer(col.type) or col.null_count:
-        raise InputError("the 'id' column must be integers without nulls", field="id")
-    ids = col.to_numpy(zero_copy_only=False).astype(np.int64)
-    if np.unique(ids).shape[0] != ids.shape[0]:
-        raise InputError("the 'id' column has duplicate values", field="id")
-    if ids.min() < 0:
-        raise InputError("the 'id' column must be non-negative (-1 pads missing results)", field="id")
-    return ids
+def decoded_rows(
+    specs: list[AttributeSpec], dictionaries: Mapping[str, Any], rows: dict[str, dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """:func:`encoded_rows` output as the user sees it (one dictionary lookup per column)."""
+    keys = list(rows)
+    out: dict[str, dict[str, Any]] = {k: {} for k in keys}
+    for spec in specs:
+        values = decoded_values(spec, [rows[k].get(spec.name) for k in keys], dictionaries.get(spec.name))
+        for k, v in zip(keys, values, strict=True):
+            out[k][spec.name] = v
+    return out

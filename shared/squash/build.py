@@ -23,8 +23,10 @@ from datetime import UTC, datetime
 import numpy as np
 import pyarrow as pa
 
+from . import dictionaries
 from .arrays import to_arrow_bytes
-from .attributes import AttributeColumns, quantize_attributes, read_ids
+from .attribute_build import quantize_attributes, read_ids
+from .attributes import AttributeColumns
 from .calibration import DEFAULT_QUERIES, Calibration, calibrate, hard_queries, query_family
 from .errors import IndexFormatError, IndexNotFoundError, InputError
 from .inputs import check_vectors, normalise_rows
@@ -240,10 +242,15 @@ def build_index(
             hot_bytes += ref.size
             cold_total += cold_ref.size
             advance(1)
-    router = _router_bytes(centroids, glob, offsets, attrs.take(order))
+    router = _router_bytes(centroids, glob, offsets, ids[order], attrs.take(order))
     router_ref = FileRef.of(f"{prefix}/router.arrow", router)
     storage.write(router_ref.key, router)
-    total_bytes = hot_bytes + cold_total + router_ref.size
+    dict_ref = None
+    if attrs.dictionaries:
+        data = dictionaries.to_bytes(attrs.dictionaries)
+        dict_ref = FileRef.of(f"{prefix}/dictionaries.arrow", data)
+        storage.write(dict_ref.key, data)
+    total_bytes = hot_bytes + cold_total + router_ref.size + (dict_ref.size if dict_ref else 0)
     attribute_bytes = sum(c.nbytes for c in [*attrs.codes.values(), *attrs.stored_raw().values()])
 
     calibration = None
@@ -266,6 +273,7 @@ def build_index(
         bits_per_dim=opts.bits_per_dim,
         attributes=attrs.specs,
         router=router_ref,
+        dictionaries=dict_ref,
         segments=segments,
         cold=colds,
         partition_sizes=sizes.tolist(),
@@ -376,12 +384,15 @@ def calibrate_index(
     return cal
 
 
-def _router_bytes(centroids: np.ndarray, glob, offsets: np.ndarray, attrs: AttributeColumns) -> bytes:
+def _router_bytes(
+    centroids: np.ndarray, glob, offsets: np.ndarray, ids: np.ndarray, attrs: AttributeColumns
+) -> bytes:
     arrays = {
         "centroids": centroids.astype(np.float32),
         "global_mean": glob.mean,
         "global_rotation": glob.rotation,
         "offsets": offsets,
+        "ids": ids.astype(np.int64),
     }
     arrays.update({f"q.{k}": v for k, v in attrs.codes.items()})
     return to_arrow_bytes(arrays)

@@ -95,8 +95,8 @@ def _load_filter(text: str | None) -> Any:
 
 def _check_output(path: Path) -> None:
     """Fail before searching, not after, when the results could not be written."""
-    if path.suffix != ".npz":
-        raise InputError(f"--output must end in .npz, got {str(path)!r}", field="output")
+    if path.suffix not in (".npz", ".parquet"):
+        raise InputError(f"--output must end in .npz or .parquet, got {str(path)!r}", field="output")
     if not path.parent.is_dir():
         raise InputError(f"output folder {str(path.parent)!r} does not exist", field="output")
 
@@ -104,6 +104,25 @@ def _check_output(path: Path) -> None:
 def _write_npz(path: Path, **arrays: np.ndarray) -> None:
     """Write atomically: a failed write leaves any existing file untouched."""
     atomic_write(path, lambda fh: np.savez(fh, **arrays))
+
+
+def _write_parquet(path: Path, ids: np.ndarray, distances: np.ndarray, attributes: list) -> None:
+    """One row per hit: query, rank, id, distance and the hit's attributes (atomically)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    found = ids >= 0
+    query, rank = np.nonzero(found)
+    columns: dict[str, Any] = {
+        "query": pa.array(query.astype(np.int32)),
+        "rank": pa.array(rank.astype(np.int32)),
+        "id": pa.array(ids[found]),
+        "distance": pa.array(distances[found]),
+    }
+    hits = [hit for row in attributes for hit in row]
+    for name in hits[0] if hits else ():
+        columns[f"attr.{name}"] = pa.array([h[name] for h in hits])
+    atomic_write(path, lambda fh: pq.write_table(pa.table(columns), fh))
 
 
 def _search(args: argparse.Namespace) -> int:
@@ -130,9 +149,14 @@ def _search(args: argparse.Namespace) -> int:
         }
     )
     started = time.perf_counter()
-    res = index.search(queries, k=args.k, filter=_load_filter(args.filter), params=params)
+    parquet = output.suffix == ".parquet"
+    include = ["attributes"] if parquet else []
+    res = index.search(queries, k=args.k, filter=_load_filter(args.filter), params=params, include=include)
     seconds = time.perf_counter() - started
-    _write_npz(output, ids=res.ids, distances=res.distances)
+    if parquet:
+        _write_parquet(output, res.ids, res.distances, res.attributes or [])
+    else:
+        _write_npz(output, ids=res.ids, distances=res.distances)
     found = (res.ids >= 0).sum(axis=1)
     print(
         f"searched     {queries.shape[0]:,} queries, k={args.k}, in {seconds:.3f} s "
@@ -206,7 +230,11 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--queries", required=True, help=".npy, .fvecs or .bvecs")
     s.add_argument("--k", type=int, default=10)
     s.add_argument("--filter", help='JSON, e.g. \'{"label": "Bag"}\', or @file.json')
-    s.add_argument("--output", required=True, help="OUT.npz with ids (int64) and distances (float32)")
+    s.add_argument(
+        "--output",
+        required=True,
+        help="OUT.npz (ids int64, distances float32) or OUT.parquet (one row per hit, with its attributes)",
+    )
     s.add_argument(
         "--target-recall",
         type=float,

@@ -14,10 +14,13 @@ from typing import Any
 
 import numpy as np
 
+from . import dictionaries as dictionary_files
+from .attributes import AttrTable, concat, decoded_rows, encoded_rows
 from .cache import SegmentCache
 from .calibration import Calibration
-from .errors import IndexNotFoundError, InputError
-from .filters import Node, evaluate, parse_filter
+from .errors import IndexFormatError, IndexNotFoundError, InputError
+from .filter_eval import evaluate, schema_of
+from .filters import Node, fields_of, parse_filter
 from .inputs import check_magnitude, normalise_rows
 from .manifest import MANIFEST_KEY, Manifest
 from .params import MAX_K, SearchParams
@@ -30,15 +33,21 @@ from .segment import Segment, load_segment, read_indexed_file
 from .storage import Storage, open_storage
 
 DEFAULT_CACHE_BYTES = 2 << 30
+INCLUDE_CHOICES = ("attributes",)
+#: ``info`` lists a category column's values when it has at most this many.
+INFO_MAX_CATEGORIES = 256
 
 
 @dataclass
 class SearchResult:
-    """ids (Q, k) int64 (-1 padded), distances (Q, k) float32, statistics per query."""
+    """ids (Q, k) int64 (-1 padded), distances (Q, k) float32, statistics per query, and
+    with ``include=["attributes"]`` each hit's attributes (``attributes[q][j]`` for
+    ``ids[q, j]``; nulls as None, timestamps as ISO-8601 strings)."""
 
     ids: np.ndarray
     distances: np.ndarray
     stats: dict[str, Any] = field(default_factory=dict)
+    attributes: list[list[dict[str, Any]]] | None = None
 
 
 def validate_queries(queries: Any, dims: int, field: str = "vector") -> np.ndarray:
@@ -71,6 +80,18 @@ def validate_queries(queries: Any, dims: int, field: str = "vector") -> np.ndarr
     return np.ascontiguousarray(arr, dtype=np.float32)
 
 
+def validate_include(include: Any) -> frozenset[str]:
+    """What a library search returns besides ids and distances: a subset of INCLUDE_CHOICES."""
+    if isinstance(include, str) or not isinstance(include, list | tuple | set | frozenset):
+        raise InputError(f"include must be a list drawn from {list(INCLUDE_CHOICES)}", field="include")
+    bad = sorted(str(i) for i in set(include) - set(INCLUDE_CHOICES))
+    if bad:
+        raise InputError(
+            f"include: unknown value(s) {bad}; choose from {list(INCLUDE_CHOICES)}", field="include"
+        )
+    return frozenset(include)
+
+
 def validate_k(k: Any) -> int:
     if isinstance(k, bool) or not isinstance(k, int | np.integer) or not 1 <= k <= MAX_K:
         raise InputError(f"k must be an integer from 1 to {MAX_K}, got {k!r}", field="k")
@@ -89,7 +110,9 @@ class Index:
         where = f"{storage.uri}/{MANIFEST_KEY}"
         raw = manifest.calibration
         self.calibration = None if raw is None else Calibration.from_json(raw, where)
-        self._raw: dict[str, np.ndarray] | None = None  # see _raw_attributes
+        self._raw: dict[str, Any] | None = None  # see _raw_attributes
+        self.dictionaries: dict[str, dictionary_files.Dictionary] = {}
+        self._id_order: np.ndarray | None = None  # see _locate
 
     @classmethod
     def open(cls, uri: str | Storage, cache: SegmentCache | None = None) -> Index:
@@ -104,14 +127,39 @@ class Index:
         router.check(manifest, manifest.router.key)
         index = cls(storage, manifest, router, cache or SegmentCache(DEFAULT_CACHE_BYTES))
         index.bytes_read = len(data)
+        if manifest.dictionaries is not None:
+            ref = manifest.dictionaries
+            raw_dicts = ref.verify(read_indexed_file(storage, ref.key))
+            index.dictionaries = dictionary_files.from_bytes(raw_dicts, ref.key)
+            index.bytes_read += len(raw_dicts)
+            index._check_dictionaries()
         return index
+
+    def _check_dictionaries(self) -> None:
+        for spec in self.manifest.attributes:
+            if spec.kind in ("category", "list"):
+                found = self.dictionaries.get(spec.name)
+                if found is None or len(found) != spec.values:
+                    raise IndexFormatError(
+                        f"{self.manifest.dictionaries.key}: dictionary of {spec.name!r} is missing or "
+                        f"does not hold its {spec.values} values (corrupt index)"
+                    )
 
     @property
     def dims(self) -> int:
         return self.manifest.dims
 
+    def summary(self) -> dict[str, Any]:
+        """The manifest's summary, with the values of small category columns."""
+        out = self.manifest.summary()
+        for entry in out["attributes"]:
+            found = self.dictionaries.get(entry["name"])
+            if entry["type"] == "category" and found is not None and len(found) <= INFO_MAX_CATEGORIES:
+                entry["categories"] = found.values.to_pylist()
+        return out
+
     def info(self) -> dict[str, Any]:
-        return self.manifest.summary() | {"uri": self.storage.uri}
+        return self.summary() | {"uri": self.storage.uri}
 
     def prepare_queries(self, queries: Any, field: str = "vector") -> np.ndarray:
         """Validated float32 queries, unit-normalised for cosine (a zero query is an error),
@@ -122,7 +170,7 @@ class Index:
         return self.router.rotate(q)
 
     def parse_filter(self, filt: Any) -> Node | None:
-        return parse_filter(filt, self.manifest.attributes)
+        return parse_filter(filt, self.manifest.attributes, self.dictionaries)
 
     def plan(self, queries: np.ndarray, k: int, node: Node | None, params: SearchParams) -> Plan:
         return plan_queries(self.router, queries, k, node, params, self.calibration)
@@ -140,10 +188,13 @@ class Index:
         k: int = 10,
         filter: Any = None,
         params: SearchParams | None = None,
+        include: Any = (),
     ) -> SearchResult:
-        """k nearest neighbours of each query among vectors matching ``filter``."""
+        """k nearest neighbours of each query among vectors matching ``filter``;
+        ``include=["attributes"]`` also returns each hit's attributes."""
         started = time.perf_counter()
         k = validate_k(k)
+        with_attrs = "attributes" in validate_include(include)
         q = self.prepare_queries(queries)
         node = self.parse_filter(filter)
         params = params or SearchParams()
@@ -156,26 +207,50 @@ class Index:
         if plan.kind == "exact" and pooled is not None and node is not None:
             load = lambda p: self.segment(p)[0]  # noqa: E731
             top = exact_scan(load, plan.partitions, q, k, self._matches(node, plan), cold, pooled)
-            return self._result(top, plan, started, planned, self.bytes_read - bytes_before, cold)
-        top = search_partitions(
-            lambda p: self.segment(p)[0],
-            ((int(p), plan.queries_of(int(p))) for p in plan.partitions),
-            q,
-            k,
-            node,
-            self.manifest.attributes,
-            run,
-            cold,
-        )
-        return self._result(top, plan, started, planned, self.bytes_read - bytes_before, cold)
+        else:
+            top = search_partitions(
+                lambda p: self.segment(p)[0],
+                ((int(p), plan.queries_of(int(p))) for p in plan.partitions),
+                q,
+                k,
+                node,
+                self.manifest.attributes,
+                run,
+                cold,
+            )
+        result = self._result(top, plan, started, planned, self.bytes_read - bytes_before, cold)
+        if with_attrs:
+            result.attributes = self.attributes_of(result.ids)
+        return result
+
+    def attributes_of(self, ids: np.ndarray) -> list[list[dict[str, Any]]]:
+        """Attributes of every id in ``ids`` (Q, k), -1 padding skipped (read from the
+        segments that hold them)."""
+        wanted = np.unique(ids[ids >= 0])
+        rows = self._locate(wanted)
+        part = np.searchsorted(self.router.offsets, rows, side="right") - 1
+        encoded: dict[str, dict[str, Any]] = {}
+        for p in np.unique(part).tolist():
+            seg = self.segment(p)[0]
+            local = rows[part == p] - self.router.offsets[p]
+            encoded |= encoded_rows(self.manifest.attributes, seg.table(), local)
+        values = decoded_rows(self.manifest.attributes, self.dictionaries, encoded)
+        return [[values[str(i)] for i in row if i >= 0] for row in ids.tolist()]
+
+    def _locate(self, ids: np.ndarray) -> np.ndarray:
+        """Rows (partition order) of ``ids``, which the index holds."""
+        if self._id_order is None:
+            self._id_order = np.argsort(self.router.ids, kind="stable")
+        order = self._id_order
+        return order[np.searchsorted(self.router.ids[order], ids)]
 
     def _matches(self, node: Node, plan: Plan) -> Callable[[Segment], tuple[int, np.ndarray]]:
         """Rows passing ``node`` per partition, from one exact pass over the whole index's raw
         attributes (in-process only: a worker rechecks per partition what it holds)."""
-        raw = self._raw_attributes()
+        table = AttrTable(self.router.n, self.router.attr_codes, self._raw_attributes(), self.router.ids)
+        table = table.only(fields_of(node))
         maybe = plan.maybe_rows
-        exact = evaluate(node, {name: col[maybe] for name, col in raw.items()}, self.manifest.attributes,
-                         "exact", maybe.shape[0])  # fmt: skip
+        exact = evaluate(node, table.take(maybe), schema_of(self.manifest.attributes), "exact")
         rows = maybe[exact]
         offsets = self.router.offsets
         bounds = np.searchsorted(rows, offsets)
@@ -186,12 +261,12 @@ class Index:
 
         return rows_of
 
-    def _raw_attributes(self) -> dict[str, np.ndarray]:
+    def _raw_attributes(self) -> dict[str, Any]:
         """Every partition's raw attribute columns, concatenated in partition order (once)."""
         if self._raw is None:
             segs = [self.segment(p)[0] for p in range(self.manifest.partitions)]
             names = [a.name for a in self.manifest.attributes]
-            self._raw = {n: np.concatenate([s.attr_raw[n] for s in segs]) for n in names}
+            self._raw = {n: concat([s.attr_raw[n] for s in segs]) for n in names}
         return self._raw
 
     def user_distances(self, dist: np.ndarray) -> np.ndarray:

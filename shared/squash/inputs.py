@@ -7,6 +7,7 @@ CSV, one row per vector. Never unpickles: ``np.load(allow_pickle=False)``.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -159,11 +160,68 @@ def read_table(path: str | Path, what: str = "attributes") -> pa.Table:
         if suffix == ".csv":
             import pyarrow.csv as pcsv
 
-            return pcsv.read_csv(path)
+            return _json_lists(pcsv.read_csv(path))
     except (pa.ArrowInvalid, OSError) as exc:
         detail = " ".join(str(exc).split())  # Arrow's messages span lines; errors are one line
         raise InputError(f"{path.name}: cannot read ({detail})", field=what) from exc
     raise InputError(f"unsupported {what} file {path.name!r}: use .parquet or .csv", field=what)
+
+
+def _json_lists(table: pa.Table) -> pa.Table:
+    """CSV has no list type: a string column whose every non-empty value is a JSON array
+    (``["news", "sports"]``) becomes a list column. Its elements must share one type
+    (strings, integers, numbers or booleans); a mix is an InputError naming the column."""
+    for i, name in enumerate(table.column_names):
+        col = table.column(i)
+        if not pa.types.is_string(col.type) or col.null_count == len(col):
+            continue
+        texts = col.to_pylist()
+        if not all(t is None or t.lstrip().startswith("[") for t in texts):
+            continue
+        try:
+            rows = [None if t is None else json.loads(t) for t in texts]
+        except ValueError:
+            continue  # text that only looks like a list: keep the strings
+        if not all(r is None or isinstance(r, list) for r in rows):
+            continue
+        table = table.set_column(i, name, _list_array(name, rows))
+    return table
+
+
+def _list_array(name: str, rows: list) -> pa.Array:
+    kinds = {_element_kind(v) for r in rows if r for v in r}
+    if "null" in kinds:
+        raise InputError(f"list column {name!r} holds null elements; drop them from the lists", field=name)
+    if "other" in kinds:
+        raise InputError(
+            f"list column {name!r} holds nested lists or objects; elements must be scalars", field=name
+        )
+    if kinds == {"int", "float"}:
+        kinds = {"float"}
+    if len(kinds) > 1:
+        raise InputError(
+            f"list column {name!r} mixes element types ({', '.join(sorted(kinds))}); "
+            "a list column holds strings, integers, numbers or booleans, one type per column",
+            field=name,
+        )
+    element = {"str": pa.string(), "int": pa.int64(), "float": pa.float64(), "bool": pa.bool_()}
+    typ = element[kinds.pop()] if kinds else pa.string()
+    try:
+        return pa.array(rows, pa.list_(typ))
+    except (pa.ArrowInvalid, OverflowError) as exc:
+        raise InputError(f"list column {name!r}: {exc}", field=name) from exc
+
+
+def _element_kind(v: object) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "bool"
+    if isinstance(v, int):
+        return "int"
+    if isinstance(v, float):
+        return "float"
+    return "str" if isinstance(v, str) else "other"
 
 
 def check_vectors(arr: np.ndarray, what: str = "vectors") -> np.ndarray:

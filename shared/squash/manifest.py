@@ -13,11 +13,14 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from .attributes import AttributeSpec
+from .attributes import ELEMENT_KINDS, KINDS, AttributeSpec
 from .errors import IndexFormatError
+from .timestamps import UNITS
 
 FORMAT = "squash-index"
-FORMAT_VERSION = 2  # 2: hot/cold tiers, one shared rotation (1: float32 in every segment)
+#: 3: nulls, lists, timestamps, ids in the router, dictionaries in their own file;
+#: 2: hot/cold tiers, one shared rotation; 1: float32 in every segment.
+FORMAT_VERSION = 3
 MANIFEST_KEY = "manifest.json"
 METRICS = ("l2", "cosine")
 
@@ -55,6 +58,7 @@ class Manifest:
     segments: list[FileRef]
     partition_sizes: list[int]
     cold: list[FileRef] = field(default_factory=list)  # the float32 rows beside each segment
+    dictionaries: FileRef | None = None  # values of string and list columns (None: there are none)
     params: dict[str, Any] = field(default_factory=dict)
     stats: dict[str, Any] = field(default_factory=dict)
     calibration: dict[str, Any] | None = None  # see squash.calibration; None = uncalibrated
@@ -74,6 +78,7 @@ class Manifest:
             "router": self.router.__dict__,
             "segments": [s.__dict__ for s in self.segments],
             "cold": [s.__dict__ for s in self.cold],
+            "dictionaries": None if self.dictionaries is None else self.dictionaries.__dict__,
             "partition_sizes": self.partition_sizes,
             "params": self.params,
             "stats": self.stats,
@@ -112,6 +117,7 @@ class Manifest:
                 router=FileRef(**doc["router"]),
                 segments=[FileRef(**ref) for ref in doc["segments"]],
                 cold=[FileRef(**ref) for ref in doc["cold"]],
+                dictionaries=None if doc.get("dictionaries") is None else FileRef(**doc["dictionaries"]),
                 partition_sizes=list(doc["partition_sizes"]),
                 params=doc.get("params", {}),
                 stats=doc.get("stats", {}),
@@ -132,11 +138,7 @@ class Manifest:
             "metric": self.metric,
             "partitions": self.partitions,
             "bits_per_dim": self.bits_per_dim,
-            "attributes": [
-                {"name": a.name, "type": a.kind}
-                | ({"categories": list(a.categories)} if a.kind == "category" else {})
-                for a in self.attributes
-            ],
+            "attributes": [a.summary() for a in self.attributes],
             "stats": self.stats,
             "calibration": _calibration_summary(self.calibration),
         }
@@ -174,7 +176,6 @@ class _SchemaError(Exception):
 
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_KINDS = ("int", "float", "bool", "category")
 
 
 def _need(ok: bool, message: str) -> None:
@@ -210,6 +211,8 @@ def _validate(doc: dict[str, Any]) -> None:
     _need(all(_is_int(v) and v >= 0 for v in sizes), "partition_sizes must be non-negative integers")
     _need(sum(sizes) == doc["n"], f"partition_sizes sum to {sum(sizes)}, not n ({doc['n']})")
     _file_ref(doc.get("router"), "router")
+    if doc.get("dictionaries") is not None:
+        _file_ref(doc["dictionaries"], "dictionaries")
     for key, what in (("segments", "file"), ("cold", "float32 file")):
         refs = doc.get(key)
         _need(
@@ -227,8 +230,10 @@ def _validate(doc: dict[str, Any]) -> None:
     names: set[str] = set()
     for i, spec in enumerate(attrs):
         name = _attribute(spec, f"attributes[{i}]")
-        _need(name not in names, f"attributes[{i}]: attribute {name!r} is listed twice")
+        _need(name not in names and name != "id", f"attributes[{i}]: attribute {name!r} is listed twice")
         names.add(name)
+    coded = any(a.get("type") in ("category", "list") for a in attrs)
+    _need(not coded or doc.get("dictionaries") is not None, "string or list attributes need dictionaries")
 
 
 def _file_ref(ref: Any, where: str) -> None:
@@ -259,24 +264,38 @@ def _attribute(spec: Any, where: str) -> str:
         isinstance(name, str) and name != "" and not name.startswith("$"),
         f"{where}.name {name!r} must be a non-empty string not starting with '$'",
     )
-    _need(kind in _KINDS, f"{where} ({name}): type {kind!r} is not one of {', '.join(_KINDS)}")
-    if kind in ("int", "float"):
+    _need(kind in KINDS, f"{where} ({name}): type {kind!r} is not one of {', '.join(KINDS)}")
+    where = f"{where} ({name})"
+    _need(isinstance(spec.get("nullable", False), bool), f"{where}: nullable must be a bool")
+    if kind in ("int", "float", "timestamp"):
         cells = spec.get("cells")
-        _need(isinstance(cells, dict), f"{where} ({name}): numeric attributes need cells {{lo, hi}}")
+        _need(isinstance(cells, dict), f"{where}: numeric attributes need cells {{lo, hi}}")
         lo, hi = cells.get("lo"), cells.get("hi")
+        cap = 256 - bool(spec.get("nullable", False))
         _need(
-            isinstance(lo, list) and isinstance(hi, list) and len(lo) == len(hi) and 0 < len(lo) <= 256,
-            f"{where} ({name}): cells lo and hi must be lists of the same length (1 to 256)",
+            isinstance(lo, list) and isinstance(hi, list) and len(lo) == len(hi) and 0 < len(lo) <= cap,
+            f"{where}: cells lo and hi must be lists of the same length (1 to {cap})",
         )
         _need(
             all(_is_number(v) and math.isfinite(v) for v in lo + hi),
-            f"{where} ({name}): cells must hold finite numbers",
+            f"{where}: cells must hold finite numbers",
         )
-        _need(all(a <= b for a, b in zip(lo, hi, strict=True)), f"{where} ({name}): cells with lo > hi")
-    if kind == "category":
-        cats = spec.get("categories")
+        _need(all(a <= b for a, b in zip(lo, hi, strict=True)), f"{where}: cells with lo > hi")
+    if kind == "timestamp":
+        _need(spec.get("unit") in UNITS, f"{where}: unit must be one of {', '.join(UNITS)}")
+    if kind in ("category", "list"):
+        values = spec.get("values")
+        _need(_is_int(values) and 0 <= values < 2**31, f"{where}: values must be a count of distinct values")
+    if kind == "list":
         _need(
-            isinstance(cats, list) and all(isinstance(c, str) for c in cats) and len(set(cats)) == len(cats),
-            f"{where} ({name}): categories must be a list of distinct strings",
+            spec.get("element") in ELEMENT_KINDS,
+            f"{where}: element must be one of {', '.join(ELEMENT_KINDS)}",
+        )
+        frequent = spec.get("frequent", [])
+        _need(
+            isinstance(frequent, list)
+            and all(_is_int(c) and 0 <= c < spec["values"] for c in frequent)
+            and len(set(frequent)) == len(frequent) <= 55,
+            f"{where}: frequent must list distinct element codes",
         )
     return name

@@ -21,7 +21,8 @@ import math
 import numpy as np
 
 from .attributes import AttributeSpec
-from .filters import Node, evaluate
+from .filter_eval import evaluate, schema_of
+from .filters import Node, fields_of
 from .osq.scalar import QueryTerms, decode_codes, hat_distances
 from .osq.sketch import hamming, sign_sketch
 from .params import SearchParams
@@ -37,9 +38,11 @@ def filter_rows(seg: Segment, node: Node | None, specs: list[AttributeSpec]) -> 
     """(L0 candidate count, rows passing the exact predicate)."""
     if node is None:
         return seg.size, np.arange(seg.size)
-    maybe = np.flatnonzero(evaluate(node, seg.attr_codes, specs, "maybe", seg.size))
-    raw = {name: col[maybe] for name, col in seg.attr_raw.items()}
-    exact = evaluate(node, raw, specs, "exact", maybe.shape[0])
+    schema = schema_of(specs)
+    table = seg.table().only(fields_of(node))
+    maybe = np.flatnonzero(evaluate(node, table, schema, "maybe"))
+    subset = table if maybe.shape[0] == seg.size else table.take(maybe)
+    exact = evaluate(node, subset, schema, "exact")
     return int(maybe.shape[0]), maybe[exact]
 
 

@@ -33,7 +33,8 @@ import numpy as np
 
 from . import costmodel
 from .calibration import Calibration, routing_scores
-from .filters import Node, evaluate
+from .filter_eval import evaluate, schema_of
+from .filters import Node
 from .params import SearchParams
 from .router import Router
 
@@ -94,8 +95,9 @@ def count_matches(router: Router, node: Node | None) -> tuple[np.ndarray, np.nda
         return sizes, sizes, None
     starts = router.offsets[:-1]
     counts, masks = [], []
+    table, schema = router.table(), schema_of(router.specs)
     for mode in ("maybe", "sure"):
-        mask = evaluate(node, router.attr_codes, router.specs, mode, router.n)
+        mask = evaluate(node, table, schema, mode)
         cum = np.concatenate([[0], np.cumsum(mask, dtype=np.int64)])
         counts.append(cum[router.offsets[1:]] - cum[starts])
         masks.append(mask)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .arrays import from_arrow_bytes
-from .attributes import AttributeSpec
+from .attributes import AttributeSpec, AttrTable
 from .errors import IndexFormatError
 
 if TYPE_CHECKING:
@@ -21,12 +21,17 @@ class Router:
     global_mean: np.ndarray  # (d,) subtracted before the rotation (zeros: a pure rotation)
     global_rotation: np.ndarray  # (d, d) the index's KLT, shared by every partition
     offsets: np.ndarray  # (P + 1,) rows of partition p are offsets[p]:offsets[p+1]
+    ids: np.ndarray  # (n,) int64, in partition order (the id filter's codes; where an id lives)
     attr_codes: dict[str, np.ndarray]  # quantized attributes, in partition order
     specs: list[AttributeSpec]
     centroid_sq: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
         self.centroid_sq = np.einsum("ij,ij->i", self.centroids, self.centroids)
+
+    def table(self) -> AttrTable:
+        """The rows' codes and ids as L0 evaluates filters on them (no raw values)."""
+        return AttrTable(self.n, self.attr_codes, None, self.ids)
 
     def rotate(self, queries: np.ndarray) -> np.ndarray:
         """Queries (m, d) into the index's space (one float32 product)."""
@@ -45,13 +50,13 @@ class Router:
 
     @property
     def nbytes(self) -> int:
-        arrays = [self.centroids, self.global_mean, self.global_rotation, self.offsets]
+        arrays = [self.centroids, self.global_mean, self.global_rotation, self.offsets, self.ids]
         return int(sum(a.nbytes for a in arrays) + sum(a.nbytes for a in self.attr_codes.values()))
 
     @classmethod
     def from_bytes(cls, data: bytes, specs: list[AttributeSpec], name: str = "router") -> Router:
         arrays = from_arrow_bytes(data, name)
-        missing = sorted({"centroids", "global_mean", "global_rotation", "offsets"} - set(arrays))
+        missing = sorted({"centroids", "global_mean", "global_rotation", "offsets", "ids"} - set(arrays))
         if missing:
             raise IndexFormatError(f"{name}: missing array(s) {', '.join(missing)}")
         return cls(
@@ -59,6 +64,7 @@ class Router:
             global_mean=arrays["global_mean"],
             global_rotation=arrays["global_rotation"],
             offsets=arrays["offsets"],
+            ids=arrays["ids"],
             attr_codes={k[2:]: v for k, v in arrays.items() if k.startswith("q.")},
             specs=specs,
         )
@@ -95,6 +101,7 @@ class Router:
             np.array_equal(np.diff(self.offsets), manifest.partition_sizes),
             "offsets disagree with partition_sizes",
         )
+        need(self.ids.shape == (manifest.n,), f"ids are {self.ids.shape}, expected ({manifest.n},) (n)")
         need(
             set(self.attr_codes) == {s.name for s in manifest.attributes},
             f"attribute codes for {sorted(self.attr_codes)}, "
@@ -103,7 +110,8 @@ class Router:
         for spec in manifest.attributes:
             codes = self.attr_codes[spec.name]
             need(codes.shape == (manifest.n,), f"attribute {spec.name!r} has {codes.shape} codes, expected n")
+            need(codes.dtype == spec.code_dtype, f"attribute {spec.name!r} codes are {codes.dtype}")
             need(
-                codes.size == 0 or int(codes.max()) < spec.n_cells,
+                spec.kind == "list" or codes.size == 0 or int(codes.max()) < spec.n_cells + spec.nullable,
                 f"attribute {spec.name!r} has codes beyond its {spec.n_cells} cells/categories",
             )

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .arrays import from_arrow_bytes, to_arrow_bytes
-from .attributes import AttributeColumns
+from .attributes import AttributeColumns, AttrTable, ListColumn, Raw
 from .cache import SegmentCache
 from .errors import IndexFormatError, IndexNotFoundError
 from .manifest import FileRef
@@ -89,8 +89,7 @@ def build_segment(
     }
     for name, col in attrs.codes.items():
         arrays[f"q.{name}"] = col
-    for name, col in attrs.stored_raw().items():
-        arrays[f"raw.{name}"] = col
+    arrays.update(attrs.stored_raw())
     return to_arrow_bytes(arrays), cold
 
 
@@ -115,7 +114,7 @@ class Segment:
     cold_block_rows: int
     cold_crc: np.ndarray  # (blocks,) uint32
     attr_codes: dict[str, np.ndarray]
-    attr_raw: dict[str, np.ndarray]
+    attr_raw: dict[str, Raw]  # numbers, list elements (ListColumn); categories/bools: the codes
     file_bytes: int
     hat_sq: np.ndarray = field(init=False)  # (n,) |x_hat|^2, derived once per load
 
@@ -126,6 +125,10 @@ class Segment:
     @property
     def size(self) -> int:
         return int(self.ids.shape[0])
+
+    def table(self) -> AttrTable:
+        """The rows as a filter sees them (codes, raw values, ids)."""
+        return AttrTable(self.size, self.attr_codes, self.attr_raw, self.ids)
 
     @property
     def dims(self) -> int:
@@ -167,11 +170,7 @@ class Segment:
         if not shapes_ok:
             raise IndexFormatError(f"{name}: arrays disagree in shape (corrupt segment)")
         code = ScalarCode(u16[:k8], u16[k8:k], f32[d : d + k], f32[d + k :])
-        codes = {key[2:]: v for key, v in arrays.items() if key.startswith("q.")}
-        raw = {key[4:]: v for key, v in arrays.items() if key.startswith("raw.")}
-        for attr, col in codes.items():  # categories and bools: the code is the value
-            if attr not in raw:
-                raw[attr] = col
+        codes, raw = _attribute_arrays(arrays, n, name)
         return cls(
             partition=partition,
             key=name,
@@ -189,6 +188,25 @@ class Segment:
             attr_raw=raw,
             file_bytes=len(data),
         )
+
+
+def _attribute_arrays(arrays: dict[str, np.ndarray], n: int, name: str) -> tuple[dict, dict]:
+    """Codes (``q.NAME``) and raw values (``raw.NAME``, with ``off.NAME`` for lists) of a
+    segment's attributes, checked for shape; a category's or bool's raw value is its code."""
+    codes = {key[2:]: v for key, v in arrays.items() if key.startswith("q.")}
+    raw: dict[str, Raw] = {}
+    for attr, col in codes.items():
+        values, offsets = arrays.get(f"raw.{attr}"), arrays.get(f"off.{attr}")
+        if offsets is not None and values is not None:
+            ok = offsets.shape == (n + 1,) and int(offsets[0]) == 0 and int(offsets[-1]) == values.shape[0]
+            ok = ok and bool((np.diff(offsets) >= 0).all())
+            raw[attr] = ListColumn(offsets, values)
+        else:
+            raw[attr] = col if values is None else values
+            ok = raw[attr].shape == (n,)
+        if not ok or col.shape != (n,):
+            raise IndexFormatError(f"{name}: attribute {attr!r} arrays disagree in shape (corrupt segment)")
+    return codes, raw
 
 
 def read_indexed_file(storage: Storage, key: str, span: tuple[int, int] | None = None) -> bytes:

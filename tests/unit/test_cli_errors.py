@@ -63,15 +63,25 @@ def bad_inputs(tmp_path, good):
         ["--vectors", str(good), "--attributes", str(tmp_path / "short.parquet")],
         "attributes have 199 rows but there are 200 vectors",
     )
-    pq.write_table(pa.table({"when": pa.array([[1]] * 200)}), tmp_path / "list.parquet")
+    pq.write_table(pa.table({"when": pa.array([{"x": 1}] * 200)}), tmp_path / "struct.parquet")
     cases["unsupported column"] = (
-        ["--vectors", str(good), "--attributes", str(tmp_path / "list.parquet")],
+        ["--vectors", str(good), "--attributes", str(tmp_path / "struct.parquet")],
         "attribute column 'when' has unsupported type",
     )
-    pq.write_table(pa.table({"a": pa.array([1.0] * 199 + [None])}), tmp_path / "null.parquet")
-    cases["null attribute"] = (
+    pq.write_table(pa.table({"a": pa.array([None] * 200, pa.float64())}), tmp_path / "null.parquet")
+    cases["all-null attribute"] = (
         ["--vectors", str(good), "--attributes", str(tmp_path / "null.parquet")],
-        "has 1 null values",
+        "attribute column 'a' holds only nulls",
+    )
+    (tmp_path / "mixed.csv").write_text("tags\n" + '"[""a"", 1]"\n' + '"[""b""]"\n' * 199)
+    cases["mixed list"] = (
+        ["--vectors", str(good), "--attributes", str(tmp_path / "mixed.csv")],
+        "list column 'tags' mixes element types (int, str)",
+    )
+    pq.write_table(pa.table({"tags": pa.array([["a", None]] + [["b"]] * 199)}), tmp_path / "nullel.parquet")
+    cases["null list element"] = (
+        ["--vectors", str(good), "--attributes", str(tmp_path / "nullel.parquet")],
+        "list column 'tags' holds 1 null elements",
     )
     cases["partitions > N"] = (
         ["--vectors", str(good), "--partitions", "500"],

@@ -15,10 +15,12 @@ import pyarrow as pa
 import pytest
 
 import squash
-from squash.attributes import AttributeSpec, quantize_attributes
+from squash.attribute_build import quantize_attributes
+from squash.attributes import AttributeSpec
 from squash.build import BuildOptions, build_index
 from squash.errors import FilterError
-from squash.filters import evaluate, parse_filter
+from squash.filter_eval import evaluate, schema_of
+from squash.filters import parse_filter
 
 I64_MIN, I64_MAX = -(2**63), 2**63 - 1
 NEAR = [2**62 + d for d in range(-3, 4)] + [2**53 + d for d in range(-1, 3)]
@@ -79,9 +81,9 @@ def test_every_level_against_a_reference(many_distinct):
     for op, v in _cases():
         node = parse_filter({"big": {op: v}}, specs)
         want = _reference(values, op, v)
-        exact = evaluate(node, {"big": raw}, specs, "exact", len(values))
-        maybe = evaluate(node, attrs.codes, specs, "maybe", len(values))
-        sure = evaluate(node, attrs.codes, specs, "sure", len(values))
+        exact = evaluate(node, attrs.table(), schema_of(specs), "exact")
+        maybe = evaluate(node, attrs.table(), schema_of(specs), "maybe")
+        sure = evaluate(node, attrs.table(), schema_of(specs), "sure")
         assert np.array_equal(exact, want), (op, v)
         ints = v if isinstance(v, list) else [v]
         if all(isinstance(w, int) and I64_MIN <= w <= I64_MAX for w in ints):  # numpy int64 agrees
@@ -100,7 +102,7 @@ def test_exact_cells_stay_exact_sure_matches():
     attrs = quantize_attributes(table, len(values))
     specs = [AttributeSpec.from_json(json.loads(json.dumps(s.to_json()))) for s in attrs.specs]
     node = parse_filter({"big": 2**62 + 1}, specs)
-    sure = evaluate(node, attrs.codes, specs, "sure", len(values))
+    sure = evaluate(node, attrs.table(), schema_of(specs), "sure")
     assert np.array_equal(sure, _reference(values, "$eq", 2**62 + 1))
 
 
@@ -143,8 +145,8 @@ def test_manifests_with_float_cell_bounds_stay_correct():
     for op, v in _cases():
         node = parse_filter({"big": {op: v}}, specs)
         want = _reference(values, op, v)
-        assert not (want & ~evaluate(node, attrs.codes, specs, "maybe", len(values))).any(), (op, v)
-        assert not (evaluate(node, attrs.codes, specs, "sure", len(values)) & ~want).any(), (op, v)
+        assert not (want & ~evaluate(node, attrs.table(), schema_of(specs), "maybe")).any(), (op, v)
+        assert not (evaluate(node, attrs.table(), schema_of(specs), "sure") & ~want).any(), (op, v)
 
 
 @pytest.mark.parametrize(

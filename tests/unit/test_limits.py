@@ -9,9 +9,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from squash.attributes import quantize_attributes
+from squash.attribute_build import quantize_attributes
 from squash.errors import FilterError, InputError
-from squash.filters import MAX_FILTER_DEPTH, MAX_FILTER_TERMS, MAX_IN_VALUES, evaluate, parse_filter
+from squash.filter_eval import evaluate, schema_of
+from squash.filters import MAX_FILTER_DEPTH, MAX_FILTER_TERMS, MAX_IN_VALUES, parse_filter
 from squash.jsontext import MAX_JSON_DEPTH, loads
 
 
@@ -35,38 +36,42 @@ def test_limits_are_the_documented_values():
 
 
 def test_filter_depth(specs):
-    node = parse_filter(nested(MAX_FILTER_DEPTH), specs.specs)
-    assert evaluate(node, specs.raw, specs.specs, "exact", 100).sum() == 97
+    node = parse_filter(nested(MAX_FILTER_DEPTH), specs.specs, specs.dictionaries)
+    assert evaluate(node, specs.table(), schema_of(specs.specs), "exact").sum() == 97
     for depth in (MAX_FILTER_DEPTH + 1, 1000, 10_000, 100_000):
         with pytest.raises(FilterError, match="nested more than 32"):
-            parse_filter(nested(depth, "$or"), specs.specs)
+            parse_filter(nested(depth, "$or"), specs.specs, specs.dictionaries)
 
 
 def test_filter_depth_as_json_text(specs):
     text = json.dumps(nested(MAX_FILTER_DEPTH))
-    assert parse_filter(text, specs.specs) is not None
+    assert parse_filter(text, specs.specs, specs.dictionaries) is not None
     deep = '{"$and": [' * 10_000 + '{"a": 1}' + "]}" * 10_000
     with pytest.raises(FilterError, match="nested") as err:
-        parse_filter(deep, specs.specs)
+        parse_filter(deep, specs.specs, specs.dictionaries)
     assert err.value.field == "filter"
 
 
 def test_filter_terms(specs):
     ok = {"$or": [{"a": i} for i in range(MAX_FILTER_TERMS)]}
-    assert evaluate(parse_filter(ok, specs.specs), specs.raw, specs.specs, "exact", 100).all()
+    assert evaluate(
+        parse_filter(ok, specs.specs, specs.dictionaries), specs.table(), schema_of(specs.specs), "exact"
+    ).all()
     with pytest.raises(FilterError, match=r"more than 1024 field comparisons \(1025 so far\)"):
-        parse_filter({"$or": [{"a": i} for i in range(MAX_FILTER_TERMS + 1)]}, specs.specs)
+        parse_filter(
+            {"$or": [{"a": i} for i in range(MAX_FILTER_TERMS + 1)]}, specs.specs, specs.dictionaries
+        )
     many_ops = {"$and": [{"a": {"$gte": 0, "$lte": 99}} for _ in range(MAX_FILTER_TERMS // 2 + 1)]}
     with pytest.raises(FilterError, match="more than 1024"):
-        parse_filter(many_ops, specs.specs)
+        parse_filter(many_ops, specs.specs, specs.dictionaries)
 
 
 @pytest.mark.parametrize("op", ["$in", "$nin"])
 def test_in_size(specs, op):
-    parse_filter({"a": {op: list(range(MAX_IN_VALUES))}}, specs.specs)
-    parse_filter({"s": {op: ["x"] * MAX_IN_VALUES}}, specs.specs)
+    parse_filter({"a": {op: list(range(MAX_IN_VALUES))}}, specs.specs, specs.dictionaries)
+    parse_filter({"s": {op: ["x"] * MAX_IN_VALUES}}, specs.specs, specs.dictionaries)
     with pytest.raises(FilterError, match="10001 values"):
-        parse_filter({"a": {op: list(range(MAX_IN_VALUES + 1))}}, specs.specs)
+        parse_filter({"a": {op: list(range(MAX_IN_VALUES + 1))}}, specs.specs, specs.dictionaries)
 
 
 @pytest.mark.parametrize("text", ["[" * 100_000, "{" + '"a":[' * 100_000, "[" * 100_000 + "]" * 100_000])

@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from squash.arrays import from_arrow_bytes
-from squash.attributes import quantize_attributes
+from squash.attribute_build import quantize_attributes
 from squash.osq.kmeans import balanced_kmeans, size_bounds
 from squash.osq.scalar import QueryTerms, allocate_classes, bounds, decode_codes, estimate, hat_distances
 from squash.partition_search import code_distances

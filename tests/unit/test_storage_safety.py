@@ -158,11 +158,12 @@ TAMPERED = {
     "cells ragged": (lambda d: d["attributes"][0]["cells"]["lo"].pop(), "cells"),
     "cells lo > hi": (lambda d: d["attributes"][0]["cells"].__setitem__("lo", [10**6] * 7), "cells"),
     "cells not numbers": (lambda d: d["attributes"][0]["cells"].__setitem__("hi", ["x"] * 7), "cells"),
-    "categories not strings": (
-        lambda d: d["attributes"][1].__setitem__("categories", [1, 2, 3]),
-        "categories",
+    "category count not a count": (
+        lambda d: d["attributes"][1].__setitem__("values", "three"),
+        "values must be a count",
     ),
-    "categories fewer than codes": (lambda d: d["attributes"][1].__setitem__("categories", ["a"]), "categor"),
+    "categories fewer than codes": (lambda d: d["attributes"][1].__setitem__("values", 1), "categor"),
+    "dictionaries missing": (lambda d: d.__setitem__("dictionaries", None), "need dictionaries"),
     "attributes not a list": (_set("attributes", {}), "attributes"),
     "params not object": (_set("params", []), "params"),
     "build id empty": (_set("build_id", ""), "build_id"),

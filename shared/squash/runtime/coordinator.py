@@ -17,8 +17,10 @@ from typing import Any
 
 import numpy as np
 
+from ..attributes import decoded_rows
 from ..cache import SegmentCache
 from ..errors import AccessDeniedError, IndexNotFoundError, PayloadTooLargeError
+from ..filters import Node, node_to_json
 from ..index import Index
 from ..manifest import MANIFEST_KEY
 from ..planner import Plan
@@ -78,7 +80,7 @@ class Coordinator:
 
     def info(self, name: str, deadline: float | None = None) -> dict[str, Any]:
         index, _ = deadlines.run_until(deadline, f"loading index {name!r}", self.index, name)
-        return {"index": name} | index.manifest.summary()
+        return {"index": name} | index.summary()
 
     def query(self, name: str, req: QueryRequest, deadline: float | None = None) -> dict[str, Any]:
         """Search; past ``deadline`` (epoch seconds) a DeadlineExceededError (504), whatever
@@ -95,11 +97,12 @@ class Coordinator:
         _check_answer_can_fit(q.shape[0], req, int(plan.sure_counts.sum()))
         planned = time.perf_counter()
 
-        base = self._base_event(name, index, req, plan)
+        base = self._base_event(name, index, req, plan, node)
         if deadline is not None:
             base["deadline"] = deadlines.for_child(deadline)
         size = self._chunk_size(q.shape[0], index.dims, req, plan.visit.sum(axis=1), encoded_size(base))
         chunks = [np.arange(s, min(s + size, q.shape[0])) for s in range(0, q.shape[0], size)]
+        event_sizes: list[int] = []
 
         def run(rows: np.ndarray) -> dict[str, Any]:
             qi, parts = np.nonzero(plan.visit[rows])
@@ -109,6 +112,7 @@ class Coordinator:
                 "query_ids": pack_array(np.arange(rows.size, dtype=np.int32)),
                 "pairs": pack_array(pairs),
             }
+            event_sizes.append(encoded_size(event))
             return self.invoke(function_name(self.config.worker_prefix, 0), event)
 
         if len(chunks) == 1:
@@ -126,9 +130,12 @@ class Coordinator:
         attributes: dict[str, Any] = {}
         for a in answers:
             attributes |= a.get("attributes", {})
+        if attributes:
+            attributes = decoded_rows(index.manifest.attributes, index.dictionaries, attributes)
 
         results = _shape_results(ids, dist, attributes, req.include)
         stats = _stats(plan, per_query, answers, len(chunks), cold, coord_bytes)
+        stats["event_bytes"] = max(event_sizes)  # the largest event a worker received
         stats["timings_ms"] = {
             "plan": round((planned - started) * 1e3, 3),
             "tree": round((searched - planned) * 1e3, 3),
@@ -146,7 +153,9 @@ class Coordinator:
             )
         return out
 
-    def _base_event(self, name: str, index: Index, req: QueryRequest, plan: Plan) -> dict[str, Any]:
+    def _base_event(
+        self, name: str, index: Index, req: QueryRequest, plan: Plan, node: Node | None
+    ) -> dict[str, Any]:
         tree = self.config.tree
         segs = index.manifest.segments
         parts = plan.partitions
@@ -158,7 +167,7 @@ class Coordinator:
             "tree": {"branching": tree.branching, "depth": tree.depth, "prefix": self.config.worker_prefix},
             "k": req.k,
             "params": plan.execution_params(req.params).to_dict(),
-            "filter": req.filter,
+            "predicate": node_to_json(node),
             "attributes": [a.to_json() for a in index.manifest.attributes],
             "segments": {str(p): segs[p].__dict__ for p in parts.tolist()},
             "include_attributes": "attributes" in req.include,

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..attributes import AttributeSpec
+from ..attributes import AttributeSpec, encoded_rows
 from ..cache import SegmentCache
 from ..errors import (
     IndexFormatError,
@@ -26,7 +26,7 @@ from ..errors import (
     StorageError,
     UpstreamError,
 )
-from ..filters import parse_filter
+from ..filters import Node, node_from_json
 from ..manifest import FileRef
 from ..params import MAX_K, SearchParams
 from ..refine import ColdTier
@@ -50,7 +50,7 @@ class NodeRequest:
     prefix: str
     k: int
     params: SearchParams
-    filter: Any
+    predicate: Node | None  # the parsed filter, in codes (filters.node_to_json)
     specs: list[AttributeSpec]
     segments: dict[int, FileRef]
     queries: np.ndarray  # (m, d) float32, already prepared (normalised for cosine)
@@ -115,6 +115,7 @@ class NodeRequest:
             raise InputError(
                 "index and tree.prefix must be strings, include_attributes a bool", field="event"
             )
+        specs = [AttributeSpec.from_json(a) for a in attributes]
         return cls(
             index=event["index"],
             position=position,
@@ -122,8 +123,8 @@ class NodeRequest:
             prefix=prefix,
             k=k,
             params=SearchParams.from_dict(event.get("params")),
-            filter=event.get("filter"),
-            specs=[AttributeSpec.from_json(a) for a in attributes],
+            predicate=node_from_json(event.get("predicate"), specs),
+            specs=specs,
             segments=refs,
             queries=queries,
             query_ids=query_ids,
@@ -186,7 +187,6 @@ class WorkerNode:
         started = time.perf_counter()
         req = _decode(event)
         req.deadline = deadlines.earliest(req.deadline, deadline)
-        parse_filter(req.filter, req.specs)  # a bad filter fails here, before any child is invoked
         owner = req.pairs[:, 0] % req.tree.size
         branch = np.full(req.tree.size, -1, dtype=np.int64)
         for child in req.tree.children(req.position):
@@ -239,7 +239,7 @@ class WorkerNode:
 
     def _search_own(self, req: NodeRequest, own: np.ndarray) -> tuple[TopK, dict[str, dict], dict[str, int]]:
         io = {"bytes_read": 0, "segments_loaded": 0, "cache_hits": 0}
-        node = parse_filter(req.filter, req.specs)
+        node = req.predicate
         loaded: dict[int, Segment] = {}
         cold = ColdTier(self._storage(req.index))
 
@@ -280,7 +280,7 @@ class WorkerNode:
 
 
 #: Event members a node passes to its children unchanged (the rest is rebuilt per child).
-_PASSED_DOWN = ("index", "name", "build_id", "tree", "k", "params", "filter", "attributes")
+_PASSED_DOWN = ("index", "name", "build_id", "tree", "k", "params", "predicate", "attributes")
 _PASSED_DOWN += ("include_attributes",)
 
 
@@ -321,16 +321,14 @@ def _decode(event: Any) -> NodeRequest:
 
 
 def _attributes_of(top: TopK, segments, specs: list[AttributeSpec]) -> dict[str, dict[str, Any]]:
-    """Raw attribute values of every id in ``top`` that lives in one of ``segments``."""
+    """Stored attribute values (codes for strings and list elements: the coordinator holds
+    the dictionaries) of every id in ``top`` that lives in one of ``segments``."""
     wanted = np.unique(top.ids[top.ids >= 0])
     out: dict[str, dict[str, Any]] = {}
     for seg in segments:
         rows = np.flatnonzero(np.isin(seg.ids, wanted))
-        if rows.size == 0:
-            continue
-        cols = {s.name: s.decode(seg.attr_raw[s.name][rows]) for s in specs}
-        for j, ident in enumerate(seg.ids[rows].tolist()):
-            out[str(ident)] = {name: vals[j] for name, vals in cols.items()}
+        if rows.size:
+            out |= encoded_rows(specs, seg.table(), rows)
     return out
 
 

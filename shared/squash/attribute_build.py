@@ -1,0 +1,227 @@
+"""Build side of the attribute model: an Arrow table -> schema, codes, raw values, dictionaries.
+
+Each column is validated before anything is written (an InputError names it): supported
+types are integers, floats, booleans, strings, timestamps and dates, and lists of strings,
+integers, floats or booleans. Nulls are allowed everywhere (a float NaN counts as null);
+infinities and null list *elements* are not.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .attributes import (
+    LIST_BUCKETS,
+    LIST_NULL_BIT,
+    LIST_WORD_BITS,
+    MAX_ATTR_CELLS,
+    AttributeColumns,
+    AttributeSpec,
+    ListColumn,
+)
+from .dictionaries import Dictionary, encode, sorted_unique
+from .errors import InputError
+from .osq.cells import fit_edges
+
+
+def _kind_of(name: str, typ: pa.DataType) -> str:
+    if pa.types.is_boolean(typ):
+        return "bool"
+    if pa.types.is_integer(typ):
+        return "int"
+    if pa.types.is_floating(typ):
+        return "float"
+    if _is_string(typ):
+        return "category"
+    if pa.types.is_timestamp(typ) or pa.types.is_date(typ):
+        return "timestamp"
+    if pa.types.is_list(typ) or pa.types.is_large_list(typ) or pa.types.is_fixed_size_list(typ):
+        element = typ.value_type
+        if (
+            _is_string(element)
+            or pa.types.is_boolean(element)
+            or pa.types.is_integer(element)
+            or (pa.types.is_floating(element))
+        ):
+            return "list"
+    raise InputError(
+        f"attribute column {name!r} has unsupported type {typ}; use integer, float, boolean, "
+        "string, timestamp or date columns, or lists of strings, integers, floats or booleans",
+        field=name,
+    )
+
+
+def _is_string(typ: pa.DataType) -> bool:
+    if pa.types.is_dictionary(typ):
+        typ = typ.value_type
+    return pa.types.is_string(typ) or pa.types.is_large_string(typ)
+
+
+def _quantize_numeric(values: np.ndarray, max_cells: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Codes plus per-cell [lo, hi] of the values each cell actually holds, in the values'
+    own type (int64 bounds stay exact above 2^53). At most ``max_cells`` cells."""
+    uniq = np.unique(values)
+    if uniq.shape[0] <= max_cells:
+        codes = np.searchsorted(uniq, values).astype(np.uint8)
+        return codes, uniq.copy(), uniq.copy()
+    as_float = values.astype(np.float64)
+    edges = fit_edges(as_float[:, None], np.array([8]))[0].astype(np.float64)
+    # Cells are chosen in float64 (monotone in the value, so each cell is a value range);
+    # their bounds come from the exact values they hold.
+    raw_codes = np.searchsorted(edges[1:MAX_ATTR_CELLS], as_float, side="right")
+    raw_codes = np.minimum(raw_codes, max_cells - 1)  # a null code needs the last byte value
+    used, codes = np.unique(raw_codes, return_inverse=True)  # drop empty cells
+    k = used.shape[0]
+    if values.dtype.kind == "i":
+        info = np.iinfo(values.dtype)
+        lo, hi = np.full(k, info.max, values.dtype), np.full(k, info.min, values.dtype)
+    else:
+        lo, hi = np.full(k, np.inf), np.full(k, -np.inf)
+    np.minimum.at(lo, codes, values)
+    np.maximum.at(hi, codes, values)
+    return codes.astype(np.uint8), lo, hi
+
+
+def check_attribute_name(name: str, count: int = 1) -> None:
+    """Attribute names must be filterable: not empty, not starting with '$' (the filter
+    language's operators), and unique."""
+    if not name or name.startswith("$"):
+        raise InputError(
+            f"attribute column {name!r} cannot be filtered on: names must be non-empty and "
+            "not start with '$' (rename the column)",
+            field="attributes",
+        )
+    if count > 1:
+        raise InputError(f"attribute column {name!r} appears {count} times; names must be unique", field=name)
+
+
+def quantize_attributes(table: pa.Table | None, n: int) -> AttributeColumns:
+    """Validate an attribute table and quantize every column (the ``id`` column excluded)."""
+    out = AttributeColumns([], {}, {}, {})
+    if table is None:
+        return out
+    if table.num_rows != n:
+        raise InputError(
+            f"attributes have {table.num_rows} rows but there are {n} vectors; "
+            "give exactly one attribute row per vector",
+            field="attributes",
+        )
+    for name in table.column_names:
+        if name == "id":
+            continue
+        check_attribute_name(name, table.column_names.count(name))
+        col = table.column(name).combine_chunks()
+        kind = _kind_of(name, col.type)
+        if kind == "list":
+            _add_list(out, name, col)
+        else:
+            _add_scalar(out, name, kind, col)
+    return out
+
+
+def _add_scalar(out: AttributeColumns, name: str, kind: str, col: pa.Array) -> None:
+    if kind == "float":
+        col = pc.if_else(pc.is_nan(col), pa.scalar(None, col.type), col)  # NaN counts as null
+    valid = ~col.is_null().to_numpy(zero_copy_only=False)
+    nullable = not bool(valid.all())
+    if kind == "category":
+        col = col.cast(pa.string()) if pa.types.is_dictionary(col.type) else col
+        dictionary = sorted_unique(col)
+        spec = AttributeSpec(name, "category", values=len(dictionary), nullable=nullable)
+        codes = encode(col, dictionary)
+        codes[codes < 0] = spec.null_code
+        out.dictionaries[name] = Dictionary(dictionary)
+        out.raw[name] = codes.astype(spec.code_dtype)
+        out.codes[name] = out.raw[name]
+    elif kind == "bool":
+        spec = AttributeSpec(name, "bool", nullable=nullable)
+        codes = col.fill_null(False).to_numpy(zero_copy_only=False).astype(np.uint8)
+        codes[~valid] = spec.null_code
+        out.raw[name] = out.codes[name] = codes
+    else:
+        unit = ""
+        if kind == "timestamp":
+            if pa.types.is_date64(col.type):
+                col = col.cast(pa.timestamp("ms"))
+            unit = "D" if pa.types.is_date32(col.type) else col.type.unit
+            col = col.cast(pa.int32() if unit == "D" else pa.int64())
+        dtype = np.float64 if kind == "float" else np.int64
+        values = col.fill_null(0).to_numpy(zero_copy_only=False).astype(dtype)
+        if kind == "float" and not np.all(np.isfinite(values)):
+            raise InputError(f"attribute column {name!r} has infinite values", field=name)
+        present = values[valid]
+        if present.size == 0:
+            raise InputError(f"attribute column {name!r} holds only nulls; drop it", field=name)
+        cells, lo, hi = _quantize_numeric(present, MAX_ATTR_CELLS - nullable)
+        spec = AttributeSpec(name, kind, lo=lo, hi=hi, nullable=nullable, unit=unit)
+        codes = np.zeros(values.shape[0], dtype=np.uint8)
+        codes[valid] = cells
+        codes[~valid] = spec.null_code if nullable else 0
+        out.raw[name] = values
+        out.codes[name] = codes
+    out.specs.append(spec)
+
+
+def _add_list(out: AttributeColumns, name: str, col: pa.Array) -> None:
+    element_type = col.type.value_type
+    valid = ~col.is_null().to_numpy(zero_copy_only=False)
+    sizes = pc.list_value_length(col).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+    elements = pc.list_flatten(col)
+    if pa.types.is_dictionary(element_type):
+        elements = elements.cast(pa.string())
+    if elements.null_count:
+        raise InputError(
+            f"list column {name!r} holds {elements.null_count} null elements; drop them from the lists",
+            field=name,
+        )
+    if pa.types.is_floating(element_type):
+        if not np.all(np.isfinite(elements.to_numpy(zero_copy_only=False))):
+            raise InputError(f"list column {name!r} holds NaN or infinite elements", field=name)
+        elements = elements.cast(pa.float64())
+        element = "float"
+    elif pa.types.is_integer(element_type):
+        elements, element = elements.cast(pa.int64()), "int"
+    elif pa.types.is_boolean(element_type):
+        element = "bool"
+    else:
+        elements, element = elements.cast(pa.string()), "category"
+    dictionary = sorted_unique(elements)
+    codes = encode(elements, dictionary)
+    counts = np.bincount(codes, minlength=len(dictionary))
+    nullable = not bool(valid.all())
+    frequent: tuple[int, ...] = ()
+    if len(dictionary) > LIST_WORD_BITS:
+        by_count = np.lexsort((np.arange(counts.shape[0]), -counts))  # most frequent first
+        frequent = tuple(int(c) for c in by_count[: LIST_WORD_BITS - LIST_BUCKETS])
+    spec = AttributeSpec(
+        name, "list", values=len(dictionary), nullable=nullable, element=element, frequent=frequent
+    )
+    offsets = np.zeros(sizes.shape[0] + 1, dtype=np.int64)
+    np.cumsum(sizes, out=offsets[1:])
+    word = np.zeros(sizes.shape[0], dtype=np.uint64)
+    filled = sizes > 0
+    if filled.any():
+        bits = np.left_shift(np.uint64(1), spec.element_bits(codes))
+        word[filled] = np.bitwise_or.reduceat(bits, offsets[:-1][filled])
+    word[~valid] = np.uint64(1) << np.uint64(LIST_NULL_BIT)
+    out.dictionaries[name] = Dictionary(dictionary)
+    out.raw[name] = ListColumn(offsets, codes.astype(np.int32))
+    out.codes[name] = word
+    out.specs.append(spec)
+
+
+def read_ids(table: pa.Table | None, n: int) -> np.ndarray:
+    """Row numbers, or the table's ``id`` column (integer, unique, no nulls)."""
+    if table is None or "id" not in table.column_names:
+        return np.arange(n, dtype=np.int64)
+    col = table.column("id")
+    if not pa.types.is_integer(col.type) or col.null_count:
+        raise InputError("the 'id' column must be integers without nulls", field="id")
+    ids = col.to_numpy(zero_copy_only=False).astype(np.int64)
+    if np.unique(ids).shape[0] != ids.shape[0]:
+        raise InputError("the 'id' column has duplicate values", field="id")
+    if ids.min() < 0:
+        raise InputError("the 'id' column must be non-negative (-1 pads missing results)", field="id")
+    return ids

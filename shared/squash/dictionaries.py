@@ -1,0 +1,112 @@
+"""Value dictionaries of string and list columns: code <-> value, kept by the coordinator.
+
+A category column's rows hold codes into its dictionary; a list column's elements hold codes
+into the dictionary of its element values. Dictionaries are sorted by value and stored in
+one file of the build (``dictionaries.arrow``), not in the manifest and never in a worker's
+event: a worker filters and returns codes, the coordinator translates. So a column of a
+million distinct strings costs the coordinator one file and each worker event nothing.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .errors import IndexFormatError
+
+#: Up to this many operands are looked up by binary search; more, by one hash join.
+_BISECT_MAX = 64
+
+
+class Dictionary:
+    """Sorted distinct values (an Arrow array) with code lookup both ways."""
+
+    def __init__(self, values: pa.Array) -> None:
+        self.values = values
+        self._numeric = not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type))
+        self._np = values.to_numpy(zero_copy_only=False) if self._numeric else None
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def codes_of(self, operands: Sequence[Any]) -> np.ndarray:
+        """Code of each operand (already of the dictionary's type), -1 where absent."""
+        if not operands:
+            return np.zeros(0, dtype=np.int64)
+        if self._numeric:
+            vals = np.asarray(operands, dtype=self._np.dtype)
+            at = np.searchsorted(self._np, vals)
+            hit = at < self._np.shape[0]
+            hit[hit] = self._np[at[hit]] == vals[hit]
+            return np.where(hit, at, -1).astype(np.int64)
+        if len(operands) <= _BISECT_MAX:
+            view = _StringView(self.values)
+            out = []
+            for v in operands:
+                i = bisect.bisect_left(view, v)
+                out.append(i if i < len(view) and view[i] == v else -1)
+            return np.array(out, dtype=np.int64)
+        found = pc.index_in(pa.array(list(operands), self.values.type), value_set=self.values)
+        return found.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+
+    def decode(self, codes: np.ndarray) -> list[Any]:
+        """Values of ``codes`` as Python objects."""
+        return self.values.take(pa.array(np.asarray(codes, dtype=np.int64))).to_pylist()
+
+
+class _StringView(Sequence):
+    """Index access to an Arrow string array as Python str, for :mod:`bisect` (UTF-8 byte
+    order, Arrow's sort order, is code-point order, Python's)."""
+
+    def __init__(self, values: pa.Array) -> None:
+        self._values = values
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        return self._values[i].as_py()
+
+
+def sorted_unique(values: pa.Array) -> pa.Array:
+    """Distinct non-null values, sorted (the dictionary of a column)."""
+    uniq = pc.unique(values.drop_null())
+    return uniq.take(pc.array_sort_indices(uniq))
+
+
+def encode(values: pa.Array, dictionary: pa.Array) -> np.ndarray:
+    """Codes (int64) of ``values`` into ``dictionary``; -1 for nulls."""
+    found = pc.index_in(values, value_set=dictionary)
+    return found.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def to_bytes(dictionaries: dict[str, Dictionary]) -> bytes:
+    """One Arrow IPC stream: a column per dictionary, holding one list row of its values."""
+    columns = {
+        name: pa.LargeListArray.from_arrays(pa.array([0, len(d)], pa.int64()), d.values)
+        for name, d in dictionaries.items()
+    }
+    table = pa.table(columns) if columns else pa.table({})
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def from_bytes(data: bytes, name: str = "dictionaries") -> dict[str, Dictionary]:
+    try:
+        table = pa.ipc.open_stream(pa.py_buffer(data)).read_all()
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise IndexFormatError(f"{name}: not a readable Arrow IPC file ({exc})") from exc
+    out = {}
+    for field in table.schema:
+        column = table.column(field.name)
+        if not pa.types.is_large_list(field.type) or len(column) != 1 or column.null_count:
+            raise IndexFormatError(f"{name}: column {field.name!r} is not a dictionary")
+        out[field.name] = Dictionary(column.chunk(0).values)
+    return out
