@@ -175,8 +175,8 @@ def _json_lists(table: pa.Table) -> pa.Table:
         col = table.column(i)
         if not pa.types.is_string(col.type) or col.null_count == len(col):
             continue
-        texts = col.to_pylist()
-        if not all(t is None or t.lstrip().startswith("[") for t in texts):
+        texts = [None if t is None or not t.strip() else t for t in col.to_pylist()]  # empty: null
+        if all(t is None for t in texts) or not all(t is None or t.lstrip().startswith("[") for t in texts):
             continue
         try:
             rows = [None if t is None else json.loads(t) for t in texts]

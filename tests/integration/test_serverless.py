@@ -17,6 +17,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import datamodel
 import numpy as np
 import pytest
 
@@ -27,6 +28,7 @@ from squash.datasets import synthetic_mixture
 ROOT = Path(__file__).resolve().parents[2]
 STACK = ROOT / "infra" / "local" / "stack.py"
 INDEX = "itest"
+DM_INDEX = "dm"  # nulls, lists, timestamps, dates, custom ids (tests/helpers/datamodel.py)
 SHAPES = [(2, 2), (4, 1)]
 
 
@@ -80,7 +82,10 @@ def stack(request, tmp_path_factory, data):
     try:
         uri = f"s3://{endpoints['bucket']}/indexes/{INDEX}"
         build_index(data.base, uri, data.attributes, BuildOptions(partitions=24, seed=3))
-        yield endpoints | {"branching": branching, "depth": depth, "uri": uri}
+        base, _, table = datamodel.dataset()
+        dm_uri = f"s3://{endpoints['bucket']}/indexes/{DM_INDEX}"
+        build_index(base, dm_uri, table, BuildOptions(partitions=24, seed=2))
+        yield endpoints | {"branching": branching, "depth": depth, "uri": uri, "dm_uri": dm_uri}
     finally:
         mp.undo()
         if not given:
@@ -137,6 +142,27 @@ def test_http_answers_equal_in_process(stack, data, filt):
         assert all(h["attributes"]["price"] < 30 for row in out["results"] for h in row)
     assert out["stats"]["nodes"]["invoked"] == _size(stack)
     assert out["stats"]["nodes"]["positions"] == list(range(_size(stack)))
+
+
+@pytest.mark.parametrize("name", ["ne-or-null", "list-in-rare", "list-all", "ts-iso-range", "id-nin"])
+def test_http_data_model_filters_equal_in_process(stack, name):
+    """Nulls, lists, timestamps and ids over HTTP: the in-process answer, every hit passing
+    the reference predicate, attributes as stored (ISO-8601 timestamps, nulls as null)."""
+    _, queries, table = datamodel.dataset()
+    table_rows = datamodel.rows(table)
+    filt = datamodel.filters(table)[name]
+    body = {"vectors": queries[:10].tolist(), "k": 10, "filter": filt, "include": ["attributes"]}
+    status, out = _query(stack, body, DM_INDEX)
+    assert status == 200, out
+    expected = squash.open_index(stack["dm_uri"]).search(queries[:10], k=10, filter=filt)
+    assert [[h["id"] for h in row] for row in out["results"]] == [
+        [i for i in row if i >= 0] for row in expected.ids.tolist()
+    ]
+    by_id = {r["id"]: r for r in table_rows}
+    for hit in (h for row in out["results"] for h in row):
+        assert datamodel.matches(filt, [by_id[hit["id"]]])[0]
+        assert all(datamodel.same_value(v, by_id[hit["id"]][k]) for k, v in hit["attributes"].items())
+    assert 0 < out["stats"]["event_bytes"] < 6 * 2**20
 
 
 def test_second_identical_query_is_warm_and_reads_nothing(stack, data):
