@@ -57,11 +57,6 @@ class AttributeSpec:
         return self.kind in ("int", "float", "timestamp")
 
     @property
-    def ordered(self) -> bool:
-        """Whether the range operators apply."""
-        return self.numeric
-
-    @property
     def domain(self) -> np.dtype:
         """The type filters compare in: float64 for float columns (and float list elements),
         int64 for every other kind, so int64 comparisons are exact."""

@@ -173,3 +173,23 @@ def test_readme_filter_examples_match_the_reference(data, columns, text, filt):
     got = evaluate(node, cols.table(ids), schema_of(cols.specs), "exact")
     np.testing.assert_array_equal(got, datamodel.matches(filt, table_rows))
     assert 0 < got.sum() < got.size, "an example should select some rows, not none or all"
+
+
+def test_cli_parquet_output_carries_attributes(index, data, tmp_path):
+    import pyarrow.parquet as pq
+
+    from squash.cli import main
+
+    _, queries, _, table_rows = data
+    np.save(tmp_path / "q.npy", queries[:3])
+    out = tmp_path / "hits.parquet"
+    filt = json.dumps(FILTERS["list-in-rare"])
+    argv = ["search", "--index-uri", index.storage.uri, "--queries", str(tmp_path / "q.npy"), "--k", "4"]
+    assert main([*argv, "--filter", filt, "--output", str(out)]) == 0
+    hits = pq.read_table(out).to_pylist()
+    assert len(hits) == 12 and {h["query"] for h in hits} == {0, 1, 2}
+    by_id = {r["id"]: r for r in table_rows}
+    for h in hits:
+        assert h["attr.tags"] == by_id[h["id"]]["tags"] and datamodel.same_value(
+            h["attr.ts"], by_id[h["id"]]["ts"]
+        )

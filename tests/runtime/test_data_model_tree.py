@@ -90,3 +90,21 @@ def test_event_size_does_not_grow_with_distinct_values(coordinator_app, string_i
     # 1,000x more distinct values (a 700 KB dictionary): the event differs by a few bytes
     # (the count in the schema), never by the dictionary
     assert abs(sizes[20_000] - sizes[20]) < 64, sizes
+
+
+@pytest.mark.parametrize(
+    ("filt", "says"),
+    [
+        ({"label": {"$all": ["a"]}}, "'label' is a category field"),
+        ({"price": {"$exists": "yes"}}, "$exists on field 'price'"),
+        ({"ts": {"$gte": "2024-13-45"}}, "'2024-13-45' is not an ISO-8601"),
+        ({"tags": {"$lt": "t1"}}, "list field 'tags'"),
+    ],
+)
+def test_bad_filters_are_400_naming_the_field(coordinator_app, dm, filt, says):
+    from conftest import assert_error
+
+    _, queries, *_ = dm
+    status, out = post(coordinator_app, "dm", {"vector": queries[0].tolist(), "filter": filt})
+    err = assert_error(status, out, 400, "filter")
+    assert err["code"] == "invalid_filter" and says in err["message"], err

@@ -20,6 +20,7 @@ from local_tree import LocalTree
 from test_properties import json_any
 
 import squash
+from squash.filters import node_to_json
 from squash.runtime.codec import pack_array
 
 URI = f"s3://{BUCKET}/indexes/sample"
@@ -48,7 +49,7 @@ def valid_event(runtime_indexes):
         "tree": {"branching": 2, "depth": 1, "prefix": "squash"},
         "k": 5,
         "params": {},
-        "filter": {"price": {"$lt": 50}},
+        "predicate": node_to_json(index.parse_filter({"price": {"$lt": 50}})),
         "attributes": [a.to_json() for a in index.manifest.attributes],
         "segments": {str(p): index.manifest.segments[p].__dict__ for p in parts.tolist()},
         "queries": pack_array(runtime_indexes.queries[:2].astype(np.float32)),
@@ -80,7 +81,7 @@ def test_arbitrary_events(worker_app, event):
     check(worker_app.handler(event, Context()))
 
 
-MEMBERS = ["index", "position", "tree", "k", "params", "filter", "attributes", "segments", "queries"]
+MEMBERS = ["index", "position", "tree", "k", "params", "predicate", "attributes", "segments", "queries"]
 MEMBERS += ["query_ids", "pairs", "include_attributes", "deadline", "name", "build_id"]
 dtypes = st.sampled_from(["float32", "int64", "int32", "uint8"])
 
@@ -103,7 +104,9 @@ def packed(draw):
 @st.composite
 def mutated(draw, valid):
     event = copy.deepcopy(valid)
-    how = draw(st.sampled_from(["delete", "replace", "packed", "pairs", "tree", "segment", "position"]))
+    how = draw(
+        st.sampled_from(["delete", "replace", "packed", "pairs", "tree", "segment", "position", "predicate"])
+    )
     member = draw(st.sampled_from(MEMBERS))
     if how == "delete":
         event.pop(member, None)
@@ -124,6 +127,14 @@ def mutated(draw, valid):
         part = draw(st.sampled_from(sorted(event["segments"])))
         field = draw(st.sampled_from(["key", "size", "sha256", "extra"]))
         event["segments"][part] = event["segments"][part] | {field: draw(json_any)}
+    elif how == "predicate":  # a parsed filter with any field, operator and operand
+        ops = st.sampled_from(
+            ["$eq", "$ne", "$gte", "$lte", "$in", "$nin", "$exists", "$any", "$all", "$and"]
+        )
+        leaf = st.fixed_dictionaries(
+            {"field": st.sampled_from(["price", "label", "id", "nope"]), "op": ops, "value": json_any}
+        )
+        event["predicate"] = draw(st.one_of(leaf, st.fixed_dictionaries({"op": ops, "of": st.lists(leaf)})))
     else:
         event["position"] = draw(st.one_of(st.integers(-3, 10), st.floats(), st.text(max_size=3)))
     return event
