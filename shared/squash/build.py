@@ -28,7 +28,8 @@ from .attributes import AttributeColumns, quantize_attributes, read_ids
 from .calibration import DEFAULT_QUERIES, Calibration, calibrate, hard_queries, query_family
 from .errors import IndexFormatError, IndexNotFoundError, InputError
 from .inputs import check_vectors, normalise_rows
-from .manifest import MANIFEST_KEY, METRICS, FileRef, Manifest, is_squash_manifest
+from .manifest import MANIFEST_KEY, FileRef, Manifest, is_squash_manifest
+from .metrics import METRICS, augment_queries, augment_rows, dot_query_axis, drop_axis, max_norm
 from .osq.klt import fit_klt
 from .osq.kmeans import REFINE_ROUNDS, balanced_kmeans, centroids_of
 from .progress import NoProgress, Progress
@@ -134,28 +135,50 @@ def validate_options(opts: BuildOptions, n: int, d: int | None = None) -> None:
 
 
 def prepare_calibration_queries(queries: np.ndarray, dims: int, metric: str) -> np.ndarray:
-    """A user's calibration queries, checked like vectors (dimension, NaN, magnitude)."""
+    """A user's calibration queries, checked like vectors (dimension, NaN, magnitude) and
+    prepared like queries (cosine: normalised; dot: q' = [q, 0]), not yet rotated."""
     try:
         q = check_vectors(queries, "calibration queries")
         if q.shape[1] != dims:
             raise InputError(f"calibration queries have dimension {q.shape[1]}, the index has {dims}")
-        return normalise(q) if metric == "cosine" else q
+        if metric == "cosine":
+            return normalise(q)
+        return augment_queries(q) if metric == "dot" else q
     except InputError as exc:
         raise InputError(exc.message, field="calibration_queries") from exc
 
 
 def calibration_sample(
-    x: np.ndarray, opts: BuildOptions, user: np.ndarray | None, rng: np.random.Generator
+    x: np.ndarray,
+    opts: BuildOptions,
+    user: np.ndarray | None,
+    rng: np.random.Generator,
+    query_axis: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, str]:
     """(queries, rows each must not find, families, source): at most
-    ``opts.calibration_queries`` of the user's queries, else a hard synthetic sample."""
+    ``opts.calibration_queries`` of the user's queries, else a hard synthetic sample.
+
+    ``query_axis`` (dot): the rotated space's direction of the augmented coordinate; the
+    synthetic queries, made from augmented rows, lose their component along it (q' = [q, 0])."""
     n = opts.calibration_queries
     if user is not None:
         if user.shape[0] > n:
             user = user[np.sort(rng.choice(user.shape[0], n, replace=False))]
         return user, None, None, "queries"
     q, exclude = hard_queries(x, n, rng, normalise=opts.metric == "cosine")
+    if query_axis is not None:
+        q = drop_axis(q, query_axis)
     return q, exclude, query_family(n), "synthetic-hard"
+
+
+def prepare_rows(vectors: np.ndarray, metric: str) -> tuple[np.ndarray, float | None]:
+    """Base rows in the metric's search space (before the rotation) and, for dot, M."""
+    if metric == "cosine":
+        return normalise(vectors), None
+    if metric == "dot":
+        m = max_norm(vectors)
+        return augment_rows(vectors, m), m
+    return np.ascontiguousarray(vectors, np.float32), None
 
 
 def normalise(x: np.ndarray) -> np.ndarray:
@@ -195,7 +218,8 @@ def build_index(
     storage.check_writable()
     previous = _previous_build(storage)
 
-    x = normalise(vectors) if opts.metric == "cosine" else np.ascontiguousarray(vectors, np.float32)
+    x, dot_max_norm = prepare_rows(vectors, opts.metric)
+    ds = x.shape[1]  # the index's space: d, or d + 1 for dot
     rng = np.random.default_rng(opts.seed)
     p = opts.resolve_partitions(n)
     with progress.step("global KLT", 1) as advance:
@@ -203,22 +227,23 @@ def build_index(
         glob = fit_klt(sample)
         # The index's space from here on: a pure rotation (no shift), so norms, distances and
         # the unit sphere of cosine are kept; partitions centre their codes themselves.
-        glob = dataclasses.replace(glob, mean=np.zeros(d, np.float32))
+        glob = dataclasses.replace(glob, mean=np.zeros(ds, np.float32))
         x = rotate(x, glob.mean, glob.rotation)
         advance(1)
     with progress.step("balanced k-means", 1 + REFINE_ROUNDS) as advance:
-        assign = balanced_kmeans(x[:, : min(d, ROUTING_DIMS)], p, opts.seed, progress=advance)
+        assign = balanced_kmeans(x[:, : min(ds, ROUTING_DIMS)], p, opts.seed, progress=advance)
     order = np.argsort(assign, kind="stable")
     sizes = np.bincount(assign, minlength=p)
     offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
     centroids = centroids_of(x, assign, p)
     cal_sample = None
     if opts.calibration_queries:
-        cal_sample = calibration_sample(x, opts, rotate_queries(user_queries, glob), rng)
+        axis = dot_query_axis(opts.metric, glob.rotation)
+        cal_sample = calibration_sample(x, opts, rotate_queries(user_queries, glob), rng, axis)
 
     build_id = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
     prefix = f"builds/{build_id}"
-    budget = round(opts.bits_per_dim * d)
+    budget = round(opts.bits_per_dim * ds)
     segments: list[FileRef] = []
     colds: list[FileRef] = []
     hot_bytes = cold_total = 0
@@ -254,7 +279,7 @@ def build_index(
             calibration = dataclasses.replace(calibration, ranking=probe.recall())
             advance(1)
 
-    bits_per_vector = float(budget if budget <= 8 * d else 8 * d)
+    bits_per_vector = float(budget if budget <= 8 * ds else 8 * ds)
     seconds = time.perf_counter() - started
     manifest = Manifest(
         build_id=build_id,
@@ -274,7 +299,8 @@ def build_index(
             "sketch_bits": sketch_bits,
             "routing_dims": int(glob.rotation.shape[1]),
             "previous_builds": previous[-(KEEP_BUILDS - 1) :],
-        },
+        }
+        | ({} if dot_max_norm is None else {"dot_max_norm": dot_max_norm}),
         stats={
             "bits_per_vector": bits_per_vector,
             "code_bytes_per_vector": bits_per_vector / 8,
@@ -360,7 +386,8 @@ def calibrate_index(
     )
     rng = np.random.default_rng(opts.seed + 1)
     with progress.step("calibrate", 1) as advance:
-        cal_q, exclude, families, source = calibration_sample(x, opts, user, rng)
+        axis = dot_query_axis(manifest.metric, index.router.global_rotation)
+        cal_q, exclude, families, source = calibration_sample(x, opts, user, rng, axis)
         cal = calibrate(x, assign, index.router.centroids, cal_q, source, opts.seed, exclude, families)
         probe = RankingProbe(cal_q, exclude)
         offsets = index.router.offsets

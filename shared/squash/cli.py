@@ -20,6 +20,7 @@ from .calibration import DEFAULT_QUERIES
 from .errors import InputError, SquashError
 from .index import open_index
 from .inputs import read_table, read_vectors
+from .metrics import METRICS
 from .params import DEFAULT_TARGET_RECALL, LEVELS, PLANS, RERANKS, SearchParams
 from .progress import NoProgress, TqdmProgress
 from .storage import atomic_write
@@ -132,7 +133,10 @@ def _search(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     res = index.search(queries, k=args.k, filter=_load_filter(args.filter), params=params)
     seconds = time.perf_counter() - started
-    _write_npz(output, ids=res.ids, distances=res.distances)
+    if index.manifest.metric == "dot":  # the inner product, larger is better (-inf padded)
+        _write_npz(output, ids=res.ids, scores=res.scores)
+    else:
+        _write_npz(output, ids=res.ids, distances=res.distances)
     found = (res.ids >= 0).sum(axis=1)
     print(
         f"searched     {queries.shape[0]:,} queries, k={args.k}, in {seconds:.3f} s "
@@ -188,7 +192,12 @@ def parser() -> argparse.ArgumentParser:
         default=BuildOptions.bits_per_dim,
         help=f"hot-tier code budget, bits per dimension (default {BuildOptions.bits_per_dim:g}, at most 8)",
     )
-    b.add_argument("--metric", choices=("l2", "cosine"), default="l2")
+    b.add_argument(
+        "--metric",
+        choices=METRICS,
+        default="l2",
+        help="l2 (default), cosine, or dot (maximum inner product; one extra internal dimension)",
+    )
     b.add_argument("--seed", type=int, default=0)
     b.add_argument(
         "--sketch-bits", type=int, help="bits of the binary sign sketch (default min(32, d), at most d)"
@@ -206,7 +215,11 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--queries", required=True, help=".npy, .fvecs or .bvecs")
     s.add_argument("--k", type=int, default=10)
     s.add_argument("--filter", help='JSON, e.g. \'{"label": "Bag"}\', or @file.json')
-    s.add_argument("--output", required=True, help="OUT.npz with ids (int64) and distances (float32)")
+    s.add_argument(
+        "--output",
+        required=True,
+        help="OUT.npz with ids (int64) and distances (float32), or scores (inner products) for dot",
+    )
     s.add_argument(
         "--target-recall",
         type=float,

@@ -2,7 +2,7 @@
 
 >>> index = squash.open_index("file:///tmp/fmnist")
 >>> res = index.search(queries, k=10, filter={"label": "Bag"})
->>> res.ids, res.distances, res.stats
+>>> res.ids, res.distances, res.scores, res.stats
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from .errors import IndexNotFoundError, InputError
 from .filters import Node, evaluate, parse_filter
 from .inputs import check_magnitude, normalise_rows
 from .manifest import MANIFEST_KEY, Manifest
+from .metrics import augment_queries, scores, user_distances
 from .params import MAX_K, SearchParams
 from .planner import Plan, plan_queries
 from .refine import ColdTier
@@ -34,11 +35,19 @@ DEFAULT_CACHE_BYTES = 2 << 30
 
 @dataclass
 class SearchResult:
-    """ids (Q, k) int64 (-1 padded), distances (Q, k) float32, statistics per query."""
+    """ids (Q, k) int64 (-1 padded), distances (Q, k) float32 (smaller is better, +inf
+    padded: squared L2, 1 − cos for cosine, −q·x for dot), statistics per query."""
 
     ids: np.ndarray
     distances: np.ndarray
     stats: dict[str, Any] = field(default_factory=dict)
+    metric: str = "l2"
+
+    @property
+    def scores(self) -> np.ndarray:
+        """(Q, k) float32, larger is better, −inf padded: the inner product q·x for dot,
+        cos(q, x) for cosine, −squared L2 for l2 (see :mod:`squash.metrics`)."""
+        return scores(self.distances, self.metric)
 
 
 def validate_queries(queries: Any, dims: int, field: str = "vector") -> np.ndarray:
@@ -114,11 +123,14 @@ class Index:
         return self.manifest.summary() | {"uri": self.storage.uri}
 
     def prepare_queries(self, queries: Any, field: str = "vector") -> np.ndarray:
-        """Validated float32 queries, unit-normalised for cosine (a zero query is an error),
-        in the index's rotated space (where its centroids, codes and float32 rows live)."""
+        """Validated float32 queries (``dims`` wide), unit-normalised for cosine (a zero
+        query is an error), [q, 0] for dot, in the index's rotated space (where its
+        centroids, codes and float32 rows live: ``manifest.space_dims`` wide)."""
         q = validate_queries(queries, self.dims, field)
         if self.manifest.metric == "cosine":
             q = normalise_rows(q, "queries", field=field, row="query")
+        elif self.manifest.metric == "dot":
+            q = augment_queries(q)
         return self.router.rotate(q)
 
     def parse_filter(self, filt: Any) -> Node | None:
@@ -156,7 +168,7 @@ class Index:
         if plan.kind == "exact" and pooled is not None and node is not None:
             load = lambda p: self.segment(p)[0]  # noqa: E731
             top = exact_scan(load, plan.partitions, q, k, self._matches(node, plan), cold, pooled)
-            return self._result(top, plan, started, planned, self.bytes_read - bytes_before, cold)
+            return self._result(top, q, plan, started, planned, self.bytes_read - bytes_before, cold)
         top = search_partitions(
             lambda p: self.segment(p)[0],
             ((int(p), plan.queries_of(int(p))) for p in plan.partitions),
@@ -167,7 +179,7 @@ class Index:
             run,
             cold,
         )
-        return self._result(top, plan, started, planned, self.bytes_read - bytes_before, cold)
+        return self._result(top, q, plan, started, planned, self.bytes_read - bytes_before, cold)
 
     def _matches(self, node: Node, plan: Plan) -> Callable[[Segment], tuple[int, np.ndarray]]:
         """Rows passing ``node`` per partition, from one exact pass over the whole index's raw
@@ -194,16 +206,22 @@ class Index:
             self._raw = {n: np.concatenate([s.attr_raw[n] for s in segs]) for n in names}
         return self._raw
 
-    def user_distances(self, dist: np.ndarray) -> np.ndarray:
-        """Squared L2 as the search computes it -> the index's metric (cosine: 1 - cos)."""
-        if self.manifest.metric == "cosine":
-            return np.where(np.isinf(dist), np.inf, dist / 2).astype(np.float32)
-        return dist
+    def user_distances(self, dist: np.ndarray, queries: np.ndarray) -> np.ndarray:
+        """Squared L2 as the search computes it for prepared ``queries`` -> the index's
+        metric's distance (cosine: 1 − cos; dot: −q·x)."""
+        return user_distances(dist, queries, self.manifest.metric, self.manifest.dot_max_norm)
 
     def _result(
-        self, top: TopK, plan: Plan, started: float, planned: float, read: int, cold: ColdTier
+        self,
+        top: TopK,
+        queries: np.ndarray,
+        plan: Plan,
+        started: float,
+        planned: float,
+        read: int,
+        cold: ColdTier,
     ) -> SearchResult:
-        dist = self.user_distances(top.distances)
+        dist = self.user_distances(top.distances, queries)
         done = time.perf_counter()
         stats = (
             top.stats_dict()
@@ -218,7 +236,7 @@ class Index:
                 "search_ms": round((done - planned) * 1e3, 3),
             }
         )
-        return SearchResult(top.ids, dist, stats)
+        return SearchResult(top.ids, dist, stats, self.manifest.metric)
 
 
 def open_index(uri: str | Storage, cache: SegmentCache | None = None) -> Index:
