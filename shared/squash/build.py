@@ -29,7 +29,7 @@ from .calibration import DEFAULT_QUERIES, Calibration, calibrate, hard_queries, 
 from .errors import IndexFormatError, IndexNotFoundError, InputError
 from .inputs import check_vectors, normalise_rows
 from .manifest import MANIFEST_KEY, FileRef, Manifest, is_squash_manifest
-from .metrics import METRICS, augment_queries, augment_rows, dot_query_axis, drop_axis, max_norm
+from .metrics import METRICS, DotSpace, augment_queries, augment_rows, max_norm
 from .osq.klt import fit_klt
 from .osq.kmeans import REFINE_ROUNDS, balanced_kmeans, centroids_of
 from .progress import NoProgress, Progress
@@ -134,16 +134,19 @@ def validate_options(opts: BuildOptions, n: int, d: int | None = None) -> None:
         raise InputError("the number of calibration queries must be >= 0", field="calibration_queries")
 
 
-def prepare_calibration_queries(queries: np.ndarray, dims: int, metric: str) -> np.ndarray:
+def prepare_calibration_queries(
+    queries: np.ndarray, dims: int, metric: str, dot_max_norm: float | None = None
+) -> np.ndarray:
     """A user's calibration queries, checked like vectors (dimension, NaN, magnitude) and
-    prepared like queries (cosine: normalised; dot: q' = [q, 0]), not yet rotated."""
+    prepared like queries (cosine: normalised; dot: augmented, see squash.metrics), not yet
+    rotated."""
     try:
         q = check_vectors(queries, "calibration queries")
         if q.shape[1] != dims:
             raise InputError(f"calibration queries have dimension {q.shape[1]}, the index has {dims}")
         if metric == "cosine":
             return normalise(q)
-        return augment_queries(q) if metric == "dot" else q
+        return augment_queries(q, dot_max_norm or 0.0) if metric == "dot" else q
     except InputError as exc:
         raise InputError(exc.message, field="calibration_queries") from exc
 
@@ -153,32 +156,29 @@ def calibration_sample(
     opts: BuildOptions,
     user: np.ndarray | None,
     rng: np.random.Generator,
-    query_axis: np.ndarray | None = None,
+    dot: DotSpace | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, str]:
     """(queries, rows each must not find, families, source): at most
-    ``opts.calibration_queries`` of the user's queries, else a hard synthetic sample.
-
-    ``query_axis`` (dot): the rotated space's direction of the augmented coordinate; the
-    synthetic queries, made from augmented rows, lose their component along it (q' = [q, 0])."""
+    ``opts.calibration_queries`` of the user's queries, else a hard synthetic sample
+    (for ``dot``, made from augmented rows, then turned into queries: see DotSpace)."""
     n = opts.calibration_queries
     if user is not None:
         if user.shape[0] > n:
             user = user[np.sort(rng.choice(user.shape[0], n, replace=False))]
         return user, None, None, "queries"
     q, exclude = hard_queries(x, n, rng, normalise=opts.metric == "cosine")
-    if query_axis is not None:
-        q = drop_axis(q, query_axis)
+    if dot is not None:
+        q = dot.queries_from_rows(q)
     return q, exclude, query_family(n), "synthetic-hard"
 
 
-def prepare_rows(vectors: np.ndarray, metric: str) -> tuple[np.ndarray, float | None]:
-    """Base rows in the metric's search space (before the rotation) and, for dot, M."""
+def prepare_rows(vectors: np.ndarray, metric: str, dot_max_norm: float | None) -> np.ndarray:
+    """Base rows in the metric's search space, before the rotation."""
     if metric == "cosine":
-        return normalise(vectors), None
+        return normalise(vectors)
     if metric == "dot":
-        m = max_norm(vectors)
-        return augment_rows(vectors, m), m
-    return np.ascontiguousarray(vectors, np.float32), None
+        return augment_rows(vectors, dot_max_norm)
+    return np.ascontiguousarray(vectors, np.float32)
 
 
 def normalise(x: np.ndarray) -> np.ndarray:
@@ -210,15 +210,16 @@ def build_index(
     n, d = vectors.shape
     validate_options(opts, n, d)
     sketch_bits = opts.resolve_sketch_bits(d)
+    dot_max_norm = max_norm(vectors) if opts.metric == "dot" else None
     user_queries = None
     if calibration_queries is not None:
-        user_queries = prepare_calibration_queries(calibration_queries, d, opts.metric)
+        user_queries = prepare_calibration_queries(calibration_queries, d, opts.metric, dot_max_norm)
     ids = read_ids(attributes, n)
     attrs = quantize_attributes(attributes, n)
     storage.check_writable()
     previous = _previous_build(storage)
 
-    x, dot_max_norm = prepare_rows(vectors, opts.metric)
+    x = prepare_rows(vectors, opts.metric, dot_max_norm)
     ds = x.shape[1]  # the index's space: d, or d + 1 for dot
     rng = np.random.default_rng(opts.seed)
     p = opts.resolve_partitions(n)
@@ -238,8 +239,8 @@ def build_index(
     centroids = centroids_of(x, assign, p)
     cal_sample = None
     if opts.calibration_queries:
-        axis = dot_query_axis(opts.metric, glob.rotation)
-        cal_sample = calibration_sample(x, opts, rotate_queries(user_queries, glob), rng, axis)
+        dot = DotSpace.of(opts.metric, glob.rotation, dot_max_norm or 0.0)
+        cal_sample = calibration_sample(x, opts, rotate_queries(user_queries, glob), rng, dot)
 
     build_id = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
     prefix = f"builds/{build_id}"
@@ -368,8 +369,10 @@ def calibrate_index(
     version = storage.version(MANIFEST_KEY)
     index = Index.open(storage)
     manifest = index.manifest
-    user = None if queries is None else prepare_calibration_queries(queries, manifest.dims, manifest.metric)
-    user = None if user is None else index.router.rotate(user)
+    user = None
+    if queries is not None:
+        user = prepare_calibration_queries(queries, manifest.dims, manifest.metric, manifest.dot_max_norm)
+        user = index.router.rotate(user)
     storage.check_writable()
     cold = ColdTier(storage)
     with progress.step("read partitions", manifest.partitions) as advance:
@@ -386,8 +389,8 @@ def calibrate_index(
     )
     rng = np.random.default_rng(opts.seed + 1)
     with progress.step("calibrate", 1) as advance:
-        axis = dot_query_axis(manifest.metric, index.router.global_rotation)
-        cal_q, exclude, families, source = calibration_sample(x, opts, user, rng, axis)
+        dot = DotSpace.of(manifest.metric, index.router.global_rotation, manifest.dot_max_norm)
+        cal_q, exclude, families, source = calibration_sample(x, opts, user, rng, dot)
         cal = calibrate(x, assign, index.router.centroids, cal_q, source, opts.seed, exclude, families)
         probe = RankingProbe(cal_q, exclude)
         offsets = index.router.offsets

@@ -124,13 +124,13 @@ class Index:
 
     def prepare_queries(self, queries: Any, field: str = "vector") -> np.ndarray:
         """Validated float32 queries (``dims`` wide), unit-normalised for cosine (a zero
-        query is an error), [q, 0] for dot, in the index's rotated space (where its
-        centroids, codes and float32 rows live: ``manifest.space_dims`` wide)."""
+        query is an error), augmented for dot (see :mod:`squash.metrics`), in the index's
+        rotated space (where its centroids, codes and float32 rows live: ``space_dims`` wide)."""
         q = validate_queries(queries, self.dims, field)
         if self.manifest.metric == "cosine":
             q = normalise_rows(q, "queries", field=field, row="query")
         elif self.manifest.metric == "dot":
-            q = augment_queries(q)
+            q = augment_queries(q, self.manifest.dot_max_norm)
         return self.router.rotate(q)
 
     def parse_filter(self, filt: Any) -> Node | None:
@@ -156,7 +156,8 @@ class Index:
         """k nearest neighbours of each query among vectors matching ``filter``."""
         started = time.perf_counter()
         k = validate_k(k)
-        q = self.prepare_queries(queries)
+        user_q = validate_queries(queries, self.dims)
+        q = self.prepare_queries(user_q)
         node = self.parse_filter(filter)
         params = params or SearchParams()
         bytes_before = self.bytes_read
@@ -168,7 +169,7 @@ class Index:
         if plan.kind == "exact" and pooled is not None and node is not None:
             load = lambda p: self.segment(p)[0]  # noqa: E731
             top = exact_scan(load, plan.partitions, q, k, self._matches(node, plan), cold, pooled)
-            return self._result(top, q, plan, started, planned, self.bytes_read - bytes_before, cold)
+            return self._result(top, user_q, plan, started, planned, self.bytes_read - bytes_before, cold)
         top = search_partitions(
             lambda p: self.segment(p)[0],
             ((int(p), plan.queries_of(int(p))) for p in plan.partitions),
@@ -179,7 +180,7 @@ class Index:
             run,
             cold,
         )
-        return self._result(top, q, plan, started, planned, self.bytes_read - bytes_before, cold)
+        return self._result(top, user_q, plan, started, planned, self.bytes_read - bytes_before, cold)
 
     def _matches(self, node: Node, plan: Plan) -> Callable[[Segment], tuple[int, np.ndarray]]:
         """Rows passing ``node`` per partition, from one exact pass over the whole index's raw
@@ -207,8 +208,8 @@ class Index:
         return self._raw
 
     def user_distances(self, dist: np.ndarray, queries: np.ndarray) -> np.ndarray:
-        """Squared L2 as the search computes it for prepared ``queries`` -> the index's
-        metric's distance (cosine: 1 − cos; dot: −q·x)."""
+        """Squared L2 as the search computes it for the user's (validated) ``queries`` ->
+        the index's metric's distance (cosine: 1 − cos; dot: −q·x)."""
         return user_distances(dist, queries, self.manifest.metric, self.manifest.dot_max_norm)
 
     def _result(

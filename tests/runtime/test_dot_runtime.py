@@ -41,7 +41,7 @@ def _coordinator(b: int, depth: int) -> Coordinator:
 @pytest.mark.parametrize("params", [{}, {"target_recall": 1.0}])
 def test_tree_equals_in_process_with_scores(dot_tree_index, small_data, b, depth, filt, params):
     coord = _coordinator(b, depth)
-    q = small_data.queries[:20] * 0.5  # scale matters for dot (it does not change the ranking)
+    q = small_data.queries[:20] * 0.5  # a query's length scales its scores, not its ranking
     body = {"vectors": q.tolist(), "k": 10, "params": params} | ({"filter": filt} if filt else {})
     out = coord.query("dot", parse_query(body))
     expected = squash.open_index(dot_tree_index).search(

@@ -14,7 +14,7 @@ from squash.build import BuildOptions, build_index, calibrate_index, calibration
 from squash.calibration import hard_queries
 from squash.errors import IndexFormatError, InputError
 from squash.manifest import MANIFEST_KEY, Manifest
-from squash.metrics import augment_queries, augment_rows, dot_query_axis, max_norm, scores, user_distances
+from squash.metrics import DotSpace, augment_queries, augment_rows, max_norm, scores, user_distances
 from squash.osq.klt import fit_klt
 from squash.params import SearchParams
 
@@ -28,7 +28,8 @@ def _data(seed: int = 5, n: int = 4000, d: int = 24, q: int = 40) -> tuple[np.nd
     base = centres[rng.integers(0, 10, n)] + rng.normal(size=(n, d))
     base *= rng.lognormal(0, 0.5, size=(n, 1))
     base[:3] = 0.0  # all-zero rows are fine for dot
-    queries = rng.normal(size=(q, d)) * rng.uniform(0.5, 3, size=(q, 1))
+    # queries from the data's distribution, of lengths over two decades (not the ranking's business)
+    queries = (centres[rng.integers(0, 10, q)] + rng.normal(size=(q, d))) * rng.lognormal(0, 1.2, size=(q, 1))
     return base.astype(np.float32), queries.astype(np.float32)
 
 
@@ -62,8 +63,8 @@ def test_exact_search_is_exact_mips(dot_index, dot_data):
     ids, ip = exact_ip(base, queries, K)
     assert res.stats["distances"] == "exact"
     np.testing.assert_array_equal(res.ids, ids)
-    # float32 squared distances of size |q|² + M² carry the scores: tolerance on that scale
-    scale = (np.einsum("ij,ij->i", queries, queries) + dot_index.manifest.dot_max_norm**2)[:, None]
+    # float32 distances of size M² carry the scores, scaled by |q|/M: |q| M is their scale
+    scale = np.linalg.norm(queries, axis=1)[:, None] * dot_index.manifest.dot_max_norm
     assert np.all(np.abs(res.scores - ip) <= 1e-5 * scale)
     np.testing.assert_array_equal(res.distances, -res.scores)  # smaller distance = better
     assert np.all(np.diff(res.scores, axis=1) <= 0)  # best first
@@ -105,10 +106,20 @@ def test_filtered_search(dot_index, dot_data, target):
     assert mask[res.ids].all()
 
 
+@pytest.mark.parametrize("factor", [1e-3, 40.0])
+def test_query_length_scales_scores_not_ranking(dot_index, dot_data, factor):
+    """Every query is searched at length M: its own length changes no plan, route or rank."""
+    queries = dot_data[1]
+    res, scaled = dot_index.search(queries, k=K), dot_index.search(queries * np.float32(factor), k=K)
+    np.testing.assert_array_equal(scaled.ids, res.ids)
+    np.testing.assert_allclose(scaled.scores, res.scores * factor, rtol=1e-4)
+    assert scaled.stats["partitions"] == res.stats["partitions"]
+
+
 def test_zero_query_is_fine(dot_index):
     res = dot_index.search(np.zeros(24, np.float32), k=5)
     assert (res.ids >= 0).all()
-    assert np.all(np.abs(res.scores) <= 1e-4 * dot_index.manifest.dot_max_norm**2)
+    assert np.all(res.scores == 0.0)  # q·x = 0 for every row
 
 
 def test_query_dimension_is_the_user_dimension(dot_index):
@@ -133,10 +144,12 @@ def test_transform_helpers():
     np.testing.assert_allclose(np.linalg.norm(xa.astype(np.float64), axis=1), m, rtol=1e-6)
     assert xa[0, 6] == pytest.approx(m) and xa[:, 6].min() >= 0.0
     q = rng.normal(size=(4, 6)).astype(np.float32)
-    qa = augment_queries(q)
+    qa = augment_queries(q, m)
+    np.testing.assert_allclose(np.linalg.norm(qa.astype(np.float64), axis=1), m, rtol=1e-6)  # length M
+    assert (qa[:, 6] == 0).all() and (augment_queries(np.zeros((1, 6)), m) == 0).all()
     d2 = ((qa[:, None, :].astype(np.float64) - xa[None]) ** 2).sum(-1).astype(np.float32)
     d2[:, -1] = np.inf  # an empty slot
-    dist = user_distances(d2, qa, "dot", m)
+    dist = user_distances(d2, q, "dot", m)  # the user's queries: their lengths give the scores
     ip = q.astype(np.float64) @ x.astype(np.float64).T
     np.testing.assert_allclose(-dist[:, :-1], ip[:, :-1], atol=1e-4)
     assert np.isinf(dist[:, -1]).all() and (dist[:, -1] > 0).all()
@@ -145,25 +158,27 @@ def test_transform_helpers():
     assert scores(np.array([[4.0]], np.float32), "l2").tolist() == [[-4.0]]
 
 
-def test_synthetic_calibration_queries_have_no_augmented_coordinate(dot_data):
-    """Hard queries are drawn from augmented rows, but a query is [q, 0]: after projecting
-    out the augmented axis of the rotated space, un-rotating leaves a 0 in the last dim."""
+def test_synthetic_calibration_queries_are_queries(dot_data):
+    """Hard queries are drawn from augmented rows, but a query is [q · M/|q|, 0]: after
+    projecting out the augmented axis of the rotated space and rescaling, un-rotating leaves
+    a 0 in the last dim and the query augment_queries would make of the row's first d dims."""
     base, _ = dot_data
-    xa = augment_rows(base, max_norm(base))
-    glob = fit_klt(xa)
-    rot = glob.rotation.astype(np.float64)
+    m = max_norm(base)
+    xa = augment_rows(base, m)
+    rot = fit_klt(xa).rotation.astype(np.float64)
     x = (xa.astype(np.float64) @ rot).astype(np.float32)
     opts = BuildOptions(metric="dot", calibration_queries=60)
-    rng = np.random.default_rng(1)
-    q, exclude, _, source = calibration_sample(x, opts, None, rng, dot_query_axis("dot", rot))
+    q, exclude, _, source = calibration_sample(
+        x, opts, None, np.random.default_rng(1), DotSpace.of("dot", rot, m)
+    )
     raw, _ = hard_queries(x, 60, np.random.default_rng(1), normalise=False)
     back = q.astype(np.float64) @ rot.T  # the rotation is orthogonal
     assert source == "synthetic-hard" and q.shape == (60, 25)
-    assert np.abs(back[:, -1]).max() <= 1e-4 * np.abs(back).max()
-    np.testing.assert_allclose(back[:, :-1], (raw.astype(np.float64) @ rot.T)[:, :-1], atol=1e-3)
-    # a held-out row's query is the user vector itself
-    held = np.flatnonzero(exclude >= 0)
-    np.testing.assert_allclose(back[held, :-1], base[exclude[held]], atol=1e-3)
+    assert np.abs(back[:, -1]).max() <= 1e-5 * m
+    want = augment_queries((raw.astype(np.float64) @ rot.T)[:, :-1], m)
+    np.testing.assert_allclose(back, want, atol=1e-4 * m)
+    held = np.flatnonzero(exclude >= 0)  # a held-out row's query is the user vector itself
+    np.testing.assert_allclose(back[held], augment_queries(base[exclude[held]], m), atol=1e-4 * m)
 
 
 def test_user_calibration_queries_and_recalibration(tmp_path, dot_data):
@@ -172,7 +187,7 @@ def test_user_calibration_queries_and_recalibration(tmp_path, dot_data):
     build_index(base, uri, None, BuildOptions(metric="dot", partitions=16), calibration_queries=queries)
     assert squash.open_index(uri).calibration.source == "queries"
     with pytest.raises(InputError, match="dimension 25") as exc:
-        calibrate_index(uri, augment_queries(queries))  # the index's user dimension is 24
+        calibrate_index(uri, augment_queries(queries, 1.0))  # the index's user dimension is 24
     assert exc.value.field == "calibration_queries"
     assert calibrate_index(uri, queries[:30]).source == "queries"  # squash calibrate --queries
     cal = calibrate_index(uri)  # a hard synthetic sample drawn from the augmented rows

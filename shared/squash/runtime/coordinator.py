@@ -123,7 +123,7 @@ class Coordinator:
 
         ids = np.concatenate([unpack_array(a["ids"], "ids") for a in answers])
         dist = index.user_distances(
-            np.concatenate([unpack_array(a["distances"], "distances") for a in answers]), q
+            np.concatenate([unpack_array(a["distances"], "distances") for a in answers]), req.vectors
         )
         per_query = np.concatenate([unpack_array(a["stats_per_query"], "stats_per_query") for a in answers])
         attributes: dict[str, Any] = {}
