@@ -41,7 +41,7 @@ def measure(
     segs = [index.segment(p)[0] for p in range(0, index.manifest.partitions, step)][:partitions]
     vectors = [cold.rows(s, np.arange(s.size)) for s in segs]  # resident float32, as before
     rows = sum(s.size for s in segs)
-    out = {"partitions": len(segs), "rows": rows, "dims": index.dims, "by_batch": []}
+    out = {"partitions": len(segs), "rows": rows, "dims": index.manifest.space_dims, "by_batch": []}
     every = [np.arange(s.size) for s in segs]
 
     def code_scan(q: np.ndarray) -> None:

@@ -30,7 +30,8 @@ from .attributes import AttributeColumns
 from .calibration import DEFAULT_QUERIES, Calibration, calibrate, hard_queries, query_family
 from .errors import IndexFormatError, IndexNotFoundError, InputError
 from .inputs import check_vectors, normalise_rows
-from .manifest import MANIFEST_KEY, METRICS, FileRef, Manifest, is_squash_manifest
+from .manifest import MANIFEST_KEY, FileRef, Manifest, is_squash_manifest
+from .metrics import METRICS, DotSpace, augment_queries, augment_rows, max_norm
 from .osq.klt import fit_klt
 from .osq.kmeans import REFINE_ROUNDS, balanced_kmeans, centroids_of
 from .progress import NoProgress, Progress
@@ -135,29 +136,51 @@ def validate_options(opts: BuildOptions, n: int, d: int | None = None) -> None:
         raise InputError("the number of calibration queries must be >= 0", field="calibration_queries")
 
 
-def prepare_calibration_queries(queries: np.ndarray, dims: int, metric: str) -> np.ndarray:
-    """A user's calibration queries, checked like vectors (dimension, NaN, magnitude)."""
+def prepare_calibration_queries(
+    queries: np.ndarray, dims: int, metric: str, dot_max_norm: float | None = None
+) -> np.ndarray:
+    """A user's calibration queries, checked like vectors (dimension, NaN, magnitude) and
+    prepared like queries (cosine: normalised; dot: augmented, see squash.metrics), not yet
+    rotated."""
     try:
         q = check_vectors(queries, "calibration queries")
         if q.shape[1] != dims:
             raise InputError(f"calibration queries have dimension {q.shape[1]}, the index has {dims}")
-        return normalise(q) if metric == "cosine" else q
+        if metric == "cosine":
+            return normalise(q)
+        return augment_queries(q, dot_max_norm or 0.0) if metric == "dot" else q
     except InputError as exc:
         raise InputError(exc.message, field="calibration_queries") from exc
 
 
 def calibration_sample(
-    x: np.ndarray, opts: BuildOptions, user: np.ndarray | None, rng: np.random.Generator
+    x: np.ndarray,
+    opts: BuildOptions,
+    user: np.ndarray | None,
+    rng: np.random.Generator,
+    dot: DotSpace | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, str]:
     """(queries, rows each must not find, families, source): at most
-    ``opts.calibration_queries`` of the user's queries, else a hard synthetic sample."""
+    ``opts.calibration_queries`` of the user's queries, else a hard synthetic sample
+    (for ``dot``, made from augmented rows, then turned into queries: see DotSpace)."""
     n = opts.calibration_queries
     if user is not None:
         if user.shape[0] > n:
             user = user[np.sort(rng.choice(user.shape[0], n, replace=False))]
         return user, None, None, "queries"
     q, exclude = hard_queries(x, n, rng, normalise=opts.metric == "cosine")
+    if dot is not None:
+        q = dot.queries_from_rows(q)
     return q, exclude, query_family(n), "synthetic-hard"
+
+
+def prepare_rows(vectors: np.ndarray, metric: str, dot_max_norm: float | None) -> np.ndarray:
+    """Base rows in the metric's search space, before the rotation."""
+    if metric == "cosine":
+        return normalise(vectors)
+    if metric == "dot":
+        return augment_rows(vectors, dot_max_norm)
+    return np.ascontiguousarray(vectors, np.float32)
 
 
 def normalise(x: np.ndarray) -> np.ndarray:
@@ -189,15 +212,17 @@ def build_index(
     n, d = vectors.shape
     validate_options(opts, n, d)
     sketch_bits = opts.resolve_sketch_bits(d)
+    dot_max_norm = max_norm(vectors) if opts.metric == "dot" else None
     user_queries = None
     if calibration_queries is not None:
-        user_queries = prepare_calibration_queries(calibration_queries, d, opts.metric)
+        user_queries = prepare_calibration_queries(calibration_queries, d, opts.metric, dot_max_norm)
     ids = read_ids(attributes, n)
     attrs = quantize_attributes(attributes, n)
     storage.check_writable()
     previous = _previous_build(storage)
 
-    x = normalise(vectors) if opts.metric == "cosine" else np.ascontiguousarray(vectors, np.float32)
+    x = prepare_rows(vectors, opts.metric, dot_max_norm)
+    ds = x.shape[1]  # the index's space: d, or d + 1 for dot
     rng = np.random.default_rng(opts.seed)
     p = opts.resolve_partitions(n)
     with progress.step("global KLT", 1) as advance:
@@ -205,22 +230,23 @@ def build_index(
         glob = fit_klt(sample)
         # The index's space from here on: a pure rotation (no shift), so norms, distances and
         # the unit sphere of cosine are kept; partitions centre their codes themselves.
-        glob = dataclasses.replace(glob, mean=np.zeros(d, np.float32))
+        glob = dataclasses.replace(glob, mean=np.zeros(ds, np.float32))
         x = rotate(x, glob.mean, glob.rotation)
         advance(1)
     with progress.step("balanced k-means", 1 + REFINE_ROUNDS) as advance:
-        assign = balanced_kmeans(x[:, : min(d, ROUTING_DIMS)], p, opts.seed, progress=advance)
+        assign = balanced_kmeans(x[:, : min(ds, ROUTING_DIMS)], p, opts.seed, progress=advance)
     order = np.argsort(assign, kind="stable")
     sizes = np.bincount(assign, minlength=p)
     offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
     centroids = centroids_of(x, assign, p)
     cal_sample = None
     if opts.calibration_queries:
-        cal_sample = calibration_sample(x, opts, rotate_queries(user_queries, glob), rng)
+        dot = DotSpace.of(opts.metric, glob.rotation, dot_max_norm or 0.0)
+        cal_sample = calibration_sample(x, opts, rotate_queries(user_queries, glob), rng, dot)
 
     build_id = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
     prefix = f"builds/{build_id}"
-    budget = round(opts.bits_per_dim * d)
+    budget = round(opts.bits_per_dim * ds)
     segments: list[FileRef] = []
     colds: list[FileRef] = []
     hot_bytes = cold_total = 0
@@ -261,7 +287,7 @@ def build_index(
             calibration = dataclasses.replace(calibration, ranking=probe.recall())
             advance(1)
 
-    bits_per_vector = float(budget if budget <= 8 * d else 8 * d)
+    bits_per_vector = float(budget if budget <= 8 * ds else 8 * ds)
     seconds = time.perf_counter() - started
     manifest = Manifest(
         build_id=build_id,
@@ -282,7 +308,8 @@ def build_index(
             "sketch_bits": sketch_bits,
             "routing_dims": int(glob.rotation.shape[1]),
             "previous_builds": previous[-(KEEP_BUILDS - 1) :],
-        },
+        }
+        | ({} if dot_max_norm is None else {"dot_max_norm": dot_max_norm}),
         stats={
             "bits_per_vector": bits_per_vector,
             "code_bytes_per_vector": bits_per_vector / 8,
@@ -350,8 +377,10 @@ def calibrate_index(
     version = storage.version(MANIFEST_KEY)
     index = Index.open(storage)
     manifest = index.manifest
-    user = None if queries is None else prepare_calibration_queries(queries, manifest.dims, manifest.metric)
-    user = None if user is None else index.router.rotate(user)
+    user = None
+    if queries is not None:
+        user = prepare_calibration_queries(queries, manifest.dims, manifest.metric, manifest.dot_max_norm)
+        user = index.router.rotate(user)
     storage.check_writable()
     cold = ColdTier(storage)
     with progress.step("read partitions", manifest.partitions) as advance:
@@ -368,7 +397,8 @@ def calibrate_index(
     )
     rng = np.random.default_rng(opts.seed + 1)
     with progress.step("calibrate", 1) as advance:
-        cal_q, exclude, families, source = calibration_sample(x, opts, user, rng)
+        dot = DotSpace.of(manifest.metric, index.router.global_rotation, manifest.dot_max_norm)
+        cal_q, exclude, families, source = calibration_sample(x, opts, user, rng, dot)
         cal = calibrate(x, assign, index.router.centroids, cal_q, source, opts.seed, exclude, families)
         probe = RankingProbe(cal_q, exclude)
         offsets = index.router.offsets

@@ -245,9 +245,10 @@ def calibrate(
 ) -> Calibration:
     """Measure the recall curves of ``queries`` on rows ``x`` (N, d) partitioned by ``assign``.
 
-    ``x`` and ``queries`` are in the search space (normalised for cosine). One GEMM per
-    chunk of queries serves every band: band masks are nested (``u < s``). ``exclude[i]``
-    is a row query ``i`` must not count as a neighbour (a held-out query's own row), or −1.
+    ``x`` and ``queries`` are in the search space (normalised for cosine, augmented for dot:
+    L2 there ranks as the metric does). One GEMM per chunk of queries serves every band:
+    band masks are nested (``u < s``). ``exclude[i]`` is a row query ``i`` must not count
+    as a neighbour (a held-out query's own row), or −1.
     With ``families`` (Q,) each family of queries must reach a level on its own: the stored
     threshold is the largest of the families' (a mean would let easy queries hide hard ones).
     """

@@ -20,6 +20,7 @@ from .calibration import DEFAULT_QUERIES
 from .errors import InputError, SquashError
 from .index import open_index
 from .inputs import read_table, read_vectors
+from .metrics import METRICS
 from .params import DEFAULT_TARGET_RECALL, LEVELS, PLANS, RERANKS, SearchParams
 from .progress import NoProgress, TqdmProgress
 from .storage import atomic_write
@@ -155,6 +156,8 @@ def _search(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - started
     if parquet:
         _write_parquet(output, res.ids, res.distances, res.attributes or [])
+    elif index.manifest.metric == "dot":  # the inner product, larger is better (-inf padded)
+        _write_npz(output, ids=res.ids, scores=res.scores)
     else:
         _write_npz(output, ids=res.ids, distances=res.distances)
     found = (res.ids >= 0).sum(axis=1)
@@ -212,7 +215,12 @@ def parser() -> argparse.ArgumentParser:
         default=BuildOptions.bits_per_dim,
         help=f"hot-tier code budget, bits per dimension (default {BuildOptions.bits_per_dim:g}, at most 8)",
     )
-    b.add_argument("--metric", choices=("l2", "cosine"), default="l2")
+    b.add_argument(
+        "--metric",
+        choices=METRICS,
+        default="l2",
+        help="l2 (default), cosine, or dot (maximum inner product; one extra internal dimension)",
+    )
     b.add_argument("--seed", type=int, default=0)
     b.add_argument(
         "--sketch-bits", type=int, help="bits of the binary sign sketch (default min(32, d), at most d)"
@@ -233,7 +241,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--output",
         required=True,
-        help="OUT.npz (ids int64, distances float32) or OUT.parquet (one row per hit, with its attributes)",
+        help="OUT.npz (ids int64; distances float32, or scores for dot) or OUT.parquet (one row per "
+        "hit, with its attributes)",
     )
     s.add_argument(
         "--target-recall",

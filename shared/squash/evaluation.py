@@ -1,4 +1,4 @@
-"""Ground truth for recall: exact filtered k-NN by brute force, and recall@k.
+"""Ground truth for recall: exact filtered k-NN (or inner product) by brute force, and recall@k.
 
 Used by the tests, the demo and the benchmark so all three measure recall the same way.
 """
@@ -25,6 +25,19 @@ def exact_knn(base: np.ndarray, queries: np.ndarray, mask: np.ndarray, k: int) -
         q = queries[start : start + _QUERY_CHUNK].astype(np.float64)
         d = np.einsum("ij,ij->i", q, q)[:, None] - 2.0 * (q @ sub.T) + sub_sq[None, :]
         out[start : start + q.shape[0]] = rows[np.argsort(d, axis=1, kind="stable")[:, :kk]]
+    return out
+
+
+def exact_mips(base: np.ndarray, queries: np.ndarray, mask: np.ndarray, k: int) -> np.ndarray:
+    """Ids (Q, min(k, matches)) of the rows of ``base`` where ``mask`` holds with the k
+    largest inner products (the dot metric's ground truth), float64, ties by row number."""
+    rows = np.flatnonzero(mask)
+    sub = base[rows].astype(np.float64)
+    kk = min(k, rows.size)
+    out = np.empty((queries.shape[0], kk), dtype=np.int64)
+    for start in range(0, queries.shape[0], _QUERY_CHUNK):
+        ip = queries[start : start + _QUERY_CHUNK].astype(np.float64) @ sub.T
+        out[start : start + ip.shape[0]] = rows[np.argsort(-ip, axis=1, kind="stable")[:, :kk]]
     return out
 
 

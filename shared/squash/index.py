@@ -2,7 +2,7 @@
 
 >>> index = squash.open_index("file:///tmp/fmnist")
 >>> res = index.search(queries, k=10, filter={"label": "Bag"})
->>> res.ids, res.distances, res.stats
+>>> res.ids, res.distances, res.scores, res.stats
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from .filter_eval import evaluate, schema_of
 from .filters import Node, fields_of, parse_filter
 from .inputs import check_magnitude, normalise_rows
 from .manifest import MANIFEST_KEY, Manifest
+from .metrics import augment_queries, scores, user_distances
 from .params import MAX_K, SearchParams
 from .planner import Plan, plan_queries
 from .refine import ColdTier
@@ -40,14 +41,22 @@ INFO_MAX_CATEGORIES = 256
 
 @dataclass
 class SearchResult:
-    """ids (Q, k) int64 (-1 padded), distances (Q, k) float32, statistics per query, and
-    with ``include=["attributes"]`` each hit's attributes (``attributes[q][j]`` for
-    ``ids[q, j]``; nulls as None, timestamps as ISO-8601 strings)."""
+    """ids (Q, k) int64 (-1 padded), distances (Q, k) float32 (smaller is better, +inf
+    padded: squared L2, 1 − cos for cosine, −q·x for dot), statistics per query, and with
+    ``include=["attributes"]`` each hit's attributes (``attributes[q][j]`` for ``ids[q, j]``;
+    nulls as None, timestamps as ISO-8601 strings)."""
 
     ids: np.ndarray
     distances: np.ndarray
     stats: dict[str, Any] = field(default_factory=dict)
     attributes: list[list[dict[str, Any]]] | None = None
+    metric: str = "l2"
+
+    @property
+    def scores(self) -> np.ndarray:
+        """(Q, k) float32, larger is better, −inf padded: the inner product q·x for dot,
+        cos(q, x) for cosine, −squared L2 for l2 (see :mod:`squash.metrics`)."""
+        return scores(self.distances, self.metric)
 
 
 def validate_queries(queries: Any, dims: int, field: str = "vector") -> np.ndarray:
@@ -162,11 +171,14 @@ class Index:
         return self.summary() | {"uri": self.storage.uri}
 
     def prepare_queries(self, queries: Any, field: str = "vector") -> np.ndarray:
-        """Validated float32 queries, unit-normalised for cosine (a zero query is an error),
-        in the index's rotated space (where its centroids, codes and float32 rows live)."""
+        """Validated float32 queries (``dims`` wide), unit-normalised for cosine (a zero
+        query is an error), augmented for dot (see :mod:`squash.metrics`), in the index's
+        rotated space (where its centroids, codes and float32 rows live: ``space_dims`` wide)."""
         q = validate_queries(queries, self.dims, field)
         if self.manifest.metric == "cosine":
             q = normalise_rows(q, "queries", field=field, row="query")
+        elif self.manifest.metric == "dot":
+            q = augment_queries(q, self.manifest.dot_max_norm)
         return self.router.rotate(q)
 
     def parse_filter(self, filt: Any) -> Node | None:
@@ -195,7 +207,8 @@ class Index:
         started = time.perf_counter()
         k = validate_k(k)
         with_attrs = "attributes" in validate_include(include)
-        q = self.prepare_queries(queries)
+        user_q = validate_queries(queries, self.dims)
+        q = self.prepare_queries(user_q)
         node = self.parse_filter(filter)
         params = params or SearchParams()
         bytes_before = self.bytes_read
@@ -218,7 +231,7 @@ class Index:
                 run,
                 cold,
             )
-        result = self._result(top, plan, started, planned, self.bytes_read - bytes_before, cold)
+        result = self._result(top, user_q, plan, started, planned, self.bytes_read - bytes_before, cold)
         if with_attrs:
             result.attributes = self.attributes_of(result.ids)
         return result
@@ -269,16 +282,22 @@ class Index:
             self._raw = {n: concat([s.attr_raw[n] for s in segs]) for n in names}
         return self._raw
 
-    def user_distances(self, dist: np.ndarray) -> np.ndarray:
-        """Squared L2 as the search computes it -> the index's metric (cosine: 1 - cos)."""
-        if self.manifest.metric == "cosine":
-            return np.where(np.isinf(dist), np.inf, dist / 2).astype(np.float32)
-        return dist
+    def user_distances(self, dist: np.ndarray, queries: np.ndarray) -> np.ndarray:
+        """Squared L2 as the search computes it for the user's (validated) ``queries`` ->
+        the index's metric's distance (cosine: 1 − cos; dot: −q·x)."""
+        return user_distances(dist, queries, self.manifest.metric, self.manifest.dot_max_norm)
 
     def _result(
-        self, top: TopK, plan: Plan, started: float, planned: float, read: int, cold: ColdTier
+        self,
+        top: TopK,
+        queries: np.ndarray,
+        plan: Plan,
+        started: float,
+        planned: float,
+        read: int,
+        cold: ColdTier,
     ) -> SearchResult:
-        dist = self.user_distances(top.distances)
+        dist = self.user_distances(top.distances, queries)
         done = time.perf_counter()
         stats = (
             top.stats_dict()
@@ -293,7 +312,7 @@ class Index:
                 "search_ms": round((done - planned) * 1e3, 3),
             }
         )
-        return SearchResult(top.ids, dist, stats)
+        return SearchResult(top.ids, dist, stats, self.manifest.metric)
 
 
 def open_index(uri: str | Storage, cache: SegmentCache | None = None) -> Index:

@@ -15,6 +15,7 @@ from typing import Any
 
 from .attributes import ELEMENT_KINDS, KINDS, AttributeSpec
 from .errors import IndexFormatError
+from .metrics import METRICS, space_dims
 from .timestamps import UNITS
 
 FORMAT = "squash-index"
@@ -22,7 +23,6 @@ FORMAT = "squash-index"
 #: 2: hot/cold tiers, one shared rotation; 1: float32 in every segment.
 FORMAT_VERSION = 3
 MANIFEST_KEY = "manifest.json"
-METRICS = ("l2", "cosine")
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,17 @@ class Manifest:
     params: dict[str, Any] = field(default_factory=dict)
     stats: dict[str, Any] = field(default_factory=dict)
     calibration: dict[str, Any] | None = None  # see squash.calibration; None = uncalibrated
+
+    @property
+    def space_dims(self) -> int:
+        """Dimensions of the index's internal space (router, segments, cold rows): ``dims``,
+        plus one for ``dot`` (see :mod:`squash.metrics`). Queries are checked against ``dims``."""
+        return space_dims(self.dims, self.metric)
+
+    @property
+    def dot_max_norm(self) -> float:
+        """M of the dot metric's augmentation (the largest base row norm); 0 for l2/cosine."""
+        return float(self.params.get("dot_max_norm", 0.0))
 
     def to_json(self) -> bytes:
         doc = {
@@ -221,10 +232,17 @@ def _validate(doc: dict[str, Any]) -> None:
         )
         for i, ref in enumerate(refs):
             _file_ref(ref, f"{key}[{i}]")
+    space = space_dims(doc["dims"], doc["metric"])  # dot rows carry one more dimension
     for i, ref in enumerate(doc["cold"]):
-        _need(ref["size"] == 4 * doc["dims"] * sizes[i], f"cold[{i}].size is not 4 x dims x partition size")
+        _need(ref["size"] == 4 * space * sizes[i], f"cold[{i}].size is not 4 x {space} dims x partition size")
     for key in ("params", "stats"):
         _need(isinstance(doc.get(key, {}), dict), f"{key} must be an object")
+    if doc["metric"] == "dot":
+        m = doc.get("params", {}).get("dot_max_norm")
+        _need(
+            _is_number(m) and math.isfinite(m) and m >= 0,
+            f"params.dot_max_norm must be a finite number >= 0 for the dot metric, got {m!r}",
+        )
     attrs = doc.get("attributes")
     _need(isinstance(attrs, list), "attributes must be a list")
     names: set[str] = set()

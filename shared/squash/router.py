@@ -71,8 +71,9 @@ class Router:
 
     def check(self, manifest: Manifest, name: str = "router") -> None:
         """Raise IndexFormatError unless the router agrees with its manifest (dims, n,
-        partitions, sizes, one in-range code column per attribute)."""
-        d, p = manifest.dims, manifest.partitions
+        partitions, sizes, one in-range code column per attribute); its arrays live in the
+        index's internal space (``manifest.space_dims``)."""
+        d, p = manifest.space_dims, manifest.partitions
 
         def need(ok: bool, what: str) -> None:
             if not ok:

@@ -67,8 +67,8 @@ def ints_table(n: int, seed: int = 3) -> pa.Table:
 
 @pytest.fixture(scope="session")
 def runtime_indexes(moto_s3):
-    """Three indexes in one bucket: "sample" (the events' index), "ints" (int64 near 2^62),
-    "cos" (cosine metric)."""
+    """Four indexes in one bucket: "sample" (the events' index), "ints" (int64 near 2^62),
+    "cos" (cosine metric), "dot" (inner product)."""
     import boto3
 
     boto3.client("s3").create_bucket(Bucket=BUCKET)
@@ -78,6 +78,9 @@ def runtime_indexes(moto_s3):
         ds.base, f"s3://{BUCKET}/indexes/ints", ints_table(ds.base.shape[0]), BuildOptions(partitions=8)
     )
     build_index(ds.base, f"s3://{BUCKET}/indexes/cos", None, BuildOptions(metric="cosine", partitions=8))
+    build_index(
+        ds.base, f"s3://{BUCKET}/indexes/dot", ds.attributes, BuildOptions(metric="dot", partitions=8)
+    )
     return ds
 
 

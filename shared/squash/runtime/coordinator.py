@@ -23,6 +23,7 @@ from ..errors import AccessDeniedError, IndexNotFoundError, PayloadTooLargeError
 from ..filters import Node, node_to_json
 from ..index import Index
 from ..manifest import MANIFEST_KEY
+from ..metrics import scores
 from ..planner import Plan
 from ..results import STAT_NAMES
 from ..storage import open_storage
@@ -94,13 +95,15 @@ class Coordinator:
         q = index.prepare_queries(req.vectors, req.vector_field)
         node = index.parse_filter(req.filter)
         plan = index.plan(q, req.k, node, req.params)
-        _check_answer_can_fit(q.shape[0], req, int(plan.sure_counts.sum()))
+        columns = hit_columns(req.include, index.manifest.metric)
+        _check_answer_can_fit(q.shape[0], req, int(plan.sure_counts.sum()), columns)
         planned = time.perf_counter()
 
         base = self._base_event(name, index, req, plan, node)
         if deadline is not None:
             base["deadline"] = deadlines.for_child(deadline)
-        size = self._chunk_size(q.shape[0], index.dims, req, plan.visit.sum(axis=1), encoded_size(base))
+        visits = plan.visit.sum(axis=1)
+        size = self._chunk_size(q.shape[0], index.manifest.space_dims, req, visits, encoded_size(base))
         chunks = [np.arange(s, min(s + size, q.shape[0])) for s in range(0, q.shape[0], size)]
         event_sizes: list[int] = []
 
@@ -124,7 +127,7 @@ class Coordinator:
 
         ids = np.concatenate([unpack_array(a["ids"], "ids") for a in answers])
         dist = index.user_distances(
-            np.concatenate([unpack_array(a["distances"], "distances") for a in answers])
+            np.concatenate([unpack_array(a["distances"], "distances") for a in answers]), req.vectors
         )
         per_query = np.concatenate([unpack_array(a["stats_per_query"], "stats_per_query") for a in answers])
         attributes: dict[str, Any] = {}
@@ -133,7 +136,8 @@ class Coordinator:
         if attributes:
             attributes = decoded_rows(index.manifest.attributes, index.dictionaries, attributes)
 
-        results = _shape_results(ids, dist, attributes, req.include)
+        values = {"distance": dist, "score": scores(dist, index.manifest.metric)}
+        results = _shape_results(ids, {c: values[c] for c in columns}, attributes, req.include)
         stats = _stats(plan, per_query, answers, len(chunks), cold, coord_bytes)
         stats["event_bytes"] = max(event_sizes)  # the largest event a worker received
         stats["timings_ms"] = {
@@ -174,7 +178,8 @@ class Coordinator:
         }
 
     def _chunk_size(self, n: int, dims: int, req: QueryRequest, visits: np.ndarray, fixed: int) -> int:
-        """Queries per tree invocation so requests and answers stay inside PAYLOAD_BUDGET."""
+        """Queries per tree invocation so requests and answers stay inside PAYLOAD_BUDGET
+        (``dims``: of the prepared queries the workers get, the index's space)."""
         b64 = 4 / 3
         request = dims * 4 * b64 + float(visits.max(initial=0)) * 8 * b64
         answer = req.k * 12 * b64 + len(STAT_NAMES) * 8 * b64
@@ -191,17 +196,27 @@ class Coordinator:
         return max(1, min(n, int(room // per_query)))
 
 
-#: The smallest JSON a hit can take: ``{"id":0},`` (+ ``"distance":0.0,`` when asked for).
+#: The smallest JSON a hit can take: ``{"id":0},`` (+ ``"distance":0.0,`` / ``"score":0.0,``).
 _MIN_HIT_BYTES = len('{"id":0},')
-_MIN_DISTANCE_BYTES = len('"distance":0.0,')
+_MIN_COLUMN_BYTES = {"distance": len('"distance":0.0,'), "score": len('"score":0.0,')}
 
 
-def _check_answer_can_fit(n_queries: int, req: QueryRequest, sure_matches: int) -> None:
+def hit_columns(include: frozenset[str], metric: str) -> tuple[str, ...]:
+    """The numbers each hit carries: ``"score"`` when asked for, ``"distance"`` when asked
+    for — except that a dot index answers its score (the inner product) instead."""
+    wants_score = "score" in include or (metric == "dot" and "distance" in include)
+    wants_distance = "distance" in include and metric != "dot"
+    return tuple(c for c, want in (("distance", wants_distance), ("score", wants_score)) if want)
+
+
+def _check_answer_can_fit(
+    n_queries: int, req: QueryRequest, sure_matches: int, columns: tuple[str, ...]
+) -> None:
     """413 from the request's shape, before any worker runs, when the answer surely cannot
     fit Lambda's response limit: every query returns at least min(k, sure matches) hits
     (README), and each hit takes at least a few bytes of JSON."""
     hits = n_queries * min(req.k, sure_matches)
-    per_hit = _MIN_HIT_BYTES + (_MIN_DISTANCE_BYTES if "distance" in req.include else 0)
+    per_hit = _MIN_HIT_BYTES + sum(_MIN_COLUMN_BYTES[c] for c in columns)
     floor = hits * per_hit
     if floor > MAX_PAYLOAD_BYTES - 64 * 1024:
         raise PayloadTooLargeError(
@@ -212,17 +227,22 @@ def _check_answer_can_fit(n_queries: int, req: QueryRequest, sure_matches: int) 
         )
 
 
-def _shape_results(ids: np.ndarray, dist: np.ndarray, attrs: dict[str, Any], include: frozenset[str]) -> list:
-    with_dist, with_attrs = "distance" in include, "attributes" in include
+def _shape_results(
+    ids: np.ndarray, columns: dict[str, np.ndarray], attrs: dict[str, Any], include: frozenset[str]
+) -> list:
+    """One list of hits per query: ``{"id", <columns>..., "attributes"?}``, -1 padding dropped."""
+    with_attrs = "attributes" in include
+    names = list(columns)
+    rows = [v.tolist() for v in columns.values()]
     out = []
-    for row_ids, row_dist in zip(ids.tolist(), dist.tolist(), strict=True):
+    for qi, row_ids in enumerate(ids.tolist()):
         hits = []
-        for i, d in zip(row_ids, row_dist, strict=True):
+        for j, i in enumerate(row_ids):
             if i < 0:
                 break
             hit: dict[str, Any] = {"id": i}
-            if with_dist:
-                hit["distance"] = d
+            for name, values in zip(names, rows, strict=True):
+                hit[name] = values[qi][j]
             if with_attrs:
                 hit["attributes"] = attrs.get(str(i), {})
             hits.append(hit)

@@ -20,7 +20,7 @@ from ..inputs import check_magnitude
 from ..jsontext import MAX_JSON_DEPTH, loads
 from ..params import SearchParams
 
-INCLUDE_CHOICES = ("distance", "attributes")
+INCLUDE_CHOICES = ("distance", "score", "attributes")
 MAX_QUERIES = 10_000
 _KEYS = {"vector", "vectors", "k", "filter", "include", "params"}
 
