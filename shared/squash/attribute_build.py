@@ -14,7 +14,6 @@ import pyarrow.compute as pc
 
 from .attributes import (
     LIST_BUCKETS,
-    LIST_NULL_BIT,
     LIST_WORD_BITS,
     MAX_ATTR_CELLS,
     AttributeColumns,
@@ -59,11 +58,11 @@ def _is_string(typ: pa.DataType) -> bool:
     return pa.types.is_string(typ) or pa.types.is_large_string(typ)
 
 
-def _quantize_numeric(values: np.ndarray, max_cells: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _quantize_numeric(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Codes plus per-cell [lo, hi] of the values each cell actually holds, in the values'
-    own type (int64 bounds stay exact above 2^53). At most ``max_cells`` cells."""
+    own type (int64 bounds stay exact above 2^53)."""
     uniq = np.unique(values)
-    if uniq.shape[0] <= max_cells:
+    if uniq.shape[0] <= MAX_ATTR_CELLS:
         codes = np.searchsorted(uniq, values).astype(np.uint8)
         return codes, uniq.copy(), uniq.copy()
     as_float = values.astype(np.float64)
@@ -71,7 +70,6 @@ def _quantize_numeric(values: np.ndarray, max_cells: int) -> tuple[np.ndarray, n
     # Cells are chosen in float64 (monotone in the value, so each cell is a value range);
     # their bounds come from the exact values they hold.
     raw_codes = np.searchsorted(edges[1:MAX_ATTR_CELLS], as_float, side="right")
-    raw_codes = np.minimum(raw_codes, max_cells - 1)  # a null code needs the last byte value
     used, codes = np.unique(raw_codes, return_inverse=True)  # drop empty cells
     k = used.shape[0]
     if values.dtype.kind == "i":
@@ -131,14 +129,13 @@ def _add_scalar(out: AttributeColumns, name: str, kind: str, col: pa.Array) -> N
         dictionary = sorted_unique(col)
         spec = AttributeSpec(name, "category", values=len(dictionary), nullable=nullable)
         codes = encode(col, dictionary)
-        codes[codes < 0] = spec.null_code
+        codes[codes < 0] = 0  # nulls: the mask says so
         out.dictionaries[name] = Dictionary(dictionary)
         out.raw[name] = codes.astype(spec.code_dtype)
         out.codes[name] = out.raw[name]
     elif kind == "bool":
         spec = AttributeSpec(name, "bool", nullable=nullable)
         codes = col.fill_null(False).to_numpy(zero_copy_only=False).astype(np.uint8)
-        codes[~valid] = spec.null_code
         out.raw[name] = out.codes[name] = codes
     else:
         unit = ""
@@ -154,13 +151,14 @@ def _add_scalar(out: AttributeColumns, name: str, kind: str, col: pa.Array) -> N
         present = values[valid]
         if present.size == 0:
             raise InputError(f"attribute column {name!r} holds only nulls; drop it", field=name)
-        cells, lo, hi = _quantize_numeric(present, MAX_ATTR_CELLS - nullable)
+        cells, lo, hi = _quantize_numeric(present)
         spec = AttributeSpec(name, kind, lo=lo, hi=hi, nullable=nullable, unit=unit)
         codes = np.zeros(values.shape[0], dtype=np.uint8)
         codes[valid] = cells
-        codes[~valid] = spec.null_code if nullable else 0
         out.raw[name] = values
         out.codes[name] = codes
+    if nullable:
+        out.valid[name] = valid
     out.specs.append(spec)
 
 
@@ -205,10 +203,11 @@ def _add_list(out: AttributeColumns, name: str, col: pa.Array) -> None:
     if filled.any():
         bits = np.left_shift(np.uint64(1), spec.element_bits(codes))
         word[filled] = np.bitwise_or.reduceat(bits, offsets[:-1][filled])
-    word[~valid] = np.uint64(1) << np.uint64(LIST_NULL_BIT)
     out.dictionaries[name] = Dictionary(dictionary)
     out.raw[name] = ListColumn(offsets, codes.astype(np.int32))
     out.codes[name] = word
+    if nullable:
+        out.valid[name] = valid
     out.specs.append(spec)
 
 

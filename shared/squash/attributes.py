@@ -10,9 +10,11 @@ sorted dictionary, :mod:`squash.dictionaries`). ``list`` columns hold sets of el
 their L0 code is a 64-bit word per row: one bit per frequent element value, a few hashed
 buckets for the rest, and a null bit.
 
-Any column may hold nulls: a scalar column's null rows take the code after its last cell
-(``null_code``), a list's its top bit. Raw values (numbers, or list elements as codes) stay
-in the segments for the exact check; a null row's raw value is 0 and never consulted.
+Any column may hold nulls: a nullable column carries a validity mask beside its codes
+(``v.NAME``, packed bits in the files), so no code value is reserved for null and a
+dictionary can grow by appending (writes). Raw values (numbers, or list elements as codes)
+stay in the segments for the exact check; a null row's code and raw value are 0 and never
+consulted without the mask.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from .errors import IndexFormatError
 from .timestamps import iso_strings
 
 Kind = Literal["int", "float", "bool", "category", "timestamp", "list"]
@@ -32,8 +35,7 @@ ELEMENT_KINDS: tuple[str, ...] = ("category", "int", "float", "bool")
 MAX_ATTR_CELLS = 256
 I64_MIN, I64_MAX = int(np.iinfo(np.int64).min), int(np.iinfo(np.int64).max)
 _EXACT_FLOAT_INT = 2**53  # every integer of smaller magnitude is exact in float64
-LIST_NULL_BIT = 63  # a list row's L0 word: this bit set = the row is null
-LIST_WORD_BITS = 63  # bits for element values
+LIST_WORD_BITS = 64  # a list row's L0 word: bits for element values
 LIST_BUCKETS = 8  # hashed buckets for the elements without a bit of their own
 
 
@@ -74,23 +76,18 @@ class AttributeSpec:
         return int(self.lo.shape[0])
 
     @property
-    def null_code(self) -> int:
-        """The code of a null row (scalar kinds; meaningful when ``nullable``)."""
-        return self.n_cells
-
-    @property
     def code_dtype(self) -> np.dtype:
         """Codes fit in a byte except for large dictionaries; a list's code is a 64-bit word."""
         if self.kind == "list":
             return np.dtype(np.uint64)
-        return np.dtype(np.uint8 if self.n_cells + self.nullable <= 256 else np.int32)
+        return np.dtype(np.uint8 if self.n_cells <= 256 else np.int32)
 
     @property
     def list_buckets(self) -> int:
         return 0 if self.values <= LIST_WORD_BITS else LIST_BUCKETS
 
     def element_bits(self, codes: np.ndarray) -> np.ndarray:
-        """The bit (0..62) of each element code in a list row's L0 word: its own bit when
+        """The bit (0..63) of each element code in a list row's L0 word: its own bit when
         it is one of the ``frequent`` values, else bucket ``F + code % LIST_BUCKETS``."""
         codes = np.asarray(codes, dtype=np.int64)
         if self.list_buckets == 0:
@@ -230,12 +227,14 @@ class AttrTable:
     codes: Mapping[str, np.ndarray]
     raw: Mapping[str, Raw] | None
     ids: np.ndarray | None
+    valid: Mapping[str, np.ndarray] = field(default_factory=dict)  # bool masks of nullable columns
 
     def only(self, fields: set[str]) -> AttrTable:
         """The same rows with just the columns ``fields`` names (what a filter reads)."""
         codes = {k: v for k, v in self.codes.items() if k in fields}
         raw = None if self.raw is None else {k: v for k, v in self.raw.items() if k in fields}
-        return AttrTable(self.n, codes, raw, self.ids)
+        valid = {k: v for k, v in self.valid.items() if k in fields}
+        return AttrTable(self.n, codes, raw, self.ids, valid)
 
     def take(self, rows: np.ndarray) -> AttrTable:
         return AttrTable(
@@ -243,6 +242,7 @@ class AttrTable:
             {k: v[rows] for k, v in self.codes.items()},
             None if self.raw is None else {k: take(v, rows) for k, v in self.raw.items()},
             None if self.ids is None else self.ids[rows],
+            {k: v[rows] for k, v in self.valid.items()},
         )
 
 
@@ -262,12 +262,17 @@ class AttributeColumns:
     raw: dict[str, Raw]
     codes: dict[str, np.ndarray]
     dictionaries: dict[str, Any] = field(default_factory=dict)  # name -> dictionaries.Dictionary
+    valid: dict[str, np.ndarray] = field(default_factory=dict)  # nullable columns: bool masks
 
     def table(self, ids: np.ndarray | None = None) -> AttrTable:
         """The rows as a filter sees them (ids: row numbers unless given)."""
         n = next(iter(self.codes.values())).shape[0] if self.codes else 0 if ids is None else ids.shape[0]
         ids = np.arange(n, dtype=np.int64) if ids is None else ids
-        return AttrTable(n, self.codes, self.raw, ids)
+        return AttrTable(n, self.codes, self.raw, ids, self.valid)
+
+    def stored_valid(self) -> dict[str, np.ndarray]:
+        """Validity masks a file stores, packed 8 rows per byte (``v.NAME``)."""
+        return {f"v.{k}": np.packbits(v) for k, v in self.valid.items()}
 
     def stored_raw(self) -> dict[str, np.ndarray]:
         """Raw arrays a segment stores, by array name: numeric values (``raw.NAME``), list
@@ -289,19 +294,27 @@ class AttributeColumns:
             {k: take(v, rows) for k, v in self.raw.items()},
             {k: v[rows] for k, v in self.codes.items()},
             self.dictionaries,
+            {k: v[rows] for k, v in self.valid.items()},
         )
 
 
-def valid_rows(spec: AttributeSpec, codes: np.ndarray) -> np.ndarray | None:
-    """Rows that are not null (None: the column has no nulls)."""
-    if not spec.nullable:
-        return None
-    if spec.kind == "list":
-        return (codes >> np.uint64(LIST_NULL_BIT)) == 0
-    return codes != spec.null_code
+def unpack_valid(packed: np.ndarray, n: int) -> np.ndarray:
+    """A stored validity mask (:meth:`AttributeColumns.stored_valid`) as n bools."""
+    return np.unpackbits(packed, count=n).astype(bool)
 
 
-def encoded_values(spec: AttributeSpec, codes: np.ndarray, raw: Raw) -> list[Any]:
+def validity_arrays(arrays: dict[str, np.ndarray], columns, n: int, name: str) -> dict[str, np.ndarray]:
+    """The unpacked validity masks (``v.NAME``) of a segment's or router's columns."""
+    out = {}
+    for key, packed in arrays.items():
+        if key.startswith("v."):
+            if key[2:] not in columns or packed.shape != (-(-n // 8),) or packed.dtype != np.uint8:
+                raise IndexFormatError(f"{name}: validity of {key[2:]!r} is malformed (corrupt file)")
+            out[key[2:]] = unpack_valid(packed, n)
+    return out
+
+
+def encoded_values(spec: AttributeSpec, raw: Raw, valid: np.ndarray | None) -> list[Any]:
     """JSON-ready stored values of some rows, before dictionaries (what a worker returns):
     numbers, bools, category codes, lists of element codes; None for nulls."""
     if isinstance(raw, ListColumn):
@@ -310,7 +323,6 @@ def encoded_values(spec: AttributeSpec, codes: np.ndarray, raw: Raw) -> list[Any
         out = [bool(v) for v in raw]
     else:
         out = raw.tolist()
-    valid = valid_rows(spec, codes)
     if valid is not None:
         out = [v if ok else None for v, ok in zip(out, valid.tolist(), strict=True)]
     return out
@@ -345,7 +357,7 @@ def decoded_values(spec: AttributeSpec, values: list[Any], dictionary: Any | Non
 def encoded_rows(specs: list[AttributeSpec], table: AttrTable, rows: np.ndarray) -> dict[str, dict[str, Any]]:
     """``{id: {name: encoded value}}`` of some rows of ``table`` (see :func:`encoded_values`)."""
     sub = table.take(rows)
-    cols = {s.name: encoded_values(s, sub.codes[s.name], sub.raw[s.name]) for s in specs}  # type: ignore[index]
+    cols = {s.name: encoded_values(s, sub.raw[s.name], sub.valid.get(s.name)) for s in specs}  # type: ignore[index]
     ids = [] if sub.ids is None else sub.ids.tolist()
     return {str(i): {name: vals[j] for name, vals in cols.items()} for j, i in enumerate(ids)}
 

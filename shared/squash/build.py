@@ -425,6 +425,7 @@ def _router_bytes(
         "ids": ids.astype(np.int64),
     }
     arrays.update({f"q.{k}": v for k, v in attrs.codes.items()})
+    arrays.update(attrs.stored_valid())
     return to_arrow_bytes(arrays)
 
 

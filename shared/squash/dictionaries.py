@@ -19,23 +19,38 @@ import pyarrow.compute as pc
 
 from .errors import IndexFormatError
 
+_SORTED = b"squash.sorted"  # how many leading values are in sorted order
 #: Up to this many operands are looked up by binary search; more, by one hash join.
 _BISECT_MAX = 64
 
 
 class Dictionary:
-    """Sorted distinct values (an Arrow array) with code lookup both ways."""
+    """Distinct values (an Arrow array) with code lookup both ways: the first ``sorted``
+    values are in order (a build's), any after them were appended (a write's new values)."""
 
-    def __init__(self, values: pa.Array) -> None:
+    def __init__(self, values: pa.Array, sorted_count: int | None = None) -> None:
+        self.sorted = len(values) if sorted_count is None else sorted_count
         self.values = values
         self._numeric = not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type))
-        self._np = values.to_numpy(zero_copy_only=False) if self._numeric else None
+        head = values.slice(0, self.sorted)
+        self._np = head.to_numpy(zero_copy_only=False) if self._numeric else None
+        self._head = head
+        tail = values.slice(self.sorted).to_pylist()
+        self._tail = {v: self.sorted + i for i, v in enumerate(tail)}
 
     def __len__(self) -> int:
         return len(self.values)
 
     def codes_of(self, operands: Sequence[Any]) -> np.ndarray:
         """Code of each operand (already of the dictionary's type), -1 where absent."""
+        codes = self._sorted_codes_of(operands)
+        if self._tail:
+            for i, v in enumerate(operands):
+                if codes[i] < 0:
+                    codes[i] = self._tail.get(v, -1)
+        return codes
+
+    def _sorted_codes_of(self, operands: Sequence[Any]) -> np.ndarray:
         if not operands:
             return np.zeros(0, dtype=np.int64)
         if self._numeric:
@@ -45,13 +60,13 @@ class Dictionary:
             hit[hit] = self._np[at[hit]] == vals[hit]
             return np.where(hit, at, -1).astype(np.int64)
         if len(operands) <= _BISECT_MAX:
-            view = _StringView(self.values)
+            view = _StringView(self._head)
             out = []
             for v in operands:
                 i = bisect.bisect_left(view, v)
                 out.append(i if i < len(view) and view[i] == v else -1)
             return np.array(out, dtype=np.int64)
-        found = pc.index_in(pa.array(list(operands), self.values.type), value_set=self.values)
+        found = pc.index_in(pa.array(list(operands), self.values.type), value_set=self._head)
         return found.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
 
     def decode(self, codes: np.ndarray) -> list[Any]:
@@ -87,11 +102,12 @@ def encode(values: pa.Array, dictionary: pa.Array) -> np.ndarray:
 
 def to_bytes(dictionaries: dict[str, Dictionary]) -> bytes:
     """One Arrow IPC stream: a column per dictionary, holding one list row of its values."""
-    columns = {
-        name: pa.LargeListArray.from_arrays(pa.array([0, len(d)], pa.int64()), d.values)
-        for name, d in dictionaries.items()
-    }
-    table = pa.table(columns) if columns else pa.table({})
+    fields, columns = [], []
+    for name, d in dictionaries.items():
+        column = pa.LargeListArray.from_arrays(pa.array([0, len(d)], pa.int64()), d.values)
+        fields.append(pa.field(name, column.type, metadata={_SORTED: str(d.sorted).encode()}))
+        columns.append(column)
+    table = pa.Table.from_arrays(columns, schema=pa.schema(fields))
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table)
@@ -108,5 +124,12 @@ def from_bytes(data: bytes, name: str = "dictionaries") -> dict[str, Dictionary]
         column = table.column(field.name)
         if not pa.types.is_large_list(field.type) or len(column) != 1 or column.null_count:
             raise IndexFormatError(f"{name}: column {field.name!r} is not a dictionary")
-        out[field.name] = Dictionary(column.chunk(0).values)
+        values = column.chunk(0).values
+        try:
+            count = int((field.metadata or {}).get(_SORTED, str(len(values)).encode()))
+        except ValueError:
+            count = -1
+        if not 0 <= count <= len(values):
+            raise IndexFormatError(f"{name}: column {field.name!r} has a malformed sorted count")
+        out[field.name] = Dictionary(values, count)
     return out

@@ -17,7 +17,7 @@ from typing import Literal
 
 import numpy as np
 
-from .attributes import ID_SPEC, AttributeSpec, AttrTable, ListColumn, valid_rows
+from .attributes import ID_SPEC, AttributeSpec, AttrTable, ListColumn
 from .filters import Const, Logical, Node
 
 Mode = Literal["maybe", "sure", "exact"]
@@ -53,7 +53,7 @@ def evaluate(
         return _compare(table.ids, node.op, node.value)
     spec = schema[node.field]
     codes = table.codes[node.field]
-    valid = valid_rows(spec, codes)
+    valid = table.valid.get(node.field)  # None: the column has no nulls
     if node.op == "$exists":
         present = np.ones(n, dtype=bool) if valid is None else valid
         return present if node.value else ~present
@@ -64,9 +64,8 @@ def evaluate(
     if spec.numeric and mode != "exact":
         lo, hi = spec.cell_ranges()
         cells = (_maybe if mode == "maybe" else _sure)(lo, hi, node.op, node.value)
-        if spec.nullable:
-            cells = np.append(cells, False)  # the null cell matches no comparison
-        return cells[codes]
+        out = cells[codes]
+        return out if valid is None else out & valid  # a null matches no comparison
     # exact on raw numbers; categories and bools compare their codes at every level
     col = table.raw[node.field] if spec.numeric else codes  # type: ignore[index]
     out = _compare(col, node.op, node.value)
@@ -129,7 +128,7 @@ def _list_bounds(
     spec: AttributeSpec, words: np.ndarray, valid: np.ndarray | None, op: str, codes: np.ndarray, mode: str
 ) -> np.ndarray:
     """maybe/sure of a list test on the L0 words (see :mod:`squash.attributes`)."""
-    bits = np.left_shift(np.uint64(1), spec.element_bits(codes))
+    bits = np.left_shift(np.uint64(1), spec.element_bits(codes))  # a null row's word is 0
     own = spec.has_own_bit(codes)
     every = np.bitwise_or.reduce(bits) if bits.size else np.uint64(0)
     mine = np.bitwise_or.reduce(bits[own]) if own.any() else np.uint64(0)

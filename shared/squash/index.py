@@ -260,7 +260,13 @@ class Index:
     def _matches(self, node: Node, plan: Plan) -> Callable[[Segment], tuple[int, np.ndarray]]:
         """Rows passing ``node`` per partition, from one exact pass over the whole index's raw
         attributes (in-process only: a worker rechecks per partition what it holds)."""
-        table = AttrTable(self.router.n, self.router.attr_codes, self._raw_attributes(), self.router.ids)
+        table = AttrTable(
+            self.router.n,
+            self.router.attr_codes,
+            self._raw_attributes(),
+            self.router.ids,
+            self.router.attr_valid,
+        )
         table = table.only(fields_of(node))
         maybe = plan.maybe_rows
         exact = evaluate(node, table.take(maybe), schema_of(self.manifest.attributes), "exact")

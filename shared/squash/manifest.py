@@ -289,7 +289,7 @@ def _attribute(spec: Any, where: str) -> str:
         cells = spec.get("cells")
         _need(isinstance(cells, dict), f"{where}: numeric attributes need cells {{lo, hi}}")
         lo, hi = cells.get("lo"), cells.get("hi")
-        cap = 256 - bool(spec.get("nullable", False))
+        cap = 256
         _need(
             isinstance(lo, list) and isinstance(hi, list) and len(lo) == len(hi) and 0 < len(lo) <= cap,
             f"{where}: cells lo and hi must be lists of the same length (1 to {cap})",
@@ -313,7 +313,7 @@ def _attribute(spec: Any, where: str) -> str:
         _need(
             isinstance(frequent, list)
             and all(_is_int(c) and 0 <= c < spec["values"] for c in frequent)
-            and len(set(frequent)) == len(frequent) <= 55,
+            and len(set(frequent)) == len(frequent) <= 56,
             f"{where}: frequent must list distinct element codes",
         )
     return name

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .arrays import from_arrow_bytes
-from .attributes import AttributeSpec, AttrTable
+from .attributes import AttributeSpec, AttrTable, validity_arrays
 from .errors import IndexFormatError
 
 if TYPE_CHECKING:
@@ -24,6 +24,7 @@ class Router:
     ids: np.ndarray  # (n,) int64, in partition order (the id filter's codes; where an id lives)
     attr_codes: dict[str, np.ndarray]  # quantized attributes, in partition order
     specs: list[AttributeSpec]
+    attr_valid: dict[str, np.ndarray] = field(default_factory=dict)  # nullable columns
     centroid_sq: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
@@ -31,7 +32,7 @@ class Router:
 
     def table(self) -> AttrTable:
         """The rows' codes and ids as L0 evaluates filters on them (no raw values)."""
-        return AttrTable(self.n, self.attr_codes, None, self.ids)
+        return AttrTable(self.n, self.attr_codes, None, self.ids, self.attr_valid)
 
     def rotate(self, queries: np.ndarray) -> np.ndarray:
         """Queries (m, d) into the index's space (one float32 product)."""
@@ -59,13 +60,16 @@ class Router:
         missing = sorted({"centroids", "global_mean", "global_rotation", "offsets", "ids"} - set(arrays))
         if missing:
             raise IndexFormatError(f"{name}: missing array(s) {', '.join(missing)}")
+        codes = {k[2:]: v for k, v in arrays.items() if k.startswith("q.")}
+        n = int(arrays["offsets"][-1]) if arrays["offsets"].size else 0
         return cls(
+            attr_valid=validity_arrays(arrays, codes, n, name),
             centroids=arrays["centroids"],
             global_mean=arrays["global_mean"],
             global_rotation=arrays["global_rotation"],
             offsets=arrays["offsets"],
             ids=arrays["ids"],
-            attr_codes={k[2:]: v for k, v in arrays.items() if k.startswith("q.")},
+            attr_codes=codes,
             specs=specs,
         )
 
@@ -102,6 +106,10 @@ class Router:
             np.array_equal(np.diff(self.offsets), manifest.partition_sizes),
             "offsets disagree with partition_sizes",
         )
+        need(
+            set(self.attr_valid) <= {s.name for s in manifest.attributes if s.nullable},
+            "validity masks for columns the manifest says have no nulls",
+        )
         need(self.ids.shape == (manifest.n,), f"ids are {self.ids.shape}, expected ({manifest.n},) (n)")
         need(
             set(self.attr_codes) == {s.name for s in manifest.attributes},
@@ -113,6 +121,6 @@ class Router:
             need(codes.shape == (manifest.n,), f"attribute {spec.name!r} has {codes.shape} codes, expected n")
             need(codes.dtype == spec.code_dtype, f"attribute {spec.name!r} codes are {codes.dtype}")
             need(
-                spec.kind == "list" or codes.size == 0 or int(codes.max()) < spec.n_cells + spec.nullable,
+                spec.kind == "list" or codes.size == 0 or int(codes.max()) < spec.n_cells,
                 f"attribute {spec.name!r} has codes beyond its {spec.n_cells} cells/categories",
             )

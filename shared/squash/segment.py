@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .arrays import from_arrow_bytes, to_arrow_bytes
-from .attributes import AttributeColumns, AttrTable, ListColumn, Raw
+from .attributes import AttributeColumns, AttrTable, ListColumn, Raw, validity_arrays
 from .cache import SegmentCache
 from .errors import IndexFormatError, IndexNotFoundError
 from .manifest import FileRef
@@ -90,6 +90,7 @@ def build_segment(
     for name, col in attrs.codes.items():
         arrays[f"q.{name}"] = col
     arrays.update(attrs.stored_raw())
+    arrays.update(attrs.stored_valid())
     return to_arrow_bytes(arrays), cold
 
 
@@ -115,6 +116,7 @@ class Segment:
     cold_crc: np.ndarray  # (blocks,) uint32
     attr_codes: dict[str, np.ndarray]
     attr_raw: dict[str, Raw]  # numbers, list elements (ListColumn); categories/bools: the codes
+    attr_valid: dict[str, np.ndarray]  # nullable columns: True where not null
     file_bytes: int
     hat_sq: np.ndarray = field(init=False)  # (n,) |x_hat|^2, derived once per load
 
@@ -128,7 +130,7 @@ class Segment:
 
     def table(self) -> AttrTable:
         """The rows as a filter sees them (codes, raw values, ids)."""
-        return AttrTable(self.size, self.attr_codes, self.attr_raw, self.ids)
+        return AttrTable(self.size, self.attr_codes, self.attr_raw, self.ids, self.attr_valid)
 
     @property
     def dims(self) -> int:
@@ -171,6 +173,7 @@ class Segment:
             raise IndexFormatError(f"{name}: arrays disagree in shape (corrupt segment)")
         code = ScalarCode(u16[:k8], u16[k8:k], f32[d : d + k], f32[d + k :])
         codes, raw = _attribute_arrays(arrays, n, name)
+        valid = validity_arrays(arrays, codes, n, name)
         return cls(
             partition=partition,
             key=name,
@@ -186,6 +189,7 @@ class Segment:
             cold_crc=arrays["cold_crc"],
             attr_codes=codes,
             attr_raw=raw,
+            attr_valid=valid,
             file_bytes=len(data),
         )
 
