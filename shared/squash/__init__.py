@@ -4,6 +4,7 @@ Build with :func:`build_index` (or ``squash build``), search with :func:`open_in
 """
 
 from .build import BuildOptions, BuildSummary, build_index
+from .deletes import WriteResult, delete
 from .errors import (
     FilterError,
     IndexFormatError,
@@ -11,6 +12,7 @@ from .errors import (
     InputError,
     SquashError,
     StorageError,
+    WriteConflictError,
 )
 from .index import Index, SearchResult, open_index
 from .params import SearchParams
@@ -27,7 +29,10 @@ __all__ = [
     "SearchResult",
     "SquashError",
     "StorageError",
+    "WriteConflictError",
+    "WriteResult",
     "build_index",
+    "delete",
     "open_index",
 ]
 __version__ = "0.1.0"

@@ -17,6 +17,7 @@ import numpy as np
 
 from .build import BuildOptions, build_index, calibrate_index
 from .calibration import DEFAULT_QUERIES
+from .deletes import delete
 from .errors import InputError, SquashError
 from .index import open_index
 from .inputs import read_table, read_vectors
@@ -182,6 +183,39 @@ def _search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_ids(args: argparse.Namespace) -> Any:
+    """--ids 1,2,3 or --ids-file (an integer .npy, or text with one id per line)."""
+    if args.ids is not None:
+        try:
+            return [int(v) for v in args.ids.split(",") if v.strip()]
+        except ValueError:
+            raise InputError(
+                f"--ids must be comma-separated integers, got {args.ids!r}", field="ids"
+            ) from None
+    path = Path(args.ids_file)
+    if not path.is_file():
+        raise InputError(f"ids file {str(path)!r} does not exist", field="ids")
+    if path.suffix == ".npy":
+        try:
+            return np.load(path, allow_pickle=False)
+        except (ValueError, OSError) as exc:
+            raise InputError(f"{path.name}: not an integer .npy array ({exc})", field="ids") from exc
+    try:
+        return [int(line) for line in path.read_text().split() if line]
+    except (ValueError, UnicodeDecodeError):
+        raise InputError(f"{path.name}: expected one integer id per line", field="ids") from None
+
+
+def _delete(args: argparse.Namespace) -> int:
+    if sum(v is not None for v in (args.ids, args.ids_file, args.filter)) != 1:
+        raise InputError("give exactly one of --ids, --ids-file and --filter", field="ids")
+    ids = None if args.filter is not None else _read_ids(args)
+    result = delete(args.index_uri, ids=ids, filter=_load_filter(args.filter))
+    missing = f", {result.not_found:,} ids not in the index" if result.not_found else ""
+    print(f"deleted      {result.deleted:,} vectors{missing}; index version {result.version}")
+    return 0
+
+
 def _info(args: argparse.Namespace) -> int:
     index = open_index(args.index_uri)
     print(json.dumps(index.info(), indent=2))
@@ -270,6 +304,13 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--queries", help="real queries (.npy/.fvecs/.parquet); default: a hard synthetic sample")
     _calibration_options(c, "at most this many queries ({})")
     c.set_defaults(run=_calibrate)
+
+    d = sub.add_parser("delete", help="delete vectors by id or by filter (no rebuild)")
+    d.add_argument("--index-uri", required=True)
+    d.add_argument("--ids", help="comma-separated ids, e.g. 3,17,42")
+    d.add_argument("--ids-file", help="an integer .npy, or a text file with one id per line")
+    d.add_argument("--filter", help="delete every vector matching this filter (JSON or @file.json)")
+    d.set_defaults(run=_delete)
 
     i = sub.add_parser("info", help="print an index's manifest summary")
     i.add_argument("--index-uri", required=True)

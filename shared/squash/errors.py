@@ -58,6 +58,13 @@ class IndexFormatError(SquashError):
     code = "index_corrupt"
 
 
+class WriteConflictError(StorageError):
+    """A write lost the race for the manifest (another writer committed first) and its
+    retries: nothing of it is visible; retry the write."""
+
+    code = "write_conflict"
+
+
 class PayloadTooLargeError(SquashError):
     """A request or response that cannot fit Lambda's 6 MB synchronous payload limit."""
 

@@ -18,6 +18,7 @@ from . import dictionaries as dictionary_files
 from .attributes import AttrTable, concat, decoded_rows, encoded_rows
 from .cache import SegmentCache
 from .calibration import Calibration
+from .deletes import manifest_deleted
 from .errors import IndexFormatError, IndexNotFoundError, InputError
 from .filter_eval import evaluate, schema_of
 from .filters import Node, fields_of, parse_filter
@@ -25,7 +26,7 @@ from .inputs import check_magnitude, normalise_rows
 from .manifest import MANIFEST_KEY, Manifest
 from .metrics import augment_queries, scores, user_distances
 from .params import MAX_K, SearchParams
-from .planner import Plan, plan_queries
+from .planner import Plan, count_matches, plan_queries
 from .refine import ColdTier
 from .results import TopK
 from .router import Router
@@ -122,6 +123,7 @@ class Index:
         self._raw: dict[str, Any] | None = None  # see _raw_attributes
         self.dictionaries: dict[str, dictionary_files.Dictionary] = {}
         self._id_order: np.ndarray | None = None  # see _locate
+        self.deleted: np.ndarray | None = None  # (n,) deleted rows, partition order (None: none)
 
     @classmethod
     def open(cls, uri: str | Storage, cache: SegmentCache | None = None) -> Index:
@@ -136,6 +138,10 @@ class Index:
         router.check(manifest, manifest.router.key)
         index = cls(storage, manifest, router, cache or SegmentCache(DEFAULT_CACHE_BYTES))
         index.bytes_read = len(data)
+        index.deleted = manifest_deleted(storage, manifest)
+        if index.deleted is not None:
+            router.live = ~index.deleted
+            index.bytes_read += manifest.deleted.size
         if manifest.dictionaries is not None:
             ref = manifest.dictionaries
             raw_dicts = ref.verify(read_indexed_file(storage, ref.key))
@@ -194,6 +200,19 @@ class Index:
             self.bytes_read += seg.file_bytes
         return seg, hit
 
+    def delete(self, ids: Any = None, filter: Any = None) -> Any:
+        """Delete vectors by ``ids`` or by ``filter`` (see :mod:`squash.deletes`) and reopen
+        this index at the new version, so its next search sees the write."""
+        from .deletes import delete
+
+        result = delete(self.storage, ids=ids, filter=filter)
+        self.refresh()
+        return result
+
+    def refresh(self) -> None:
+        """Reopen at the manifest's current version (segments stay cached: keys are immutable)."""
+        self.__dict__.update(Index.open(self.storage, self.cache).__dict__)
+
     def search(
         self,
         queries: Any,
@@ -230,6 +249,7 @@ class Index:
                 self.manifest.attributes,
                 run,
                 cold,
+                self.dead_rows,
             )
         result = self._result(top, user_q, plan, started, planned, self.bytes_read - bytes_before, cold)
         if with_attrs:
@@ -240,7 +260,7 @@ class Index:
         """Attributes of every id in ``ids`` (Q, k), -1 padding skipped (read from the
         segments that hold them)."""
         wanted = np.unique(ids[ids >= 0])
-        rows = self._locate(wanted)
+        rows, _ = self.rows_of_ids(wanted)
         part = np.searchsorted(self.router.offsets, rows, side="right") - 1
         encoded: dict[str, dict[str, Any]] = {}
         for p in np.unique(part).tolist():
@@ -250,27 +270,42 @@ class Index:
         values = decoded_rows(self.manifest.attributes, self.dictionaries, encoded)
         return [[values[str(i)] for i in row if i >= 0] for row in ids.tolist()]
 
-    def _locate(self, ids: np.ndarray) -> np.ndarray:
-        """Rows (partition order) of ``ids``, which the index holds."""
+    def rows_of_ids(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(rows in partition order of the ``ids`` the index holds, mask of which ids it holds)."""
         if self._id_order is None:
             self._id_order = np.argsort(self.router.ids, kind="stable")
         order = self._id_order
-        return order[np.searchsorted(self.router.ids[order], ids)]
+        sorted_ids = self.router.ids[order]
+        at = np.minimum(np.searchsorted(sorted_ids, ids), max(sorted_ids.shape[0] - 1, 0))
+        found = sorted_ids[at] == ids if sorted_ids.size else np.zeros(ids.shape, dtype=bool)
+        return order[at[found]], found
+
+    def dead_rows(self, partition: int) -> np.ndarray | None:
+        """Deleted rows of ``partition`` (local row numbers), None when it has none."""
+        if self.deleted is None:
+            return None
+        start, end = self.router.offsets[partition], self.router.offsets[partition + 1]
+        rows = np.flatnonzero(self.deleted[start:end])
+        return rows if rows.size else None
+
+    def matching_rows(self, node: Node | None) -> np.ndarray:
+        """Live rows (partition order) matching ``node``, exactly."""
+        _, _, maybe = count_matches(self.router, node)
+        if node is None:
+            return np.arange(self.router.n) if maybe is None else maybe
+        return self._exact_rows(node, maybe)
+
+    def _exact_rows(self, node: Node, maybe: np.ndarray) -> np.ndarray:
+        """The rows of ``maybe`` (partition order) that pass ``node`` on their raw values."""
+        router = self.router
+        table = AttrTable(router.n, router.attr_codes, self._raw_attributes(), router.ids, router.attr_valid)
+        table = table.only(fields_of(node))
+        return maybe[evaluate(node, table.take(maybe), schema_of(self.manifest.attributes), "exact")]
 
     def _matches(self, node: Node, plan: Plan) -> Callable[[Segment], tuple[int, np.ndarray]]:
         """Rows passing ``node`` per partition, from one exact pass over the whole index's raw
         attributes (in-process only: a worker rechecks per partition what it holds)."""
-        table = AttrTable(
-            self.router.n,
-            self.router.attr_codes,
-            self._raw_attributes(),
-            self.router.ids,
-            self.router.attr_valid,
-        )
-        table = table.only(fields_of(node))
-        maybe = plan.maybe_rows
-        exact = evaluate(node, table.take(maybe), schema_of(self.manifest.attributes), "exact")
-        rows = maybe[exact]
+        rows = self._exact_rows(node, plan.maybe_rows)
         offsets = self.router.offsets
         bounds = np.searchsorted(rows, offsets)
 

@@ -23,6 +23,9 @@ FORMAT = "squash-index"
 #: 2: hot/cold tiers, one shared rotation; 1: float32 in every segment.
 FORMAT_VERSION = 3
 MANIFEST_KEY = "manifest.json"
+#: Optional capabilities a manifest may use; a reader refuses any it does not know (an index
+#: a newer squash wrote), never silently ignoring what would change answers.
+FEATURES = frozenset({"deletes"})
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,8 @@ class Manifest:
     partition_sizes: list[int]
     cold: list[FileRef] = field(default_factory=list)  # the float32 rows beside each segment
     dictionaries: FileRef | None = None  # values of string and list columns (None: there are none)
+    version: int = 0  # commits since the build (each write adds one)
+    deleted: FileRef | None = None  # bitmap of deleted rows, in partition order (None: none)
     params: dict[str, Any] = field(default_factory=dict)
     stats: dict[str, Any] = field(default_factory=dict)
     calibration: dict[str, Any] | None = None  # see squash.calibration; None = uncalibrated
@@ -90,6 +95,9 @@ class Manifest:
             "segments": [s.__dict__ for s in self.segments],
             "cold": [s.__dict__ for s in self.cold],
             "dictionaries": None if self.dictionaries is None else self.dictionaries.__dict__,
+            "version": self.version,
+            "features": sorted(self.features),
+            "deleted": None if self.deleted is None else self.deleted.__dict__,
             "partition_sizes": self.partition_sizes,
             "params": self.params,
             "stats": self.stats,
@@ -129,6 +137,8 @@ class Manifest:
                 segments=[FileRef(**ref) for ref in doc["segments"]],
                 cold=[FileRef(**ref) for ref in doc["cold"]],
                 dictionaries=None if doc.get("dictionaries") is None else FileRef(**doc["dictionaries"]),
+                version=doc.get("version", 0),
+                deleted=None if doc.get("deleted") is None else FileRef(**doc["deleted"]),
                 partition_sizes=list(doc["partition_sizes"]),
                 params=doc.get("params", {}),
                 stats=doc.get("stats", {}),
@@ -139,10 +149,17 @@ class Manifest:
         except (KeyError, TypeError, ValueError) as exc:
             raise IndexFormatError(f"{where}: missing or malformed field ({exc})") from exc
 
+    @property
+    def features(self) -> set[str]:
+        """The optional capabilities this manifest uses (see FEATURES)."""
+        return {"deletes"} if self.deleted is not None else set()
+
     def summary(self) -> dict[str, Any]:
         """What ``squash info`` and ``GET /indexes/{index}`` show."""
         return {
             "build_id": self.build_id,
+            "version": self.version,
+            "deleted": self.stats.get("deleted", 0),
             "created": self.created,
             "n": self.n,
             "dims": self.dims,
@@ -222,6 +239,19 @@ def _validate(doc: dict[str, Any]) -> None:
     _need(all(_is_int(v) and v >= 0 for v in sizes), "partition_sizes must be non-negative integers")
     _need(sum(sizes) == doc["n"], f"partition_sizes sum to {sum(sizes)}, not n ({doc['n']})")
     _file_ref(doc.get("router"), "router")
+    features = doc.get("features", [])
+    _need(isinstance(features, list) and all(isinstance(f, str) for f in features), "features must be a list")
+    unknown = sorted(set(features) - FEATURES)
+    _need(
+        not unknown,
+        f"uses features this squash does not know ({', '.join(unknown)}): a newer squash wrote it",
+    )
+    _need(
+        _is_int(doc.get("version", 0)) and doc.get("version", 0) >= 0,
+        "version must be a non-negative integer",
+    )
+    if doc.get("deleted") is not None:
+        _file_ref(doc["deleted"], "deleted")
     if doc.get("dictionaries") is not None:
         _file_ref(doc["dictionaries"], "dictionaries")
     for key, what in (("segments", "file"), ("cold", "float32 file")):

@@ -21,6 +21,7 @@ import math
 import numpy as np
 
 from .attributes import AttributeSpec
+from .errors import InputError
 from .filter_eval import evaluate, schema_of
 from .filters import Node, fields_of
 from .osq.scalar import QueryTerms, decode_codes, hat_distances
@@ -34,13 +35,24 @@ GATHER_BUDGET = 1 << 22  # elements per (queries x rows) block (~16 MB of float3
 SKETCH_FLOOR = 4
 
 
-def filter_rows(seg: Segment, node: Node | None, specs: list[AttributeSpec]) -> tuple[int, np.ndarray]:
-    """(L0 candidate count, rows passing the exact predicate)."""
+def filter_rows(
+    seg: Segment, node: Node | None, specs: list[AttributeSpec], dead: np.ndarray | None = None
+) -> tuple[int, np.ndarray]:
+    """(L0 candidate count, rows passing the exact predicate); ``dead``: the partition's
+    deleted rows, never candidates."""
+    if dead is not None and dead.size and int(dead.max()) >= seg.size:
+        raise InputError(f"deleted rows beyond partition {seg.partition}'s {seg.size} rows", field="dead")
     if node is None:
-        return seg.size, np.arange(seg.size)
+        rows = (
+            np.arange(seg.size) if dead is None or dead.size == 0 else np.setdiff1d(np.arange(seg.size), dead)
+        )
+        return int(rows.shape[0]), rows
     schema = schema_of(specs)
     table = seg.table().only(fields_of(node))
-    maybe = np.flatnonzero(evaluate(node, table, schema, "maybe"))
+    mask = evaluate(node, table, schema, "maybe")
+    if dead is not None and dead.size:
+        mask[dead] = False
+    maybe = np.flatnonzero(mask)
     subset = table if maybe.shape[0] == seg.size else table.take(maybe)
     exact = evaluate(node, subset, schema, "exact")
     return int(maybe.shape[0]), maybe[exact]

@@ -89,8 +89,8 @@ class Plan:
 
 def count_matches(router: Router, node: Node | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Per-partition counts of rows that may / surely match (L0), and the rows (in partition
-    order) that may match (None without a filter)."""
-    if node is None:
+    order) that may match (None without a filter and deletes). Deleted rows never count."""
+    if node is None and router.live is None:
         sizes = np.diff(router.offsets)
         return sizes, sizes, None
     starts = router.offsets[:-1]
@@ -98,6 +98,8 @@ def count_matches(router: Router, node: Node | None) -> tuple[np.ndarray, np.nda
     table, schema = router.table(), schema_of(router.specs)
     for mode in ("maybe", "sure"):
         mask = evaluate(node, table, schema, mode)
+        if router.live is not None:
+            mask &= router.live
         cum = np.concatenate([[0], np.cumsum(mask, dtype=np.int64)])
         counts.append(cum[router.offsets[1:]] - cum[starts])
         masks.append(mask)

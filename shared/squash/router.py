@@ -25,6 +25,7 @@ class Router:
     attr_codes: dict[str, np.ndarray]  # quantized attributes, in partition order
     specs: list[AttributeSpec]
     attr_valid: dict[str, np.ndarray] = field(default_factory=dict)  # nullable columns
+    live: np.ndarray | None = None  # (n,) False for deleted rows (None: none deleted); set on open
     centroid_sq: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:

@@ -36,13 +36,16 @@ def search_partitions(
     specs: list[AttributeSpec],
     params: SearchParams,
     cold: ColdTier | None = None,
+    dead: Callable[[int], np.ndarray | None] | None = None,
 ) -> TopK:
     """Search each ``(partition, query indices)`` pair and merge into one TopK over all queries.
 
     ``queries`` are in the index's rotated space. With ``params.rerank == "exact"`` the pairs
     that cover the whole batch go through the exact scan (the result is the same set a
-    per-partition exact search would give). ``cold`` reads float32 rows when asked for.
+    per-partition exact search would give). ``cold`` reads float32 rows when asked for;
+    ``dead(partition)`` gives its deleted rows (never candidates).
     """
+    dead = dead or (lambda p: None)
     q = queries.shape[0]
     parts: list[TopK] = []
     pending = list(assignments)
@@ -51,7 +54,7 @@ def search_partitions(
         whole = [p for p, qidx in pending if qidx.size == q]
         pending = [(p, qidx) for p, qidx in pending if qidx.size != q]
         if whole:
-            rows_of = lambda seg: filter_rows(seg, node, specs)  # noqa: E731
+            rows_of = lambda seg: filter_rows(seg, node, specs, dead(seg.partition))  # noqa: E731
             parts.append(exact_scan(load, whole, queries, k, rows_of, cold, pooled))
     small = q <= SMALL_BATCH  # one sort of all candidates beats a selection per partition
     pieces = []
@@ -59,7 +62,7 @@ def search_partitions(
         if qidx.size == 0:
             continue
         seg = load(partition)
-        l0, rows = filter_rows(seg, node, specs)
+        l0, rows = filter_rows(seg, node, specs, dead(partition))
         pieces.append((qidx, search_partition(seg, queries[qidx], k, rows, l0, params, not small, cold)))
     if pieces:
         parts.append((merge_flat if small else merge_rows)(pieces, q, k))

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 from urllib.parse import unquote, urlparse
 
-from .errors import AccessDeniedError, IndexNotFoundError, InputError, StorageError
+from .errors import AccessDeniedError, IndexNotFoundError, InputError, StorageError, WriteConflictError
 
 
 class Storage(Protocol):
@@ -35,6 +35,11 @@ class Storage(Protocol):
 
     def write(self, key: str, data: bytes) -> None:
         """Store ``data`` atomically under ``key``."""
+        ...
+
+    def write_if(self, key: str, data: bytes, expected: str) -> None:
+        """Store ``data`` under ``key`` only if its :meth:`version` is still ``expected``
+        (an S3 conditional write, ``If-Match``); else raise WriteConflictError."""
         ...
 
     def exists(self, key: str) -> bool:
@@ -110,6 +115,21 @@ class LocalStorage:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write(path, data)
+        except OSError as exc:
+            raise StorageError(f"cannot write {self.uri}/{key}: {exc.strerror}") from exc
+
+    def write_if(self, key: str, data: bytes, expected: str) -> None:
+        """Compare-and-swap under an exclusive lock on the index folder's lock file (writers
+        on one machine or a shared POSIX filesystem serialise on it; readers never lock)."""
+        import fcntl
+
+        lock = self.root / ".squash-write.lock"
+        try:
+            with lock.open("a") as fh:
+                fcntl.flock(fh, fcntl.LOCK_EX)
+                if self.version(key) != expected:
+                    raise WriteConflictError(f"{self.uri}/{key} changed since it was read (another writer)")
+                self.write(key, data)
         except OSError as exc:
             raise StorageError(f"cannot write {self.uri}/{key}: {exc.strerror}") from exc
 
@@ -230,6 +250,19 @@ class S3Storage:
         try:
             self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
         except Exception as exc:
+            raise self._error(exc, "write", key) from exc
+
+    def write_if(self, key: str, data: bytes, expected: str) -> None:
+        """``PutObject`` with ``If-Match`` on the ETag read before: S3 refuses the write
+        (412, or 409 when writes race) once someone else has replaced the object."""
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, IfMatch=expected)
+        except Exception as exc:
+            code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
+            if code in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409"):
+                raise WriteConflictError(
+                    f"{self.uri}/{key} changed since it was read (another writer)"
+                ) from exc
             raise self._error(exc, "write", key) from exc
 
     def exists(self, key: str) -> bool:

@@ -174,6 +174,11 @@ class Coordinator:
             "predicate": node_to_json(node),
             "attributes": [a.to_json() for a in index.manifest.attributes],
             "segments": {str(p): segs[p].__dict__ for p in parts.tolist()},
+            "dead": {
+                str(p): pack_array(rows.astype(np.int32))
+                for p in parts.tolist()
+                if (rows := index.dead_rows(p)) is not None
+            },
             "include_attributes": "attributes" in req.include,
         }
 

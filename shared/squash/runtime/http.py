@@ -11,6 +11,7 @@ from ..errors import (
     PayloadTooLargeError,
     SquashError,
     UpstreamError,
+    WriteConflictError,
 )
 
 
@@ -18,6 +19,8 @@ def status_of(exc: SquashError) -> int:
     """400 bad input, 404 unknown index, 413 too large, 502/503 worker trouble, 500 otherwise."""
     if isinstance(exc, UpstreamError):
         return exc.status
+    if isinstance(exc, WriteConflictError):
+        return 409
     for kind, status in ((InputError, 400), (IndexNotFoundError, 404), (PayloadTooLargeError, 413)):
         if isinstance(exc, kind):
             return status

@@ -58,6 +58,7 @@ class NodeRequest:
     pairs: np.ndarray  # (n, 2) int32: partition, row into ``queries``
     include_attributes: bool
     deadline: float | None = None  # epoch seconds; the node answers deadline_exceeded after it
+    dead: dict[int, np.ndarray] | None = None  # partition -> deleted local rows (int32)
 
     @classmethod
     def from_event(cls, event: dict[str, Any]) -> NodeRequest:
@@ -116,7 +117,9 @@ class NodeRequest:
                 "index and tree.prefix must be strings, include_attributes a bool", field="event"
             )
         specs = [AttributeSpec.from_json(a) for a in attributes]
+        dead = _dead_rows(event.get("dead", {}), refs)
         return cls(
+            dead=dead,
             index=event["index"],
             position=position,
             tree=layout,
@@ -146,6 +149,9 @@ class NodeRequest:
                 "query_ids": pack_array(self.query_ids[rows]),
                 "pairs": pack_array(local.astype(np.int32)),
                 "segments": {str(p): event["segments"][str(p)] for p in parts.tolist()},
+                "dead": {
+                    str(p): event["dead"][str(p)] for p in parts.tolist() if str(p) in event.get("dead", {})
+                },
             }
             | ({"deadline": deadlines.for_child(self.deadline)} if self.deadline is not None else {})
         )
@@ -263,6 +269,7 @@ class WorkerNode:
             req.specs,
             req.params,
             cold,
+            (req.dead or {}).get,
         )
         io |= cold.reads.as_dict() | {"hot_bytes_resident": self.cache.nbytes}
         attrs = _attributes_of(top, loaded.values(), req.specs) if req.include_attributes else {}
@@ -300,6 +307,21 @@ def _int(obj: dict[str, Any], name: str, label: str | None = None) -> int:
     if not _is_int(value) or abs(value) > 2**31:
         raise InputError(f"{label or name} must be an integer, got {value!r}"[:200], field=label or name)
     return value
+
+
+def _dead_rows(doc: Any, refs: dict[int, FileRef]) -> dict[int, np.ndarray]:
+    """``dead``: partition -> packed int32 array of its deleted rows (partitions the event carries)."""
+    if not isinstance(doc, dict):
+        raise InputError("dead must map partitions to packed row arrays", field="dead")
+    out = {}
+    for p, packed in doc.items():
+        if not (isinstance(p, str) and p.isdigit() and int(p) in refs):
+            raise InputError(f"dead names partition {p!r}, which the event does not carry", field="dead")
+        rows = unpack_array(packed, "dead")
+        if rows.ndim != 1 or rows.dtype != np.int32 or (rows.size and int(rows.min()) < 0):
+            raise InputError("dead rows must be a 1-D int32 array of row numbers", field="dead")
+        out[int(p)] = rows
+    return out
 
 
 def _error(status: int, code: str, message: str) -> dict[str, Any]:
