@@ -65,6 +65,12 @@ class WriteConflictError(StorageError):
     code = "write_conflict"
 
 
+class WritesDisabledError(SquashError):
+    """A write sent to a deployment that does not allow writes (HTTP 403)."""
+
+    code = "writes_disabled"
+
+
 class PayloadTooLargeError(SquashError):
     """A request or response that cannot fit Lambda's 6 MB synchronous payload limit."""
 

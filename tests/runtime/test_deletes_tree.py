@@ -4,12 +4,13 @@ in-process search of the same version."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import datamodel
 import numpy as np
 import pytest
-from conftest import BUCKET, Context, http_event, post
+from conftest import BUCKET, Context, assert_error, http_event, post
 
 import squash
 from squash.build import BuildOptions, build_index
@@ -50,3 +51,62 @@ def test_index_info_shows_the_version_and_deleted_count(coordinator_app, deleted
     info = json.loads(resp["body"])
     assert resp["statusCode"] == 200 and info["version"] == 2
     assert info["deleted"] == int(index.deleted.sum()) > 0
+
+
+def _delete(app, index: str, body) -> tuple[int, dict]:
+    resp = app.handler(http_event("POST", f"/indexes/{index}/delete", json.dumps(body)), Context())
+    return resp["statusCode"], json.loads(resp["body"])
+
+
+@pytest.fixture
+def writable(coordinator_app, monkeypatch):
+    coordinator = coordinator_app.COORDINATOR
+    monkeypatch.setattr(coordinator, "config", dataclasses.replace(coordinator.config, writes_enabled=True))
+    return coordinator_app
+
+
+def test_http_delete_is_403_unless_writes_are_enabled(coordinator_app, deleted_index):
+    status, out = _delete(coordinator_app, "del", {"ids": [7]})
+    err = assert_error(status, out, 403)
+    assert err["code"] == "writes_disabled" and "EnableWrites" in err["message"]
+
+
+def test_http_delete_then_query_reads_the_write(writable, runtime_indexes):
+    base, queries, table = datamodel.dataset()
+    build_index(base, f"s3://{BUCKET}/indexes/del2", table, BuildOptions(partitions=12, seed=1))
+    q = queries[:5].tolist()
+    status, out = post(writable, "del2", {"vectors": q, "k": 5})
+    assert status == 200, out
+    first = sorted({h["id"] for row in out["results"] for h in row})
+    status, out = _delete(writable, "del2", {"ids": first})
+    assert status == 200 and out == {
+        "index": "del2", "version": 1, "deleted": len(first), "not_found": 0, "attempts": 1,
+    }  # fmt: skip
+    status, out = post(writable, "del2", {"vectors": q, "k": 5})  # the same container: no staleness
+    assert status == 200 and not set(first) & {h["id"] for row in out["results"] for h in row}
+    status, out = _delete(writable, "del2", {"filter": {"label": "a"}})
+    assert status == 200 and out["version"] == 2 and out["deleted"] > 0
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "field"),
+    [
+        ({"ids": [7], "filter": {"label": "a"}}, 400, "ids"),
+        ({"ids": "7"}, 400, "ids"),
+        ({"idz": [7]}, 400, "idz"),
+        ({"ids": [10**12]}, 400, "ids"),
+        ({"filter": {"label": "never"}}, 400, "filter"),
+        ({"filter": {"nope": 1}}, 400, "filter"),
+    ],
+)
+def test_bad_http_deletes_are_4xx_and_write_nothing(writable, deleted_index, body, status, field):
+    index, _, _ = deleted_index
+    before = index.storage.read("manifest.json")
+    got, out = _delete(writable, "del", body)
+    assert_error(got, out, status, field)
+    assert index.storage.read("manifest.json") == before
+
+
+def test_http_delete_of_a_missing_index_is_404(writable):
+    status, out = _delete(writable, "no-such-index", {"ids": [1]})
+    assert_error(status, out, 404, "index")

@@ -40,6 +40,7 @@ class RuntimeConfig:
     deadline_margin_s: float = 1.0  # answered this long before the function timeout at most
     manifest_check_s: float = 2.0  # how stale a coordinator's view of an index may be
     cache_bytes: int = 1 << 30  # worker segment cache budget
+    writes_enabled: bool = False  # template.yaml EnableWrites: the coordinator may write indexes
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> RuntimeConfig:
@@ -59,6 +60,7 @@ class RuntimeConfig:
             invoke_timeout_s=float(timeout),
             deadline_margin_s=_int(env, "SQUASH_DEADLINE_MARGIN_MS", 1000) / 1000.0,
             manifest_check_s=float(env.get("SQUASH_MANIFEST_CHECK_SECONDS", "2") or 2),
+            writes_enabled=env.get("SQUASH_WRITES_ENABLED", "").strip().lower() in ("true", "1"),
             cache_bytes=cache_mb << 20,
         )
 

@@ -19,7 +19,8 @@ import numpy as np
 
 from ..attributes import decoded_rows
 from ..cache import SegmentCache
-from ..errors import AccessDeniedError, IndexNotFoundError, PayloadTooLargeError
+from ..deletes import delete
+from ..errors import AccessDeniedError, IndexNotFoundError, PayloadTooLargeError, WritesDisabledError
 from ..filters import Node, node_to_json
 from ..index import Index
 from ..manifest import MANIFEST_KEY
@@ -78,6 +79,27 @@ class Coordinator:
             self._indexes[name] = _Loaded(index, version, now)
         manifest_bytes = len(index.manifest.to_json())
         return index, index.bytes_read + manifest_bytes
+
+    def delete(self, name: str, body: dict[str, Any], deadline: float | None = None) -> dict[str, Any]:
+        """Delete by ids or filter (``body`` from :func:`~squash.runtime.requests.parse_delete`)
+        and forget this container's view of the index, so its next query reads the new
+        version (read-your-writes through the same coordinator)."""
+        if not self.config.writes_enabled:
+            raise WritesDisabledError(
+                "writes are disabled on this deployment (deploy with EnableWrites=true)", field="index"
+            )
+        storage = open_storage(self.config.index_uri(name))
+
+        def run() -> Any:
+            try:
+                return delete(storage, ids=body.get("ids"), filter=body.get("filter"))
+            except IndexNotFoundError as exc:
+                raise IndexNotFoundError(f"index {name!r} not found", field="index") from exc
+
+        result = deadlines.run_until(deadline, f"deleting from index {name!r}", run)
+        with self._lock:
+            self._indexes.pop(name, None)
+        return {"index": name} | result.to_dict()
 
     def info(self, name: str, deadline: float | None = None) -> dict[str, Any]:
         index, _ = deadlines.run_until(deadline, f"loading index {name!r}", self.index, name)

@@ -12,6 +12,7 @@ from ..errors import (
     SquashError,
     UpstreamError,
     WriteConflictError,
+    WritesDisabledError,
 )
 
 
@@ -21,6 +22,8 @@ def status_of(exc: SquashError) -> int:
         return exc.status
     if isinstance(exc, WriteConflictError):
         return 409
+    if isinstance(exc, WritesDisabledError):
+        return 403
     for kind, status in ((InputError, 400), (IndexNotFoundError, 404), (PayloadTooLargeError, 413)):
         if isinstance(exc, kind):
             return status
@@ -40,7 +43,7 @@ _ENVELOPE: tuple[tuple[tuple[str, ...], type | tuple[type, ...], bool], ...] = (
     (("body",), (str, type(None)), False),
     (("isBase64Encoded",), bool, False),
 )
-ALLOWED_ACTIONS = ("query", "info")
+ALLOWED_ACTIONS = ("query", "info", "delete")
 
 
 def is_http_event(event: Any) -> bool:

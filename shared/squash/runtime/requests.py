@@ -143,3 +143,29 @@ def _vectors(value: Any, field: str, single: bool) -> np.ndarray:
         raise InputError(f"{field} contains NaN or infinite values{where}", field=field)
     check_magnitude(arr, field, field=field, row="query")  # the build's rule, before the cast
     return arr.astype(np.float32)
+
+
+_DELETE_KEYS = {"ids", "filter"}
+
+
+def parse_delete(doc: Any) -> dict[str, Any]:
+    """A delete body: ``{"ids": [...]}`` or ``{"filter": {...}}`` (exactly one), checked
+    before anything is read or written."""
+    if not isinstance(doc, dict):
+        raise InputError("the delete body must be a JSON object", field="body")
+    extra = sorted(set(doc) - _DELETE_KEYS)
+    if extra:
+        raise InputError(f"unknown field(s) {extra}; a delete takes ids or filter", field=extra[0])
+    if len(doc) != 1:
+        raise InputError('give exactly one of "ids" and "filter"', field="ids")
+    check_numbers(doc)
+    if "ids" in doc:
+        ids = doc["ids"]
+        if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+            raise InputError("ids must be a list of integers", field="ids")
+        if len(ids) > MAX_DELETE_IDS:
+            raise InputError(f"ids: at most {MAX_DELETE_IDS:,} per request, got {len(ids):,}", field="ids")
+    return doc
+
+
+MAX_DELETE_IDS = 100_000
