@@ -16,6 +16,7 @@ from .errors import (
 )
 from .index import Index, SearchResult, open_index
 from .params import SearchParams
+from .upserts import upsert
 
 __all__ = [
     "BuildOptions",
@@ -34,5 +35,6 @@ __all__ = [
     "build_index",
     "delete",
     "open_index",
+    "upsert",
 ]
 __version__ = "0.1.0"

@@ -8,6 +8,8 @@ infinities and null list *elements* are not.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -119,35 +121,80 @@ def quantize_attributes(table: pa.Table | None, n: int) -> AttributeColumns:
     return out
 
 
-def _add_scalar(out: AttributeColumns, name: str, kind: str, col: pa.Array) -> None:
+def _scalar_values(name: str, kind: str, col: pa.Array) -> tuple[object, np.ndarray, str]:
+    """(values, valid mask, timestamp unit) of a scalar column: a string array (nulls kept)
+    for categories, uint8 for bools, int64/float64 with 0 for nulls otherwise."""
     if kind == "float":
         col = pc.if_else(pc.is_nan(col), pa.scalar(None, col.type), col)  # NaN counts as null
     valid = ~col.is_null().to_numpy(zero_copy_only=False)
+    if kind == "category":
+        return (col.cast(pa.string()) if pa.types.is_dictionary(col.type) else col), valid, ""
+    if kind == "bool":
+        return col.fill_null(False).to_numpy(zero_copy_only=False).astype(np.uint8), valid, ""
+    unit = ""
+    if kind == "timestamp":
+        if pa.types.is_date64(col.type):
+            col = col.cast(pa.timestamp("ms"))
+        unit = "D" if pa.types.is_date32(col.type) else col.type.unit
+        col = col.cast(pa.int32() if unit == "D" else pa.int64())
+    values = (
+        col.fill_null(0).to_numpy(zero_copy_only=False).astype(np.float64 if kind == "float" else np.int64)
+    )
+    if kind == "float" and not np.all(np.isfinite(values)):
+        raise InputError(f"attribute column {name!r} has infinite values", field=name)
+    return values, valid, unit
+
+
+def _list_values(name: str, col: pa.Array) -> tuple[pa.Array, str, np.ndarray, np.ndarray]:
+    """(flattened elements, element kind, sizes, valid mask) of a list column."""
+    element_type = col.type.value_type
+    valid = ~col.is_null().to_numpy(zero_copy_only=False)
+    sizes = pc.list_value_length(col).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+    elements = pc.list_flatten(col)
+    if pa.types.is_dictionary(element_type):
+        elements = elements.cast(pa.string())
+    if elements.null_count:
+        raise InputError(
+            f"list column {name!r} holds {elements.null_count} null elements; drop them from the lists",
+            field=name,
+        )
+    if pa.types.is_floating(element_type):
+        if not np.all(np.isfinite(elements.to_numpy(zero_copy_only=False))):
+            raise InputError(f"list column {name!r} holds NaN or infinite elements", field=name)
+        return elements.cast(pa.float64()), "float", sizes, valid
+    if pa.types.is_integer(element_type):
+        return elements.cast(pa.int64()), "int", sizes, valid
+    if pa.types.is_boolean(element_type):
+        return elements, "bool", sizes, valid
+    return elements.cast(pa.string()), "category", sizes, valid
+
+
+def _list_words(spec: AttributeSpec, codes: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, ListColumn]:
+    """Each row's L0 word and the rows' element codes."""
+    offsets = np.zeros(sizes.shape[0] + 1, dtype=np.int64)
+    np.cumsum(sizes, out=offsets[1:])
+    word = np.zeros(sizes.shape[0], dtype=np.uint64)
+    filled = sizes > 0
+    if filled.any():
+        bits = np.left_shift(np.uint64(1), spec.element_bits(codes))
+        word[filled] = np.bitwise_or.reduceat(bits, offsets[:-1][filled])
+    return word, ListColumn(offsets, codes.astype(np.int32))
+
+
+def _add_scalar(out: AttributeColumns, name: str, kind: str, col: pa.Array) -> None:
+    values, valid, unit = _scalar_values(name, kind, col)
     nullable = not bool(valid.all())
     if kind == "category":
-        col = col.cast(pa.string()) if pa.types.is_dictionary(col.type) else col
-        dictionary = sorted_unique(col)
+        dictionary = sorted_unique(values)
         spec = AttributeSpec(name, "category", values=len(dictionary), nullable=nullable)
-        codes = encode(col, dictionary)
+        codes = encode(values, dictionary)
         codes[codes < 0] = 0  # nulls: the mask says so
         out.dictionaries[name] = Dictionary(dictionary)
-        out.raw[name] = codes.astype(spec.code_dtype)
-        out.codes[name] = out.raw[name]
+        out.raw[name] = out.codes[name] = codes.astype(spec.code_dtype)
     elif kind == "bool":
         spec = AttributeSpec(name, "bool", nullable=nullable)
-        codes = col.fill_null(False).to_numpy(zero_copy_only=False).astype(np.uint8)
-        out.raw[name] = out.codes[name] = codes
+        out.raw[name] = out.codes[name] = values
     else:
-        unit = ""
-        if kind == "timestamp":
-            if pa.types.is_date64(col.type):
-                col = col.cast(pa.timestamp("ms"))
-            unit = "D" if pa.types.is_date32(col.type) else col.type.unit
-            col = col.cast(pa.int32() if unit == "D" else pa.int64())
-        dtype = np.float64 if kind == "float" else np.int64
-        values = col.fill_null(0).to_numpy(zero_copy_only=False).astype(dtype)
-        if kind == "float" and not np.all(np.isfinite(values)):
-            raise InputError(f"attribute column {name!r} has infinite values", field=name)
         present = values[valid]
         if present.size == 0:
             raise InputError(f"attribute column {name!r} holds only nulls; drop it", field=name)
@@ -163,28 +210,7 @@ def _add_scalar(out: AttributeColumns, name: str, kind: str, col: pa.Array) -> N
 
 
 def _add_list(out: AttributeColumns, name: str, col: pa.Array) -> None:
-    element_type = col.type.value_type
-    valid = ~col.is_null().to_numpy(zero_copy_only=False)
-    sizes = pc.list_value_length(col).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
-    elements = pc.list_flatten(col)
-    if pa.types.is_dictionary(element_type):
-        elements = elements.cast(pa.string())
-    if elements.null_count:
-        raise InputError(
-            f"list column {name!r} holds {elements.null_count} null elements; drop them from the lists",
-            field=name,
-        )
-    if pa.types.is_floating(element_type):
-        if not np.all(np.isfinite(elements.to_numpy(zero_copy_only=False))):
-            raise InputError(f"list column {name!r} holds NaN or infinite elements", field=name)
-        elements = elements.cast(pa.float64())
-        element = "float"
-    elif pa.types.is_integer(element_type):
-        elements, element = elements.cast(pa.int64()), "int"
-    elif pa.types.is_boolean(element_type):
-        element = "bool"
-    else:
-        elements, element = elements.cast(pa.string()), "category"
+    elements, element, sizes, valid = _list_values(name, col)
     dictionary = sorted_unique(elements)
     codes = encode(elements, dictionary)
     counts = np.bincount(codes, minlength=len(dictionary))
@@ -196,19 +222,142 @@ def _add_list(out: AttributeColumns, name: str, col: pa.Array) -> None:
     spec = AttributeSpec(
         name, "list", values=len(dictionary), nullable=nullable, element=element, frequent=frequent
     )
-    offsets = np.zeros(sizes.shape[0] + 1, dtype=np.int64)
-    np.cumsum(sizes, out=offsets[1:])
-    word = np.zeros(sizes.shape[0], dtype=np.uint64)
-    filled = sizes > 0
-    if filled.any():
-        bits = np.left_shift(np.uint64(1), spec.element_bits(codes))
-        word[filled] = np.bitwise_or.reduceat(bits, offsets[:-1][filled])
+    out.codes[name], out.raw[name] = _list_words(spec, codes, sizes)
     out.dictionaries[name] = Dictionary(dictionary)
-    out.raw[name] = ListColumn(offsets, codes.astype(np.int32))
-    out.codes[name] = word
     if nullable:
         out.valid[name] = valid
     out.specs.append(spec)
+
+
+# -- new rows of an existing index (writes) ------------------------------------------------
+
+
+def encode_like(
+    table: pa.Table | None, n: int, specs: list[AttributeSpec], dictionaries: dict[str, Dictionary]
+) -> AttributeColumns:
+    """Code ``n`` new rows with an index's schema. Its cells and dictionaries are kept:
+    a number outside every cell widens the nearest one (base rows stay inside their cells,
+    so L0 stays a superset); a string or list element never seen is appended to the
+    dictionary. A column the table lacks is null for these rows; one the index lacks, or of
+    another type, is an InputError naming it. The returned columns carry the updated schema
+    and dictionaries."""
+    names = [] if table is None else [c for c in table.column_names if c != "id"]
+    known = {s.name for s in specs}
+    unknown = [c for c in names if c not in known]
+    if unknown:
+        raise InputError(
+            f"attribute column {unknown[0]!r} is not in the index "
+            f"(it has: {', '.join(sorted(known)) or 'none'})",
+            field=unknown[0],
+        )
+    if table is not None and table.num_rows != n:
+        raise InputError(f"attributes have {table.num_rows} rows for {n} vectors", field="attributes")
+    out = AttributeColumns([], {}, {}, dict(dictionaries))
+    for spec in specs:
+        col = (
+            table.column(spec.name).combine_chunks() if spec.name in names else pa.nulls(n, _null_type(spec))
+        )
+        if _untyped(col.type):  # e.g. [] or None in every row of a list of dicts
+            col = col.cast(_null_type(spec))
+        kind = _kind_of(spec.name, col.type) if col.null_count < n else spec.kind
+        if kind != spec.kind and not (kind == "int" and spec.kind == "float"):
+            raise InputError(
+                f"attribute column {spec.name!r} is {kind} here but {spec.kind} in the index", field=spec.name
+            )
+        _encode_column(out, spec, col.cast(_null_type(spec)) if col.null_count == n else col, dictionaries)
+    return out
+
+
+def _untyped(typ: pa.DataType) -> bool:
+    """Types Arrow infers from values that say nothing of their type (all nulls, empty lists)."""
+    if pa.types.is_list(typ) or pa.types.is_large_list(typ):
+        return pa.types.is_null(typ.value_type)
+    return pa.types.is_null(typ)
+
+
+def _null_type(spec: AttributeSpec) -> pa.DataType:
+    element = {"category": pa.string(), "int": pa.int64(), "float": pa.float64(), "bool": pa.bool_()}
+    if spec.kind == "list":
+        return pa.list_(element[spec.element])
+    if spec.kind == "timestamp":
+        return pa.date32() if spec.unit == "D" else pa.timestamp(spec.unit)
+    return element.get(spec.kind, pa.float64())
+
+
+def _encode_column(
+    out: AttributeColumns, spec: AttributeSpec, col: pa.Array, dicts: dict[str, Dictionary]
+) -> None:
+    name = spec.name
+    if spec.kind == "list":
+        elements, element, sizes, valid = _list_values(name, col)
+        if element != spec.element and not (element == "int" and spec.element == "float"):
+            raise InputError(
+                f"list column {name!r} holds {element} here, {spec.element} in the index", field=name
+            )
+        dictionary, codes = _grow(dicts[name], elements.cast(dicts[name].values.type))
+        spec = dataclasses.replace(spec, values=len(dictionary), nullable=spec.nullable or not valid.all())
+        out.codes[name], out.raw[name] = _list_words(spec, codes, sizes)
+        out.dictionaries[name] = dictionary
+    else:
+        if spec.kind == "timestamp" and col.null_count != len(col):
+            col = _to_unit(name, col, spec.unit)
+        values, valid, _ = _scalar_values(
+            name, spec.kind, col.cast(pa.float64()) if spec.kind == "float" else col
+        )
+        if spec.kind == "category":
+            dictionary, codes = _grow(dicts[name], values)
+            codes[~valid] = 0
+            spec = dataclasses.replace(spec, values=len(dictionary))
+            out.dictionaries[name] = dictionary
+            out.raw[name] = out.codes[name] = codes.astype(np.uint8 if len(dictionary) <= 256 else np.int32)
+        elif spec.kind == "bool":
+            out.raw[name] = out.codes[name] = values
+        else:
+            lo, hi = spec.lo.copy(), spec.hi.copy()
+            present = values[valid]
+            cell = np.clip(np.searchsorted(lo, present, side="right") - 1, 0, lo.shape[0] - 1)
+            np.minimum.at(lo, cell, present.astype(lo.dtype))
+            np.maximum.at(hi, cell, present.astype(hi.dtype))
+            spec = dataclasses.replace(spec, lo=lo, hi=hi)
+            codes = np.zeros(values.shape[0], dtype=np.uint8)
+            codes[valid] = cell
+            out.raw[name], out.codes[name] = values, codes
+        spec = dataclasses.replace(spec, nullable=spec.nullable or not valid.all())
+    if not valid.all():
+        out.valid[name] = valid
+    out.specs.append(spec)
+
+
+def _to_unit(name: str, col: pa.Array, unit: str) -> pa.Array:
+    target = pa.date32() if unit == "D" else pa.timestamp(unit, tz=getattr(col.type, "tz", None))
+    try:
+        return col.cast(target)  # safe: refuses to drop precision
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise InputError(
+            f"attribute column {name!r}: cannot store as the index's unit {unit!r} ({exc})", field=name
+        ) from exc
+
+
+def _grow(dictionary: Dictionary, values: pa.Array) -> tuple[Dictionary, np.ndarray]:
+    """``dictionary`` with the values it lacks appended (sorted prefix kept), and the codes
+    (-1 for nulls)."""
+    nulls = values.is_null().to_numpy(zero_copy_only=False)
+
+    def codes_in(d: Dictionary) -> np.ndarray:
+        codes = np.full(len(values), -1, dtype=np.int64)
+        present = values.filter(pa.array(~nulls)).to_pylist()
+        if present:
+            codes[~nulls] = d.codes_of(present)
+        return codes
+
+    codes = codes_in(dictionary)
+    missing = (codes < 0) & ~nulls
+    if not missing.any():
+        return dictionary, codes
+    new = sorted_unique(values.filter(pa.array(missing)))
+    values_all = pa.concat_arrays([dictionary.values, new.cast(dictionary.values.type)])
+    grown = Dictionary(values_all, dictionary.sorted)
+    return grown, codes_in(grown)
 
 
 def read_ids(table: pa.Table | None, n: int) -> np.ndarray:

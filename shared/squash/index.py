@@ -135,9 +135,14 @@ class Index:
         manifest = Manifest.from_json(raw, f"{storage.uri}/{MANIFEST_KEY}")
         data = manifest.router.verify(read_indexed_file(storage, manifest.router.key))
         router = Router.from_bytes(data, manifest.attributes, manifest.router.key)
+        read = len(data)
+        for ref in manifest.router_deltas:  # writes' rows, in commit order
+            delta = ref.verify(read_indexed_file(storage, ref.key))
+            router.extend(delta, ref.key)
+            read += len(delta)
         router.check(manifest, manifest.router.key)
         index = cls(storage, manifest, router, cache or SegmentCache(DEFAULT_CACHE_BYTES))
-        index.bytes_read = len(data)
+        index.bytes_read = read
         index.deleted = manifest_deleted(storage, manifest)
         if index.deleted is not None:
             router.live = ~index.deleted
@@ -209,6 +214,15 @@ class Index:
         self.refresh()
         return result
 
+    def upsert(self, ids: Any, vectors: Any, attributes: Any = None) -> Any:
+        """Insert or replace vectors by id (see :mod:`squash.upserts`) and reopen this index
+        at the new version, so its next search sees the write."""
+        from .upserts import upsert
+
+        result = upsert(self.storage, ids, vectors, attributes)
+        self.refresh()
+        return result
+
     def refresh(self) -> None:
         """Reopen at the manifest's current version (segments stay cached: keys are immutable)."""
         self.__dict__.update(Index.open(self.storage, self.cache).__dict__)
@@ -271,9 +285,11 @@ class Index:
         return [[values[str(i)] for i in row if i >= 0] for row in ids.tolist()]
 
     def rows_of_ids(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(rows in partition order of the ``ids`` the index holds, mask of which ids it holds)."""
+        """(rows in partition order of the ``ids`` the index holds live, mask of which ids it
+        holds). A replaced id's old row is deleted, so each id has at most one live row."""
         if self._id_order is None:
-            self._id_order = np.argsort(self.router.ids, kind="stable")
+            live = np.arange(self.router.n) if self.deleted is None else np.flatnonzero(~self.deleted)
+            self._id_order = live[np.argsort(self.router.ids[live], kind="stable")]
         order = self._id_order
         sorted_ids = self.router.ids[order]
         at = np.minimum(np.searchsorted(sorted_ids, ids), max(sorted_ids.shape[0] - 1, 0))

@@ -25,7 +25,7 @@ FORMAT_VERSION = 3
 MANIFEST_KEY = "manifest.json"
 #: Optional capabilities a manifest may use; a reader refuses any it does not know (an index
 #: a newer squash wrote), never silently ignoring what would change answers.
-FEATURES = frozenset({"deletes"})
+FEATURES = frozenset({"deletes", "upserts"})
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,11 @@ class Manifest:
     dictionaries: FileRef | None = None  # values of string and list columns (None: there are none)
     version: int = 0  # commits since the build (each write adds one)
     deleted: FileRef | None = None  # bitmap of deleted rows, in partition order (None: none)
+    # Writes append *delta partitions* (new rows routed to a base partition, coded with its
+    # code): ``parents[j]`` is the base partition of partition ``partitions - len(parents) + j``,
+    # and each write's router rows (centroids, ids, attribute codes) are one file.
+    parents: list[int] = field(default_factory=list)
+    router_deltas: list[FileRef] = field(default_factory=list)
     params: dict[str, Any] = field(default_factory=dict)
     stats: dict[str, Any] = field(default_factory=dict)
     calibration: dict[str, Any] | None = None  # see squash.calibration; None = uncalibrated
@@ -98,6 +103,8 @@ class Manifest:
             "version": self.version,
             "features": sorted(self.features),
             "deleted": None if self.deleted is None else self.deleted.__dict__,
+            "parents": self.parents,
+            "router_deltas": [r.__dict__ for r in self.router_deltas],
             "partition_sizes": self.partition_sizes,
             "params": self.params,
             "stats": self.stats,
@@ -139,6 +146,8 @@ class Manifest:
                 dictionaries=None if doc.get("dictionaries") is None else FileRef(**doc["dictionaries"]),
                 version=doc.get("version", 0),
                 deleted=None if doc.get("deleted") is None else FileRef(**doc["deleted"]),
+                parents=list(doc.get("parents", [])),
+                router_deltas=[FileRef(**r) for r in doc.get("router_deltas", [])],
                 partition_sizes=list(doc["partition_sizes"]),
                 params=doc.get("params", {}),
                 stats=doc.get("stats", {}),
@@ -152,7 +161,12 @@ class Manifest:
     @property
     def features(self) -> set[str]:
         """The optional capabilities this manifest uses (see FEATURES)."""
-        return {"deletes"} if self.deleted is not None else set()
+        return ({"deletes"} if self.deleted is not None else set()) | ({"upserts"} if self.parents else set())
+
+    @property
+    def base_partitions(self) -> int:
+        """Partitions of the build (the rest are delta partitions of writes)."""
+        return self.partitions - len(self.parents)
 
     def summary(self) -> dict[str, Any]:
         """What ``squash info`` and ``GET /indexes/{index}`` show."""
@@ -252,6 +266,15 @@ def _validate(doc: dict[str, Any]) -> None:
     )
     if doc.get("deleted") is not None:
         _file_ref(doc["deleted"], "deleted")
+    parents, deltas = doc.get("parents", []), doc.get("router_deltas", [])
+    _need(isinstance(parents, list) and isinstance(deltas, list), "parents and router_deltas must be lists")
+    base = doc["partitions"] - len(parents)
+    _need(
+        base >= 1 and all(_is_int(p) and 0 <= p < base for p in parents), "parents must name base partitions"
+    )
+    _need(bool(parents) == bool(deltas), "delta partitions need their router files (and back)")
+    for i, ref in enumerate(deltas):
+        _file_ref(ref, f"router_deltas[{i}]")
     if doc.get("dictionaries") is not None:
         _file_ref(doc["dictionaries"], "dictionaries")
     for key, what in (("segments", "file"), ("cold", "float32 file")):

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .arrays import from_arrow_bytes
+from .arrays import from_arrow_bytes, to_arrow_bytes
 from .attributes import AttributeSpec, AttrTable, validity_arrays
 from .errors import IndexFormatError
 
@@ -54,6 +54,33 @@ class Router:
     def nbytes(self) -> int:
         arrays = [self.centroids, self.global_mean, self.global_rotation, self.offsets, self.ids]
         return int(sum(a.nbytes for a in arrays) + sum(a.nbytes for a in self.attr_codes.values()))
+
+    def extend(self, data: bytes, name: str) -> None:
+        """Append a write's router rows (:func:`delta_router_bytes`): its delta partitions'
+        centroids and sizes, their rows' ids, attribute codes and validity."""
+        arrays = from_arrow_bytes(data, name)
+        missing = sorted({"centroids", "sizes", "ids"} - set(arrays))
+        if missing:
+            raise IndexFormatError(f"{name}: missing array(s) {', '.join(missing)}")
+        sizes, ids = arrays["sizes"].astype(np.int64), arrays["ids"]
+        n_old, n_new = self.n, int(sizes.sum())
+        if ids.shape != (n_new,) or arrays["centroids"].shape[1:] != self.centroids.shape[1:]:
+            raise IndexFormatError(f"{name}: arrays disagree in shape (corrupt router delta)")
+        self.centroids = np.concatenate([self.centroids, arrays["centroids"]])
+        self.centroid_sq = np.einsum("ij,ij->i", self.centroids, self.centroids)
+        self.offsets = np.concatenate([self.offsets, self.offsets[-1] + np.cumsum(sizes)])
+        self.ids = np.concatenate([self.ids, ids])
+        valid = validity_arrays(arrays, {k[2:] for k in arrays if k.startswith("q.")}, n_new, name)
+        for spec in self.specs:
+            codes = arrays.get(f"q.{spec.name}")
+            if codes is None or codes.shape != (n_new,):
+                raise IndexFormatError(f"{name}: codes of {spec.name!r} are missing or misshapen")
+            self.attr_codes[spec.name] = np.concatenate([self.attr_codes[spec.name], codes])
+            if spec.name in valid or spec.name in self.attr_valid:
+                old = self.attr_valid.get(spec.name, np.ones(n_old, dtype=bool))
+                self.attr_valid[spec.name] = np.concatenate(
+                    [old, valid.get(spec.name, np.ones(n_new, dtype=bool))]
+                )
 
     @classmethod
     def from_bytes(cls, data: bytes, specs: list[AttributeSpec], name: str = "router") -> Router:
@@ -120,8 +147,23 @@ class Router:
         for spec in manifest.attributes:
             codes = self.attr_codes[spec.name]
             need(codes.shape == (manifest.n,), f"attribute {spec.name!r} has {codes.shape} codes, expected n")
-            need(codes.dtype == spec.code_dtype, f"attribute {spec.name!r} codes are {codes.dtype}")
+            allowed = (np.uint64,) if spec.kind == "list" else (np.uint8, np.int32)
+            need(codes.dtype.type in allowed, f"attribute {spec.name!r} codes are {codes.dtype}")
             need(
                 spec.kind == "list" or codes.size == 0 or int(codes.max()) < spec.n_cells,
                 f"attribute {spec.name!r} has codes beyond its {spec.n_cells} cells/categories",
             )
+
+
+def delta_router_bytes(
+    centroids: np.ndarray, sizes: np.ndarray, ids: np.ndarray, codes: dict, valid: dict
+) -> bytes:
+    """A write's router rows: its delta partitions' centroids and sizes, ids, codes, validity."""
+    arrays = {
+        "centroids": centroids.astype(np.float32),
+        "sizes": sizes.astype(np.int64),
+        "ids": ids.astype(np.int64),
+    }
+    arrays.update({f"q.{k}": v for k, v in codes.items()})
+    arrays.update(valid)
+    return to_arrow_bytes(arrays)

@@ -67,11 +67,36 @@ def build_segment(
     code = fit_code(v, budget_bits)
     rounded = as_float16(code) if half else None
     code, half = (rounded, True) if rounded is not None else (code, False)
-    codes8, codes4, residual_sq = encode(v, code)
-    cold = cold_bytes(rows)
     bits = min(sketch_bits, rows.shape[1])
     # The sketch takes the signs of the partition's own highest-variance axes.
     sketch_dims = np.sort(np.argsort(-v.var(axis=0), kind="stable")[:bits]).astype(np.uint16)
+    return _segment_files(rows, centroid, code, half, sketch_dims, ids, attrs)
+
+
+def delta_segment(
+    rows: np.ndarray, parent: Segment, ids: np.ndarray, attrs: AttributeColumns
+) -> tuple[bytes, bytes]:
+    """(hot, cold) files of new rows routed to ``parent``'s partition (a write): coded with
+    the parent's centre, cells and sketch axes, so they score exactly like its own rows."""
+    header = np.concatenate([parent.centroid, parent.code.lo, parent.code.step])
+    half = bool(np.array_equal(header.astype(np.float16).astype(np.float32), header))
+    return _segment_files(rows, parent.centroid, parent.code, half, parent.sketch_dims, ids, attrs)
+
+
+def _segment_files(
+    rows: np.ndarray,
+    centroid: np.ndarray,
+    code: ScalarCode,
+    half: bool,
+    sketch_dims: np.ndarray,
+    ids: np.ndarray,
+    attrs: AttributeColumns,
+) -> tuple[bytes, bytes]:
+    v = rows.astype(np.float64) - centroid
+    codes8, codes4, residual_sq = encode(v, code)
+    cold = cold_bytes(rows)
+    bits = int(sketch_dims.shape[0])
+    sketch_dims = sketch_dims.astype(np.uint16)
     # The small per-partition arrays share three columns (each Arrow column costs ~400 bytes).
     layout = [rows.shape[1], code.dims8.shape[0], code.dims4.shape[0], bits, COLD_BLOCK_ROWS]
     arrays = {

@@ -110,3 +110,28 @@ def test_bad_http_deletes_are_4xx_and_write_nothing(writable, deleted_index, bod
 def test_http_delete_of_a_missing_index_is_404(writable):
     status, out = _delete(writable, "no-such-index", {"ids": [1]})
     assert_error(status, out, 404, "index")
+
+
+def test_tree_serves_upserted_rows_like_in_process(coordinator_app, runtime_indexes):
+    """Delta partitions travel the tree like partitions: new and replaced rows are found,
+    replaced ones only in their new form, with their new attributes."""
+    base, queries, table = datamodel.dataset()
+    uri = f"s3://{BUCKET}/indexes/ups"
+    build_index(base, uri, table, BuildOptions(partitions=12, seed=1))
+    index = squash.open_index(uri)
+    q = queries[:8]
+    replaced = index.search(q, k=1).ids[:, 0]
+    index.upsert(replaced, q + 0.5, {"label": ["moved"] * replaced.size, "tags": [["fresh"]] * replaced.size})
+    index.upsert(np.arange(90_000, 90_008), q + 0.01, {"label": ["new"] * 8})
+    for filt in (None, {"label": {"$in": ["moved", "new"]}}, {"tags": "fresh"}):
+        body = {"vectors": q.tolist(), "k": 5, "include": ["attributes"]} | ({"filter": filt} if filt else {})
+        status, out = post(coordinator_app, "ups", body)
+        assert status == 200, out
+        expected = index.search(q, k=5, filter=filt)
+        assert [[h["id"] for h in row] for row in out["results"]] == [
+            [i for i in row if i >= 0] for row in expected.ids.tolist()
+        ]
+        for hit in (h for row in out["results"] for h in row):
+            if hit["id"] in replaced:
+                assert hit["attributes"]["label"] == "moved" and hit["attributes"]["tags"] == ["fresh"]
+    assert [row[0]["id"] for row in out["results"]] == replaced.tolist()  # tags=fresh: the moved rows

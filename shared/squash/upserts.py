@@ -1,0 +1,169 @@
+"""Upserts: insert or replace vectors by id without a rebuild.
+
+New rows are routed to their nearest base partition and coded with that partition's own
+code (centre, cells, sketch axes — :func:`squash.segment.delta_segment`), so they score
+exactly like its rows. Each touched partition gets a *delta partition* (its own hot and cold
+files, the parent's centroid); the write's router rows (centroids, ids, attribute codes) are
+one more small file; attributes are coded with the index's schema (cells widen, dictionaries
+append, :func:`squash.attribute_build.encode_like`). The previous live row of every id
+given is marked deleted (:mod:`squash.deletes`), so an id has at most one live row and a
+query returns its new vector and attributes. Then the manifest is committed with a
+conditional write, retried on a lost race as deletes are.
+
+The planner, the worker tree and the cost model see delta partitions as partitions; a query
+whose routing reaches a parent reaches its deltas too (same centroid, same score). Many
+small writes make many small partitions: compaction (issue #12) will fold them back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import uuid
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from . import dictionaries as dictionary_files
+from .attribute_build import encode_like
+from .build import prepare_rows
+from .deletes import _BACKOFF_S, WRITE_ATTEMPTS, WriteResult, check_ids, deleted_bytes
+from .errors import InputError, WriteConflictError
+from .inputs import check_vectors
+from .manifest import MANIFEST_KEY, FileRef
+from .planner import centroid_distances
+from .router import delta_router_bytes
+from .segment import cold_key, delta_segment
+from .storage import Storage, open_storage
+
+#: Rows per upsert call (one write's files stay small; split bigger loads).
+MAX_UPSERT_ROWS = 100_000
+
+
+def as_table(attributes: Any, n: int) -> pa.Table | None:
+    """Attributes as an Arrow table: a pyarrow Table, a dict of columns or a list of dicts."""
+    if attributes is None:
+        return None
+    try:
+        if isinstance(attributes, pa.Table):
+            table = attributes
+        elif isinstance(attributes, dict):
+            table = pa.table(attributes)
+        elif isinstance(attributes, list):
+            table = pa.Table.from_pylist(attributes)
+        else:
+            raise InputError(
+                "attributes must be a pyarrow Table, a dict of columns or a list of dicts", field="attributes"
+            )
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as exc:
+        raise InputError(f"attributes: {' '.join(str(exc).split())}", field="attributes") from exc
+    if table.num_rows != n:
+        raise InputError(f"attributes have {table.num_rows} rows for {n} vectors", field="attributes")
+    return table
+
+
+def upsert(index_uri: str | Storage, ids: Any, vectors: Any, attributes: Any = None) -> WriteResult:
+    """Insert or replace the vectors ``ids`` (n,) with ``vectors`` (n, d) and ``attributes``."""
+    from .index import Index
+
+    storage = open_storage(index_uri) if isinstance(index_uri, str) else index_uri
+    ids = check_ids(ids)
+    x = check_vectors(vectors, "vectors")
+    if x.shape[0] != ids.shape[0]:
+        raise InputError(f"{ids.shape[0]} ids for {x.shape[0]} vectors", field="ids")
+    if ids.shape[0] > MAX_UPSERT_ROWS:
+        raise InputError(f"at most {MAX_UPSERT_ROWS:,} rows per upsert, got {ids.shape[0]:,}", field="ids")
+    table = as_table(attributes, ids.shape[0])
+    if table is not None and "id" in table.column_names:
+        raise InputError("pass ids separately (ids=...), not as an 'id' attribute column", field="attributes")
+    storage.check_writable()
+    for attempt in range(1, WRITE_ATTEMPTS + 1):
+        expected = storage.version(MANIFEST_KEY)
+        index = Index.open(storage)
+        new = _write(storage, index, ids, x, table)
+        try:
+            storage.write_if(MANIFEST_KEY, new.to_json(), expected)
+        except WriteConflictError:
+            time.sleep(_BACKOFF_S * 2 ** (attempt - 1) * (0.5 + np.random.default_rng().random()))
+            continue
+        replaced = int(new.stats.get("deleted", 0)) - int(index.manifest.stats.get("deleted", 0))
+        return WriteResult(version=new.version, deleted=replaced, not_found=0, attempts=attempt)
+    raise WriteConflictError(
+        f"{storage.uri}: other writers committed first {WRITE_ATTEMPTS} times in a row; nothing of this "
+        "upsert is visible — retry it"
+    )
+
+
+def _write(storage: Storage, index, ids: np.ndarray, x: np.ndarray, table: pa.Table | None):
+    """Write a version's files (delta segments, router rows, dictionaries, deletions) and
+    return the manifest that names them (not yet committed)."""
+    m = index.manifest
+    if x.shape[1] != m.dims:
+        raise InputError(f"vectors have dimension {x.shape[1]}, the index {m.dims}", field="vectors")
+    if m.metric == "dot":
+        norms = np.sqrt(np.einsum("ij,ij->i", x, x, dtype=np.float64))
+        if norms.max() > m.dot_max_norm * (1 + 1e-6):
+            raise InputError(
+                f"vector {int(np.argmax(norms))} has norm {norms.max():.6g}, above the index's largest "
+                f"({m.dot_max_norm:.6g}): a dot index cannot take longer vectors without a rebuild",
+                field="vectors",
+            )
+    rows = index.router.rotate(prepare_rows(x, m.metric, m.dot_max_norm))
+    attrs = encode_like(table, ids.shape[0], m.attributes, index.dictionaries)
+    base = m.base_partitions
+    parent = np.argmin(centroid_distances(index.router, rows)[:, :base], axis=1)
+    order = np.argsort(parent, kind="stable")
+    parents, sizes = np.unique(parent, return_counts=True)
+    tag = f"{m.version + 1:08d}-{uuid.uuid4().hex[:8]}"
+    prefix = f"builds/{m.build_id}/writes/{tag}"
+    segments, colds = [], []
+    start = 0
+    for p, size in zip(parents.tolist(), sizes.tolist(), strict=True):
+        take = order[start : start + size]
+        start += size
+        hot, cold = delta_segment(rows[take], index.segment(p)[0], ids[take], attrs.take(take))
+        ref = FileRef.of(f"{prefix}/{p:05d}.arrow", hot)
+        cold_ref = FileRef.of(cold_key(ref.key), cold)
+        storage.write(cold_ref.key, cold)
+        storage.write(ref.key, hot)
+        segments.append(ref)
+        colds.append(cold_ref)
+    ordered = attrs.take(order)
+    router = delta_router_bytes(
+        index.router.centroids[parents], sizes, ids[order], ordered.codes, ordered.stored_valid()
+    )
+    router_ref = FileRef.of(f"{prefix}/router.arrow", router)
+    storage.write(router_ref.key, router)
+    dict_ref = m.dictionaries
+    if any(len(attrs.dictionaries[k]) != len(index.dictionaries[k]) for k in index.dictionaries):
+        data = dictionary_files.to_bytes(attrs.dictionaries)
+        dict_ref = FileRef.of(f"{prefix}/dictionaries.arrow", data)
+        storage.write(dict_ref.key, data)
+    # The previous live row of each id is deleted; the new rows are live.
+    old_rows, _ = index.rows_of_ids(ids)
+    dead = np.zeros(m.n + ids.shape[0], dtype=bool)
+    if index.deleted is not None:
+        dead[: m.n] = index.deleted
+    dead[old_rows] = True
+    deleted_ref = m.deleted
+    if dead.any():
+        data = deleted_bytes(dead)
+        deleted_ref = FileRef.of(f"{prefix}/deleted.arrow", data)
+        storage.write(deleted_ref.key, data)
+    return dataclasses.replace(
+        m,
+        version=m.version + 1,
+        n=m.n + ids.shape[0],
+        partitions=m.partitions + parents.shape[0],
+        attributes=attrs.specs,
+        segments=[*m.segments, *segments],
+        cold=[*m.cold, *colds],
+        partition_sizes=[*m.partition_sizes, *sizes.tolist()],
+        parents=[*m.parents, *parents.tolist()],
+        router_deltas=[*m.router_deltas, router_ref],
+        dictionaries=dict_ref,
+        deleted=deleted_ref,
+        stats=m.stats
+        | {"deleted": int(dead.sum()), "delta_rows": int(m.stats.get("delta_rows", 0)) + ids.shape[0]},
+    )

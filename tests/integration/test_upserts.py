@@ -1,0 +1,239 @@
+"""Upserts without a rebuild, checked against an in-memory reference: a stateful model test
+(random upserts, deletes and queries; exact answers equal the reference's exact top-k on
+the live set, never a deleted id, always the latest attributes), crash injection at every
+file of a write, concurrent writers, and bad input that writes nothing."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+
+import squash
+from squash.build import BuildOptions, build_index
+from squash.errors import InputError
+from squash.manifest import MANIFEST_KEY
+from squash.params import SearchParams
+from squash.storage import open_storage
+
+D = 8
+EXACT = SearchParams(target_recall=1.0)
+
+
+def _base(n: int = 600, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, D)).astype(np.float32) + rng.integers(0, 4, size=(n, 1)).astype(np.float32) * 3
+    attrs = pa.table(
+        {
+            "id": pa.array(np.arange(n, dtype=np.int64) * 2),
+            "label": pa.array(rng.choice(["a", "b", "c"], n)),
+            "price": pa.array(rng.uniform(0, 10, n)),
+            "tags": pa.array(
+                [list(rng.choice(["x", "y", "z"], rng.integers(0, 3), replace=False)) for _ in range(n)]
+            ),
+        }
+    )
+    return x, attrs
+
+
+class Reference:
+    """The live set as a dict: id -> (vector, attributes)."""
+
+    def __init__(self, x: np.ndarray, attrs: pa.Table) -> None:
+        rows = attrs.to_pylist()
+        self.rows = {r.pop("id"): (x[i], r) for i, r in enumerate(rows)}
+
+    def topk(self, q: np.ndarray, k: int, keep=lambda a: True) -> list[list[int]]:
+        ids = [i for i, (_, a) in self.rows.items() if keep(a)]
+        if not ids:
+            return [[] for _ in range(q.shape[0])]
+        x = np.stack([self.rows[i][0] for i in ids]).astype(np.float64)
+        d = (q.astype(np.float64) ** 2).sum(1)[:, None] - 2 * q @ x.T + (x**2).sum(1)[None, :]
+        order = np.argsort(d, axis=1, kind="stable")[:, :k]
+        return [[ids[j] for j in row] for row in order]
+
+
+def _hits(res) -> list[list[int]]:
+    return [[i for i in row if i >= 0] for row in res.ids.tolist()]
+
+
+@settings(max_examples=15, stateful_step_count=8, deadline=None, suppress_health_check=list(HealthCheck))
+class UpsertModel(RuleBasedStateMachine):
+    """Random writes against the reference; every query is checked exactly."""
+
+    @initialize()
+    def build(self):
+        import tempfile
+
+        x, attrs = _base()
+        self.uri = f"file://{tempfile.mkdtemp()}/idx"
+        build_index(x, self.uri, attrs, BuildOptions(partitions=6, seed=1, calibration_queries=0))
+        self.index = squash.open_index(self.uri)
+        self.ref = Reference(x, attrs)
+        self.rng = np.random.default_rng(7)
+        self.version = 0
+
+    @rule(count=st.integers(1, 40), fresh=st.floats(0, 1), with_attrs=st.booleans())
+    def upsert(self, count, fresh, with_attrs):
+        pool = np.array(list(self.ref.rows))
+        n_fresh = round(count * fresh)
+        ids = np.unique(np.concatenate([
+            self.rng.choice(pool, count - n_fresh, replace=False) if count - n_fresh <= pool.size else pool,
+            10_000 + self.rng.choice(5_000, n_fresh, replace=False),
+        ]))  # fmt: skip
+        x = (self.rng.normal(size=(ids.size, D)) * 3).astype(np.float32)
+        labels = self.rng.choice(["a", "b", "new"], ids.size).tolist()
+        attrs = [{"label": lab, "price": float(p), "tags": ["w"] if lab == "new" else []}
+                 for lab, p in zip(labels, self.rng.uniform(-5, 20, ids.size), strict=True)]  # fmt: skip
+        result = self.index.upsert(ids, x, attrs if with_attrs else None)
+        self.version += 1
+        assert result.version == self.version
+        for i, (v, a) in zip(ids.tolist(), zip(x, attrs, strict=True), strict=True):
+            self.ref.rows[i] = (v, a if with_attrs else {"label": None, "price": None, "tags": None})
+
+    @rule(count=st.integers(1, 30))
+    def delete(self, count):
+        pool = np.array(list(self.ref.rows))
+        ids = self.rng.choice(pool, min(count, pool.size - 20), replace=False)
+        result = self.index.delete(ids=ids.tolist())
+        self.version += 1
+        assert result.deleted == ids.size
+        for i in ids.tolist():
+            del self.ref.rows[i]
+
+    @invariant()
+    def answers_equal_the_reference(self):
+        if not hasattr(self, "index"):
+            return
+        q = (self.rng.normal(size=(6, D)) * 3).astype(np.float32)
+        assert _hits(self.index.search(q, k=5, params=EXACT)) == self.ref.topk(q, 5)
+        res = self.index.search(
+            q, k=5, filter={"label": {"$in": ["b", "new"]}}, params=EXACT, include=["attributes"]
+        )
+        assert _hits(res) == self.ref.topk(q, 5, lambda a: a.get("label") in ("b", "new"))
+        for row_ids, row_attrs in zip(_hits(res), res.attributes, strict=True):
+            for i, got in zip(row_ids, row_attrs, strict=True):
+                want = self.ref.rows[i][1]
+                assert got["label"] == want["label"] and got["tags"] == want["tags"]
+                assert (
+                    got["price"] == pytest.approx(want["price"])
+                    if want["price"] is not None
+                    else got["price"] is None
+                )
+        default = self.index.search(q, k=5)
+        assert set(default.ids[default.ids >= 0].tolist()) <= set(self.ref.rows), "a deleted id came back"
+
+
+TestUpsertModel = UpsertModel.TestCase
+
+
+@pytest.fixture
+def small(tmp_path):
+    x, attrs = _base()
+    uri = (tmp_path / "idx").as_uri()
+    build_index(x, uri, attrs, BuildOptions(partitions=6, seed=1))
+    return uri, x, attrs
+
+
+def test_upserted_rows_serve_filters_and_new_values(small):
+    uri, x, _ = small
+    index = squash.open_index(uri)
+    q = x[:4] + 0.01
+    result = index.upsert(
+        [5000, 5001, 2],
+        q[:3],
+        {"label": ["new", None, "a"], "price": [99.0, None, -3.0], "tags": [["q"], None, []]},
+    )
+    assert (result.version, result.deleted) == (1, 1)  # id 2 replaced
+    assert _hits(index.search(q[:1], k=1, filter={"label": "new"})) == [[5000]]
+    assert _hits(index.search(q[:1], k=2, filter={"price": {"$gt": 50}})) == [[5000]]
+    assert _hits(index.search(q[:1], k=2, filter={"price": {"$lt": -1}})) == [[2]]
+    assert _hits(index.search(q[:1], k=2, filter={"tags": "q"})) == [[5000]]
+    assert 5001 in _hits(index.search(q[1:2], k=3, filter={"label": {"$exists": False}}))[0]
+    info = squash.open_index(uri).info()
+    assert info["version"] == 1 and {a["name"]: a for a in info["attributes"]}["label"]["nullable"]
+
+
+def test_a_crash_at_any_file_of_a_write_changes_nothing(small, monkeypatch):
+    uri, x, _ = small
+    storage = open_storage(uri)
+    before = storage.read(MANIFEST_KEY)
+    q = x[:3]
+    expected = _hits(squash.open_index(uri).search(q, k=5, params=EXACT))
+    real_write = type(storage).write
+    for crash_at in range(6):  # hot, cold, router rows, dictionaries, deletions, commit
+        calls = [0]
+
+        def write(self, key, data, calls=calls, crash_at=crash_at):
+            if calls[0] == crash_at:
+                raise OSError("killed mid-write")
+            calls[0] += 1
+            return real_write(self, key, data)
+
+        monkeypatch.setattr(type(storage), "write", write)
+        with pytest.raises((OSError, squash.StorageError)):
+            squash.upsert(uri, [0, 999_999], x[:2] * 2, [{"label": "brand-new"}, {"label": "a"}])
+        monkeypatch.undo()
+        assert storage.read(MANIFEST_KEY) == before, crash_at
+        assert _hits(squash.open_index(uri).search(q, k=5, params=EXACT)) == expected
+
+
+def test_concurrent_upserts_all_land(small):
+    uri, x, _ = small
+    groups = [np.arange(7000, 7030), np.arange(7020, 7050), np.arange(0, 20, 2)]
+    errors = []
+    start = threading.Barrier(len(groups))
+
+    def run(ids):
+        start.wait()
+        try:
+            squash.upsert(uri, ids, np.tile(x[:1], (ids.size, 1)) + ids[:, None].astype(np.float32) / 1e3)
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(g,)) for g in groups]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors
+    index = squash.open_index(uri)
+    assert index.manifest.version == 3
+    want = np.unique(np.concatenate(groups))
+    rows, found = index.rows_of_ids(want)
+    assert found.all() and rows.size == want.size  # one live row per id
+    assert int((~index.deleted).sum()) == 600 + 50  # 10 replaced base ids, 10 overlapping ids once
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (([1], np.zeros((1, D + 1))), "dimension 9, the index 8"),
+        (([1], np.full((1, D), np.nan)), "NaN or infinite"),
+        (([1, 1], np.zeros((2, D))), "id 1 is given twice"),
+        (([1, 2], np.zeros((1, D))), "2 ids for 1 vectors"),
+        (([1], np.zeros((1, D)), {"colour": ["red"]}), "'colour' is not in the index"),
+        (([1], np.zeros((1, D)), {"price": ["cheap"]}), "'price' is category here but float"),
+        (([1], np.zeros((1, D)), {"tags": [[1, 2]]}), "list column 'tags' holds int"),
+        (([1], np.zeros((1, D)), {"label": ["a", "b"]}), "attributes have 2 rows for 1 vectors"),
+    ],
+)
+def test_bad_upserts_write_nothing(small, args, message):
+    uri, _, _ = small
+    storage = open_storage(uri)
+    before = storage.read(MANIFEST_KEY)
+    files = sorted(p for p in (storage.root).rglob("*"))
+    with pytest.raises(InputError, match=message):
+        squash.upsert(uri, *args)
+    assert storage.read(MANIFEST_KEY) == before
+    assert sorted(p for p in (storage.root).rglob("*")) == files
+
+
+def test_upsert_to_a_missing_index(tmp_path):
+    with pytest.raises(squash.IndexNotFoundError):
+        squash.upsert((tmp_path / "nothing").as_uri(), [1], np.zeros((1, D)))
