@@ -4,6 +4,7 @@ Build with :func:`build_index` (or ``squash build``), search with :func:`open_in
 """
 
 from .build import BuildOptions, BuildSummary, build_index
+from .compact import CompactResult, compact
 from .deletes import WriteResult, delete
 from .errors import (
     FilterError,
@@ -21,6 +22,7 @@ from .upserts import upsert
 __all__ = [
     "BuildOptions",
     "BuildSummary",
+    "CompactResult",
     "FilterError",
     "Index",
     "IndexFormatError",
@@ -33,6 +35,7 @@ __all__ = [
     "WriteConflictError",
     "WriteResult",
     "build_index",
+    "compact",
     "delete",
     "open_index",
     "upsert",

@@ -268,7 +268,7 @@ def build_index(
             hot_bytes += ref.size
             cold_total += cold_ref.size
             advance(1)
-    router = _router_bytes(centroids, glob, offsets, ids[order], attrs.take(order))
+    router = router_bytes(centroids, glob.mean, glob.rotation, offsets, ids[order], attrs.take(order))
     router_ref = FileRef.of(f"{prefix}/router.arrow", router)
     storage.write(router_ref.key, router)
     dict_ref = None
@@ -414,13 +414,20 @@ def calibrate_index(
     return cal
 
 
-def _router_bytes(
-    centroids: np.ndarray, glob, offsets: np.ndarray, ids: np.ndarray, attrs: AttributeColumns
+def router_bytes(
+    centroids: np.ndarray,
+    mean: np.ndarray,
+    rotation: np.ndarray,
+    offsets: np.ndarray,
+    ids: np.ndarray,
+    attrs: AttributeColumns,
 ) -> bytes:
+    """The router file: centroids, the index's rotation, partition offsets, every row's id
+    and attribute codes (and validity), in partition order."""
     arrays = {
         "centroids": centroids.astype(np.float32),
-        "global_mean": glob.mean,
-        "global_rotation": glob.rotation,
+        "global_mean": mean,
+        "global_rotation": rotation,
         "offsets": offsets,
         "ids": ids.astype(np.int64),
     }

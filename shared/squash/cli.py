@@ -17,6 +17,7 @@ import numpy as np
 
 from .build import BuildOptions, build_index, calibrate_index
 from .calibration import DEFAULT_QUERIES
+from .compact import compact
 from .deletes import delete
 from .errors import InputError, SquashError
 from .index import open_index
@@ -25,9 +26,11 @@ from .metrics import METRICS
 from .params import DEFAULT_TARGET_RECALL, LEVELS, PLANS, RERANKS, SearchParams
 from .progress import NoProgress, TqdmProgress
 from .storage import atomic_write
+from .upserts import upsert
 
 
-def _build(args: argparse.Namespace) -> int:
+def _vectors_and_attributes(args: argparse.Namespace):
+    """--vectors (+ their Parquet attribute columns) and --attributes, as build reads them."""
     vin = read_vectors(args.vectors, args.vector_column)
     attrs = vin.attributes
     if attrs is not None and attrs.num_columns == 0:
@@ -40,6 +43,25 @@ def _build(args: argparse.Namespace) -> int:
                 field="attributes",
             )
         attrs = read_table(args.attributes, "attributes")
+    return vin, attrs
+
+
+def _upsert(args: argparse.Namespace) -> int:
+    vin, attrs = _vectors_and_attributes(args)
+    if args.ids is not None:
+        ids = _read_ids(argparse.Namespace(ids=None, ids_file=args.ids))
+    elif attrs is not None and "id" in attrs.column_names:
+        ids = attrs.column("id").to_numpy(zero_copy_only=False)
+        attrs = attrs.drop_columns(["id"])
+    else:
+        raise InputError("give the ids: --ids PATH, or an integer 'id' column in the attributes", field="ids")
+    result = upsert(args.index_uri, ids, vin.vectors, attrs)
+    print(f"upserted     {len(ids):,} vectors ({result.deleted:,} replaced); index version {result.version}")
+    return 0
+
+
+def _build(args: argparse.Namespace) -> int:
+    vin, attrs = _vectors_and_attributes(args)
     opts = BuildOptions(
         partitions=args.partitions,
         bits_per_dim=args.bits_per_dim,
@@ -216,6 +238,18 @@ def _delete(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compact(args: argparse.Namespace) -> int:
+    r = compact(args.index_uri)
+    if r.partitions_rebuilt == 0:
+        print(f"compact      nothing to fold; index version {r.version}")
+    else:
+        print(
+            f"compacted    {r.partitions_rebuilt:,} partitions rebuilt, {r.delta_partitions_folded:,} delta "
+            f"partitions folded, {r.rows_dropped:,} deleted rows dropped; index version {r.version}"
+        )
+    return 0
+
+
 def _info(args: argparse.Namespace) -> int:
     index = open_index(args.index_uri)
     print(json.dumps(index.info(), indent=2))
@@ -305,12 +339,24 @@ def parser() -> argparse.ArgumentParser:
     _calibration_options(c, "at most this many queries ({})")
     c.set_defaults(run=_calibrate)
 
+    u = sub.add_parser("upsert", help="insert or replace vectors by id (no rebuild)")
+    u.add_argument("--index-uri", required=True)
+    u.add_argument("--vectors", required=True, help=".npy, .fvecs, .bvecs or .parquet")
+    u.add_argument("--attributes", help="Parquet or CSV, one row per vector (may hold the 'id' column)")
+    u.add_argument("--vector-column", help="the vectors' column in a Parquet file with several lists")
+    u.add_argument("--ids", help="an integer .npy, or a text file with one id per line")
+    u.set_defaults(run=_upsert)
+
     d = sub.add_parser("delete", help="delete vectors by id or by filter (no rebuild)")
     d.add_argument("--index-uri", required=True)
     d.add_argument("--ids", help="comma-separated ids, e.g. 3,17,42")
     d.add_argument("--ids-file", help="an integer .npy, or a text file with one id per line")
     d.add_argument("--filter", help="delete every vector matching this filter (JSON or @file.json)")
     d.set_defaults(run=_delete)
+
+    k = sub.add_parser("compact", help="fold upserts and deletes into rebuilt partitions")
+    k.add_argument("--index-uri", required=True)
+    k.set_defaults(run=_compact)
 
     i = sub.add_parser("info", help="print an index's manifest summary")
     i.add_argument("--index-uri", required=True)

