@@ -287,11 +287,9 @@ def test_compact_keeps_every_answer_and_folds_the_writes(small, monkeypatch):
         squash.compact(uri)
     monkeypatch.undo()
     assert storage.read(MANIFEST_KEY) == manifest
+    deltas = len(index.manifest.parents)
     result = index.compact()
-    assert (result.rows_dropped, result.delta_partitions_folded) == (
-        20 + 50,
-        index.manifest.partitions and 0 or 0,
-    ) or True
+    assert deltas > 0 and result.delta_partitions_folded == deltas
     m = index.manifest
     assert m.partitions == 6 and not m.parents and m.deleted is None and m.n == 600 + 60 - 50
     assert result.partitions_rebuilt >= 1 and result.rows_dropped == 70
