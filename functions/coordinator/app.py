@@ -24,7 +24,7 @@ from squash.runtime.config import RuntimeConfig
 from squash.runtime.coordinator import Coordinator
 from squash.runtime.http import ALLOWED_ACTIONS, check_http_event, error_body, is_http_event, status_of
 from squash.runtime.invoke import LambdaInvoker
-from squash.runtime.requests import parse_body, parse_delete, parse_query
+from squash.runtime.requests import parse_body, parse_delete, parse_query, parse_upsert
 
 logger = Logger()
 metrics = Metrics()
@@ -59,6 +59,14 @@ def delete(index: str) -> Response:
     body = parse_delete(parse_body(_raw_body(app.current_event)))
     out = COORDINATOR.delete(index, body, _deadline(app.lambda_context, http=True))
     metrics.add_metric(name="RowsDeleted", unit=MetricUnit.Count, value=out["deleted"])
+    return _json(200, out)
+
+
+@app.post("/indexes/<index>/upsert")
+def upsert(index: str) -> Response:
+    body = parse_upsert(parse_body(_raw_body(app.current_event)))
+    out = COORDINATOR.upsert(index, body, _deadline(app.lambda_context, http=True))
+    metrics.add_metric(name="RowsUpserted", unit=MetricUnit.Count, value=len(body["ids"]))
     return _json(200, out)
 
 
@@ -143,6 +151,8 @@ def _direct(event: Any, context: Any) -> dict[str, Any]:
             return COORDINATOR.info(name, until)
         if action == "delete":
             return COORDINATOR.delete(name, parse_delete(body), until)
+        if action == "upsert":
+            return COORDINATOR.upsert(name, parse_upsert(body), until)
         return _search(name, body, until)
     except SquashError as exc:
         return error_body(exc) | {"status": status_of(exc)}

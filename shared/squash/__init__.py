@@ -17,7 +17,7 @@ from .errors import (
 )
 from .index import Index, SearchResult, open_index
 from .params import SearchParams
-from .upserts import upsert
+from .upserts import UpsertResult, upsert
 
 __all__ = [
     "BuildOptions",
@@ -32,6 +32,7 @@ __all__ = [
     "SearchResult",
     "SquashError",
     "StorageError",
+    "UpsertResult",
     "WriteConflictError",
     "WriteResult",
     "build_index",

@@ -259,6 +259,8 @@ def encode_like(
         )
         if _untyped(col.type):  # e.g. [] or None in every row of a list of dicts
             col = col.cast(_null_type(spec))
+        if spec.kind == "timestamp" and _is_string(col.type):  # JSON bodies carry ISO-8601 text
+            col = _parse_instants(spec, col)
         kind = _kind_of(spec.name, col.type) if col.null_count < n else spec.kind
         if kind != spec.kind and not (kind == "int" and spec.kind == "float"):
             raise InputError(
@@ -266,6 +268,17 @@ def encode_like(
             )
         _encode_column(out, spec, col.cast(_null_type(spec)) if col.null_count == n else col, dictionaries)
     return out
+
+
+def _parse_instants(spec: AttributeSpec, col: pa.Array) -> pa.Array:
+    target = pa.date32() if spec.unit == "D" else pa.timestamp(spec.unit, tz="UTC")
+    try:
+        return col.cast(pa.timestamp("ns", tz="UTC") if spec.unit == "D" else target).cast(target)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise InputError(
+            f"attribute column {spec.name!r} is a timestamp; {' '.join(str(exc).split())[:200]}",
+            field=spec.name,
+        ) from exc
 
 
 def _untyped(typ: pa.DataType) -> bool:

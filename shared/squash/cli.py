@@ -56,7 +56,7 @@ def _upsert(args: argparse.Namespace) -> int:
     else:
         raise InputError("give the ids: --ids PATH, or an integer 'id' column in the attributes", field="ids")
     result = upsert(args.index_uri, ids, vin.vectors, attrs)
-    print(f"upserted     {len(ids):,} vectors ({result.deleted:,} replaced); index version {result.version}")
+    print(f"upserted     {len(ids):,} vectors ({result.replaced:,} replaced); index version {result.version}")
     return 0
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -28,7 +29,7 @@ import pyarrow as pa
 from . import dictionaries as dictionary_files
 from .attribute_build import encode_like
 from .build import prepare_rows
-from .deletes import _BACKOFF_S, WRITE_ATTEMPTS, WriteResult, check_ids, deleted_bytes
+from .deletes import _BACKOFF_S, WRITE_ATTEMPTS, check_ids, deleted_bytes
 from .errors import InputError, WriteConflictError
 from .inputs import check_vectors
 from .manifest import MANIFEST_KEY, FileRef
@@ -36,6 +37,21 @@ from .planner import centroid_distances
 from .router import delta_router_bytes
 from .segment import cold_key, delta_segment
 from .storage import Storage, open_storage
+
+
+@dataclass(frozen=True)
+class UpsertResult:
+    """A committed upsert: the new manifest version, rows written, and how many replaced a
+    live row of the same id."""
+
+    version: int
+    upserted: int
+    replaced: int
+    attempts: int
+
+    def to_dict(self) -> dict[str, int]:
+        return dataclasses.asdict(self)
+
 
 #: Rows per upsert call (one write's files stay small; split bigger loads).
 MAX_UPSERT_ROWS = 100_000
@@ -63,7 +79,7 @@ def as_table(attributes: Any, n: int) -> pa.Table | None:
     return table
 
 
-def upsert(index_uri: str | Storage, ids: Any, vectors: Any, attributes: Any = None) -> WriteResult:
+def upsert(index_uri: str | Storage, ids: Any, vectors: Any, attributes: Any = None) -> UpsertResult:
     """Insert or replace the vectors ``ids`` (n,) with ``vectors`` (n, d) and ``attributes``."""
     from .index import Index
 
@@ -88,7 +104,7 @@ def upsert(index_uri: str | Storage, ids: Any, vectors: Any, attributes: Any = N
             time.sleep(_BACKOFF_S * 2 ** (attempt - 1) * (0.5 + np.random.default_rng().random()))
             continue
         replaced = int(new.stats.get("deleted", 0)) - int(index.manifest.stats.get("deleted", 0))
-        return WriteResult(version=new.version, deleted=replaced, not_found=0, attempts=attempt)
+        return UpsertResult(new.version, int(ids.shape[0]), replaced, attempt)
     raise WriteConflictError(
         f"{storage.uri}: other writers committed first {WRITE_ATTEMPTS} times in a row; nothing of this "
         "upsert is visible — retry it"

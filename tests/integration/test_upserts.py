@@ -157,7 +157,7 @@ def test_upserted_rows_serve_filters_and_new_values(small):
         q[:3],
         {"label": ["new", None, "a"], "price": [99.0, None, -3.0], "tags": [["q"], None, []]},
     )
-    assert (result.version, result.deleted) == (1, 1)  # id 2 replaced
+    assert (result.version, result.upserted, result.replaced) == (1, 3, 1)  # id 2 replaced
     assert _hits(index.search(q[:1], k=1, filter={"label": "new"})) == [[5000]]
     assert _hits(index.search(q[:1], k=2, filter={"price": {"$gt": 50}})) == [[5000]]
     assert _hits(index.search(q[:1], k=2, filter={"price": {"$lt": -1}})) == [[2]]

@@ -135,3 +135,49 @@ def test_tree_serves_upserted_rows_like_in_process(coordinator_app, runtime_inde
             if hit["id"] in replaced:
                 assert hit["attributes"]["label"] == "moved" and hit["attributes"]["tags"] == ["fresh"]
     assert [row[0]["id"] for row in out["results"]] == replaced.tolist()  # tags=fresh: the moved rows
+
+
+def _upsert(app, index: str, body) -> tuple[int, dict]:
+    resp = app.handler(http_event("POST", f"/indexes/{index}/upsert", json.dumps(body)), Context())
+    return resp["statusCode"], json.loads(resp["body"])
+
+
+def test_http_upsert_then_query_reads_the_write(writable, runtime_indexes):
+    base, queries, table = datamodel.dataset()
+    build_index(base, f"s3://{BUCKET}/indexes/ups2", table, BuildOptions(partitions=12, seed=1))
+    q = (queries[:3] + 0.01).tolist()
+    attrs = [{"label": "http", "ts": "2025-06-01T12:00:00Z", "tags": ["t000"]}, {"label": None}, {}]
+    status, out = _upsert(writable, "ups2", {"ids": [70_000, 70_001, 7], "vectors": q, "attributes": attrs})
+    assert status == 200 and out == {
+        "index": "ups2",
+        "version": 1,
+        "upserted": 3,
+        "replaced": 1,
+        "attempts": 1,
+    }
+    body = {"vectors": q[:1], "k": 1, "filter": {"ts": {"$gt": "2025-01-01"}}, "include": ["attributes"]}
+    status, out = post(writable, "ups2", body)
+    assert status == 200 and out["results"][0][0]["id"] == 70_000, out
+    assert out["results"][0][0]["attributes"]["ts"].startswith("2025-06-01T12:00:00")
+    status, out = post(writable, "ups2", {"vectors": q[2:3], "k": 1})
+    assert out["results"][0][0]["id"] == 7  # replaced in place: its new vector
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"ids": [1], "vectors": [[0.0] * 3]}, "vector"),
+        ({"ids": [1, 1], "vectors": [[0.0] * 32] * 2}, "ids"),
+        ({"ids": [1], "vectors": [[0.0] * 32], "attributes": [{"colour": "red"}]}, "colour"),
+        ({"ids": [1], "vectors": [[0.0] * 32], "attributes": [{"ts": "soon"}]}, "ts"),
+        ({"ids": [1], "vectors": [[0.0] * 32], "extra": 1}, "extra"),
+        ({"vectors": [[0.0] * 32]}, "ids"),
+    ],
+)
+def test_bad_http_upserts_are_400_and_write_nothing(writable, deleted_index, body, field):
+    index, _, _ = deleted_index
+    before = index.storage.read("manifest.json")
+    status, out = _upsert(writable, "del", body)
+    err = assert_error(status, out, 400)
+    assert field in (err.get("field") or ""), err
+    assert index.storage.read("manifest.json") == before

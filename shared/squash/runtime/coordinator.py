@@ -28,6 +28,7 @@ from ..metrics import scores
 from ..planner import Plan
 from ..results import STAT_NAMES
 from ..storage import open_storage
+from ..upserts import upsert
 from . import deadline as deadlines
 from .codec import MAX_PAYLOAD_BYTES, encoded_size, pack_array, unpack_array
 from .config import RuntimeConfig
@@ -84,6 +85,24 @@ class Coordinator:
         """Delete by ids or filter (``body`` from :func:`~squash.runtime.requests.parse_delete`)
         and forget this container's view of the index, so its next query reads the new
         version (read-your-writes through the same coordinator)."""
+        return self._write(
+            name,
+            deadline,
+            "deleting from",
+            lambda s: delete(s, ids=body.get("ids"), filter=body.get("filter")),
+        )
+
+    def upsert(self, name: str, body: dict[str, Any], deadline: float | None = None) -> dict[str, Any]:
+        """Insert or replace vectors (``body`` from :func:`~squash.runtime.requests.parse_upsert`);
+        like :meth:`delete`, this container's next query reads the new version."""
+        return self._write(
+            name,
+            deadline,
+            "upserting into",
+            lambda s: upsert(s, body["ids"], body["vectors"], body.get("attributes")),
+        )
+
+    def _write(self, name: str, deadline: float | None, what: str, write) -> dict[str, Any]:
         if not self.config.writes_enabled:
             raise WritesDisabledError(
                 "writes are disabled on this deployment (deploy with EnableWrites=true)", field="index"
@@ -92,11 +111,11 @@ class Coordinator:
 
         def run() -> Any:
             try:
-                return delete(storage, ids=body.get("ids"), filter=body.get("filter"))
+                return write(storage)
             except IndexNotFoundError as exc:
                 raise IndexNotFoundError(f"index {name!r} not found", field="index") from exc
 
-        result = deadlines.run_until(deadline, f"deleting from index {name!r}", run)
+        result = deadlines.run_until(deadline, f"{what} index {name!r}", run)
         with self._lock:
             self._indexes.pop(name, None)
         return {"index": name} | result.to_dict()

@@ -169,3 +169,33 @@ def parse_delete(doc: Any) -> dict[str, Any]:
 
 
 MAX_DELETE_IDS = 100_000
+
+
+_UPSERT_KEYS = {"ids", "vectors", "attributes"}
+MAX_UPSERT_ROWS = 10_000
+
+
+def parse_upsert(doc: Any) -> dict[str, Any]:
+    """An upsert body: ``{"ids": [...], "vectors": [[...], ...], "attributes"?: [{...}, ...]}``,
+    checked for shape before anything is read or written (values are checked by the write)."""
+    if not isinstance(doc, dict):
+        raise InputError("the upsert body must be a JSON object", field="body")
+    extra = sorted(set(doc) - _UPSERT_KEYS)
+    if extra:
+        raise InputError(
+            f"unknown field(s) {extra}; an upsert takes ids, vectors, attributes", field=extra[0]
+        )
+    for key in ("ids", "vectors"):
+        if key not in doc:
+            raise InputError(f"an upsert needs {key!r}", field=key)
+    ids, vectors, attrs = doc["ids"], doc["vectors"], doc.get("attributes")
+    if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+        raise InputError("ids must be a list of integers", field="ids")
+    if len(ids) > MAX_UPSERT_ROWS:
+        raise InputError(f"ids: at most {MAX_UPSERT_ROWS:,} per request, got {len(ids):,}", field="ids")
+    if not isinstance(vectors, list) or not all(isinstance(v, list) for v in vectors):
+        raise InputError("vectors must be a list of lists of numbers", field="vectors")
+    if attrs is not None and (not isinstance(attrs, list) or not all(isinstance(a, dict) for a in attrs)):
+        raise InputError("attributes must be a list of objects, one per vector", field="attributes")
+    check_numbers({k: v for k, v in doc.items() if k != "vectors"})
+    return doc
