@@ -20,6 +20,7 @@ from .calibration import DEFAULT_QUERIES
 from .compact import compact
 from .deletes import delete
 from .errors import InputError, SquashError
+from .garbage import collect
 from .index import open_index
 from .inputs import read_table, read_vectors
 from .metrics import METRICS
@@ -250,6 +251,29 @@ def _compact(args: argparse.Namespace) -> int:
     return 0
 
 
+def _duration(text: str) -> float:
+    """``90s``, ``15m``, ``2h``, ``7d`` or plain seconds -> seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    value, unit = (text[:-1], text[-1]) if text and text[-1] in units else (text, "s")
+    try:
+        seconds = float(value) * units[unit]
+    except ValueError:
+        raise InputError(
+            f"--older-than takes a duration like 30m, 2h or 7d, got {text!r}", field="older_than"
+        ) from None
+    if not seconds >= 0:
+        raise InputError("--older-than must not be negative", field="older_than")
+    return seconds
+
+
+def _gc(args: argparse.Namespace) -> int:
+    r = collect(args.index_uri, _duration(args.older_than))
+    print(
+        f"gc           deleted {r.deleted:,} files; kept {r.referenced:,} in use and {r.kept_recent:,} recent"
+    )
+    return 0
+
+
 def _info(args: argparse.Namespace) -> int:
     index = open_index(args.index_uri)
     print(json.dumps(index.info(), indent=2))
@@ -357,6 +381,11 @@ def parser() -> argparse.ArgumentParser:
     k = sub.add_parser("compact", help="fold upserts and deletes into rebuilt partitions")
     k.add_argument("--index-uri", required=True)
     k.set_defaults(run=_compact)
+
+    g = sub.add_parser("gc", help="delete files no live version of the index needs")
+    g.add_argument("--index-uri", required=True)
+    g.add_argument("--older-than", default="1h", help="grace period for unreferenced files (default 1h)")
+    g.set_defaults(run=_gc)
 
     i = sub.add_parser("info", help="print an index's manifest summary")
     i.add_argument("--index-uri", required=True)

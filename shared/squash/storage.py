@@ -54,6 +54,14 @@ class Storage(Protocol):
         """Remove every object under ``prefix`` (best effort, used to drop old builds)."""
         ...
 
+    def listing(self) -> list[tuple[str, float]]:
+        """Every object of the index: (key, last-modified epoch seconds)."""
+        ...
+
+    def delete_keys(self, keys: list[str]) -> None:
+        """Remove these objects (used by gc)."""
+        ...
+
     def check_writable(self) -> None:
         """Raise StorageError early when the location cannot be written."""
         ...
@@ -147,6 +155,19 @@ class LocalStorage:
 
     def delete_prefix(self, prefix: str) -> None:
         shutil.rmtree(self._path(prefix), ignore_errors=True)
+
+    def listing(self) -> list[tuple[str, float]]:
+        if not self.root.is_dir():
+            return []
+        return [
+            (p.relative_to(self.root).as_posix(), p.stat().st_mtime)
+            for p in self.root.rglob("*")
+            if p.is_file()
+        ]
+
+    def delete_keys(self, keys: list[str]) -> None:
+        for key in keys:
+            self._path(key).unlink(missing_ok=True)
 
     def check_writable(self) -> None:
         probe = self.root
@@ -287,6 +308,26 @@ class S3Storage:
             keys = [{"Key": obj["Key"]} for obj in page.get("Contents", [])]
             if keys:
                 self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": keys})
+
+    def listing(self) -> list[tuple[str, float]]:
+        out = []
+        start = len(self._key(""))
+        try:
+            for page in self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=self._key("")
+            ):
+                out += [(o["Key"][start:], o["LastModified"].timestamp()) for o in page.get("Contents", [])]
+        except Exception as exc:
+            raise self._error(exc, "list", "") from exc
+        return out
+
+    def delete_keys(self, keys: list[str]) -> None:
+        for start in range(0, len(keys), 1000):  # DeleteObjects takes 1,000 keys
+            batch = [{"Key": self._key(k)} for k in keys[start : start + 1000]]
+            try:
+                self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch})
+            except Exception as exc:
+                raise self._error(exc, "delete", keys[start]) from exc
 
     def check_writable(self) -> None:
         try:

@@ -296,3 +296,43 @@ def test_compact_keeps_every_answer_and_folds_the_writes(small, monkeypatch):
     assert _hits(index.search(q, k=7, params=EXACT)) == before
     assert _hits(index.search(q, k=7, filter={"label": "w"}, params=EXACT)) == filtered
     assert index.compact().partitions_rebuilt == 0  # nothing left to fold
+
+
+@pytest.mark.parametrize("where", ["file", "s3"])
+def test_gc_deletes_only_unreferenced_old_files(small, where, request):
+    uri, x, attrs = small
+    if where == "s3":
+        import boto3
+
+        request.getfixturevalue("moto_s3")
+        boto3.client("s3").create_bucket(Bucket="gc-test")
+        uri = "s3://gc-test/idx"
+        build_index(x, uri, attrs, BuildOptions(partitions=6, seed=1))
+    from squash.garbage import collect, referenced_keys
+
+    index = squash.open_index(uri)
+    index.upsert([1, 3], x[:2] + 1)
+    index.delete(ids=[4, 6])
+    index.compact()
+    storage = open_storage(uri)
+    assert collect(uri, older_than_s=3600).deleted == 0  # everything is recent: kept for readers
+    q = x[:5]
+    before = _hits(squash.open_index(uri).search(q, k=5, params=EXACT))
+    result = collect(uri, older_than_s=0)
+    live = referenced_keys(squash.open_index(uri).manifest)
+    keys = {k for k, _ in storage.listing()}
+    assert result.deleted > 0 and keys == live | {MANIFEST_KEY} | ({".squash-write.lock"} & keys)
+    assert _hits(squash.open_index(uri).search(q, k=5, params=EXACT)) == before
+
+
+def test_cli_compact_and_gc(small, capsys):
+    from squash.cli import main
+
+    uri, x, _ = small
+    squash.upsert(uri, [11], x[:1])
+    assert main(["compact", "--index-uri", uri]) == 0
+    assert "1 delta partitions folded" in capsys.readouterr().out
+    assert main(["compact", "--index-uri", uri]) == 0 and "nothing to fold" in capsys.readouterr().out
+    assert main(["gc", "--index-uri", uri, "--older-than", "0s"]) == 0
+    assert "gc           deleted" in capsys.readouterr().out
+    assert main(["gc", "--index-uri", uri, "--older-than", "soon"]) == 2
