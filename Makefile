@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: help setup tools data datasets test lint demo bench bench-stack bench-faults bench-load clean
+.PHONY: help setup tools data datasets test lint demo bench bench-stack bench-faults bench-load bench-writes bench-highcard clean
 
 help:
 	@echo "make setup   create .venv and install pinned dependencies"
@@ -16,6 +16,8 @@ help:
 	@echo "make bench-stack   local-stack latency/throughput -> bench/results/stack.json"
 	@echo "make bench-faults  fault injection on the local stack -> bench/results/faults.json (~5 min)"
 	@echo "make bench-load    bounded load test on the local stack -> bench/results/load.json (~1.5 min)"
+	@echo "make bench-writes  upserts/s, QPS and recall with 0/1/10 % of rows in deltas and after compact (~5 min)"
+	@echo "make bench-highcard  1M- and 200k-distinct string filters through the local stack (~10 min)"
 	@echo "make local-up / local-down   start / stop the Docker-free local stack (.local/)"
 	@echo "make template-lint / sam-build / package-size   check, build and size the SAM app"
 
@@ -69,9 +71,15 @@ datasets: setup
 
 bench: setup data
 	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python bench/run.py
-	$(MAKE) bench-faults bench-load
+	$(MAKE) bench-faults bench-load bench-writes
 
 # Fault injection and load on a local stack of their own (loopback only, stopped at the end).
+bench-writes: setup
+	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 $(BIN)/python bench/writes.py --out bench/results
+
+bench-highcard: setup tools
+	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 $(BIN)/python bench/highcard.py --out bench/results
+
 bench-faults: setup tools
 	OPENBLAS_NUM_THREADS=1 $(BIN)/python bench/faults.py --runs 5 --out bench/results
 

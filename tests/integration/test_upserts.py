@@ -336,3 +336,58 @@ def test_cli_compact_and_gc(small, capsys):
     assert main(["gc", "--index-uri", uri, "--older-than", "0s"]) == 0
     assert "gc           deleted" in capsys.readouterr().out
     assert main(["gc", "--index-uri", uri, "--older-than", "soon"]) == 2
+
+
+def test_a_crash_at_any_file_of_a_compaction_changes_nothing(small, monkeypatch):
+    uri, x, _ = small
+    squash.upsert(uri, [1, 3, 5], x[:3] + 2)
+    squash.delete(uri, ids=[10, 12])
+    storage = open_storage(uri)
+    before = storage.read(MANIFEST_KEY)
+    q = x[:4]
+    expected = _hits(squash.open_index(uri).search(q, k=5, params=EXACT))
+    real_write = type(storage).write
+    for crash_at in range(0, 12, 3):  # partitions' hot/cold files, the router, then the commit
+        calls = [0]
+
+        def write(self, key, data, calls=calls, crash_at=crash_at):
+            if calls[0] == crash_at:
+                raise OSError("killed mid-compaction")
+            calls[0] += 1
+            return real_write(self, key, data)
+
+        monkeypatch.setattr(type(storage), "write", write)
+        with pytest.raises((OSError, squash.StorageError)):
+            squash.compact(uri)
+        monkeypatch.undo()
+        assert storage.read(MANIFEST_KEY) == before, crash_at
+        assert _hits(squash.open_index(uri).search(q, k=5, params=EXACT)) == expected
+
+
+def test_concurrent_upserts_on_s3_all_land(moto_s3):
+    import boto3
+
+    boto3.client("s3").create_bucket(Bucket="upserts")
+    x, attrs = _base(300)
+    uri = "s3://upserts/idx"
+    build_index(x, uri, attrs, BuildOptions(partitions=4, seed=1))
+    groups = [np.arange(9000, 9020), np.arange(9010, 9030)]
+    errors = []
+    start = threading.Barrier(2)
+
+    def run(ids):
+        start.wait()
+        try:
+            squash.upsert(uri, ids, np.tile(x[:1], (ids.size, 1)))
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(g,)) for g in groups]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors
+    index = squash.open_index(uri)
+    rows, found = index.rows_of_ids(np.arange(9000, 9030))
+    assert index.manifest.version == 2 and found.all() and rows.size == 30
