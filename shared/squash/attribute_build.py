@@ -25,6 +25,7 @@ from .attributes import (
 from .dictionaries import Dictionary, encode, sorted_unique
 from .errors import InputError
 from .osq.cells import fit_edges
+from .timestamps import to_ticks
 
 
 def _kind_of(name: str, typ: pa.DataType) -> str:
@@ -259,7 +260,8 @@ def encode_like(
         )
         if _untyped(col.type):  # e.g. [] or None in every row of a list of dicts
             col = col.cast(_null_type(spec))
-        if spec.kind == "timestamp" and _is_string(col.type):  # JSON bodies carry ISO-8601 text
+        numeric = pa.types.is_integer(col.type) or pa.types.is_floating(col.type)
+        if spec.kind == "timestamp" and (_is_string(col.type) or numeric):  # JSON: ISO text, epoch s
             col = _parse_instants(spec, col)
         kind = _kind_of(spec.name, col.type) if col.null_count < n else spec.kind
         if kind != spec.kind and not (kind == "int" and spec.kind == "float"):
@@ -271,14 +273,32 @@ def encode_like(
 
 
 def _parse_instants(spec: AttributeSpec, col: pa.Array) -> pa.Array:
-    target = pa.date32() if spec.unit == "D" else pa.timestamp(spec.unit, tz="UTC")
-    try:
-        return col.cast(pa.timestamp("ns", tz="UTC") if spec.unit == "D" else target).cast(target)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-        raise InputError(
-            f"attribute column {spec.name!r} is a timestamp; {' '.join(str(exc).split())[:200]}",
-            field=spec.name,
-        ) from exc
+    """ISO-8601 strings or epoch seconds (what JSON bodies carry) as the column's Arrow type,
+    converted exactly as filter operands are (:func:`squash.timestamps.to_ticks`); a value
+    finer than the column's unit (a time of day for a date) is an error, never truncated."""
+    ticks, valid = [], []
+    for v in col.to_pylist():
+        if v is None:
+            ticks.append(0)
+            valid.append(False)
+            continue
+        try:
+            t = to_ticks(v, spec.unit)
+        except (ValueError, TypeError, OverflowError):
+            raise InputError(
+                f"attribute column {spec.name!r} is a timestamp; {v!r} is not an ISO-8601 date or "
+                "date-time, nor epoch seconds",
+                field=spec.name,
+            ) from None
+        if t.denominator != 1:
+            raise InputError(
+                f"attribute column {spec.name!r}: {v!r} is finer than the column's unit ({spec.unit})",
+                field=spec.name,
+            )
+        ticks.append(int(t))
+        valid.append(True)
+    arr = pa.array(ticks, pa.int64(), mask=~np.array(valid, dtype=bool))
+    return arr.cast(pa.int32()).cast(pa.date32()) if spec.unit == "D" else arr.cast(pa.timestamp(spec.unit))
 
 
 def _untyped(typ: pa.DataType) -> bool:
@@ -308,15 +328,33 @@ def _encode_column(
                 f"list column {name!r} holds {element} here, {spec.element} in the index", field=name
             )
         dictionary, codes = _grow(dicts[name], elements.cast(dicts[name].values.type))
-        spec = dataclasses.replace(spec, values=len(dictionary), nullable=spec.nullable or not valid.all())
+        frequent = spec.frequent
+        if spec.list_buckets == 0 and len(dictionary) > LIST_WORD_BITS:
+            # Built with a bit per value (bit = code): keep those bits, hash new values into
+            # buckets after them — possible while the old values leave room for the buckets.
+            if spec.values > LIST_WORD_BITS - LIST_BUCKETS:
+                raise InputError(
+                    f"list column {name!r} would pass {LIST_WORD_BITS} distinct values, from "
+                    f"{spec.values}; this index cannot add more to it without a rebuild",
+                    field=name,
+                )
+            frequent = tuple(range(spec.values))
+        spec = dataclasses.replace(
+            spec, values=len(dictionary), frequent=frequent, nullable=spec.nullable or not valid.all()
+        )
         out.codes[name], out.raw[name] = _list_words(spec, codes, sizes)
         out.dictionaries[name] = dictionary
     else:
         if spec.kind == "timestamp" and col.null_count != len(col):
             col = _to_unit(name, col, spec.unit)
-        values, valid, _ = _scalar_values(
-            name, spec.kind, col.cast(pa.float64()) if spec.kind == "float" else col
-        )
+        if spec.kind == "float":
+            try:
+                col = col.cast(pa.float64())
+            except (pa.ArrowInvalid, OverflowError) as exc:
+                raise InputError(
+                    f"attribute column {name!r}: {' '.join(str(exc).split())[:200]}", field=name
+                ) from exc
+        values, valid, _ = _scalar_values(name, spec.kind, col)
         if spec.kind == "category":
             dictionary, codes = _grow(dicts[name], values)
             codes[~valid] = 0

@@ -269,7 +269,8 @@ def _duration(text: str) -> float:
 def _gc(args: argparse.Namespace) -> int:
     r = collect(args.index_uri, _duration(args.older_than))
     print(
-        f"gc           deleted {r.deleted:,} files; kept {r.referenced:,} in use and {r.kept_recent:,} recent"
+        f"gc           deleted {r.deleted:,} files; {r.referenced:,} in use, {r.marked:,} unused and waiting "
+        "out the grace period (a later gc deletes them)"
     )
     return 0
 

@@ -23,10 +23,10 @@ import numpy as np
 from .attributes import AttributeColumns, concat
 from .build import router_bytes
 from .deletes import _BACKOFF_S, WRITE_ATTEMPTS
-from .errors import WriteConflictError
+from .errors import InputError, WriteConflictError
 from .manifest import MANIFEST_KEY, FileRef
 from .refine import ColdTier
-from .segment import build_segment, cold_key
+from .segment import build_segment, cold_key, delta_segment
 from .storage import Storage, open_storage
 
 
@@ -70,6 +70,13 @@ def compact(index_uri: str | Storage) -> CompactResult:
 def _rewrite(storage: Storage, index):
     m, router = index.manifest, index.router
     base = m.base_partitions
+    live = m.n - (0 if index.deleted is None else int(index.deleted.sum()))
+    if live < base:
+        raise InputError(
+            f"compaction would leave {live:,} vectors in {base:,} partitions (an index needs at least one "
+            "vector per partition); rebuild the index from its live vectors instead",
+            field="index_uri",
+        )
     groups: dict[int, list[int]] = {p: [p] for p in range(base)}
     for j, parent in enumerate(m.parents):
         groups[parent].append(base + j)
@@ -99,9 +106,13 @@ def _rewrite(storage: Storage, index):
             attrs.append(seg.table().take(live))
         x = np.concatenate(vectors)
         columns = _columns(m.attributes, index.dictionaries, attrs)
-        centre = x.mean(axis=0) if x.shape[0] else router.centroids[p]
-        with np.errstate(invalid="ignore", divide="ignore"):  # an emptied partition
+        if x.shape[0]:
+            centre = x.mean(axis=0)
             hot, cold_data = build_segment(x, centre, np.concatenate(ids), columns, budget, sketch_bits)
+        else:  # emptied: keep its centre and code for the rows later writes route here
+            own = index.segment(p)[0]
+            centre = own.centroid
+            hot, cold_data = delta_segment(x, own, np.concatenate(ids), columns)
         ref = FileRef.of(f"{prefix}/{p:05d}.arrow", hot)
         cold_ref = FileRef.of(cold_key(ref.key), cold_data)
         storage.write(cold_ref.key, cold_data)

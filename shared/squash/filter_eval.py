@@ -55,7 +55,7 @@ def evaluate(
     codes = table.codes[node.field]
     valid = table.valid.get(node.field)  # None: the column has no nulls
     if node.op == "$exists":
-        present = np.ones(n, dtype=bool) if valid is None else valid
+        present = np.ones(n, dtype=bool) if valid is None else valid.copy()  # callers mutate masks
         return present if node.value else ~present
     if spec.kind == "list":
         if mode == "exact":

@@ -141,6 +141,7 @@ class Index:
             router.extend(delta, ref.key)
             read += len(delta)
         router.check(manifest, manifest.router.key)
+        router.parents = np.asarray(manifest.parents, dtype=np.int64)
         index = cls(storage, manifest, router, cache or SegmentCache(DEFAULT_CACHE_BYTES))
         index.bytes_read = read
         index.deleted = manifest_deleted(storage, manifest)

@@ -226,7 +226,10 @@ def _element_kind(v: object) -> str:
 
 def check_vectors(arr: np.ndarray, what: str = "vectors") -> np.ndarray:
     """Return ``arr`` as C-contiguous float32 (n, d), or raise InputError naming the problem."""
-    arr = np.asarray(arr)
+    try:
+        arr = np.asarray(arr)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise InputError(f"{what}: not a rectangular array of numbers ({exc})", field="vectors") from exc
     if arr.dtype.kind not in "fiu" or arr.dtype == np.bool_:
         raise InputError(f"{what}: dtype {arr.dtype} is not numeric", field="vectors")
     if arr.ndim != 2:

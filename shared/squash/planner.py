@@ -209,6 +209,9 @@ def plan_queries(
     visit_sorted = (visit_sorted | (covered_before < rule.need)) & finite
     visit = np.zeros((q, router.partitions), dtype=bool)
     np.put_along_axis(visit, order, visit_sorted, axis=1)
+    if router.parents.size:  # a write's delta partitions go wherever their parent goes
+        base = router.partitions - router.parents.size
+        visit[:, base:] |= visit[:, router.parents] & valid[None, base:]
     expected = None if rule.expected is None else rule.expected * code_recall
     plan = Plan(visit, maybe, sure, "routed", rule.name, expected, maybe_rows=maybe_rows)
     plan.rerank = rerank

@@ -26,6 +26,7 @@ class Router:
     specs: list[AttributeSpec]
     attr_valid: dict[str, np.ndarray] = field(default_factory=dict)  # nullable columns
     live: np.ndarray | None = None  # (n,) False for deleted rows (None: none deleted); set on open
+    parents: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # of delta partitions
     centroid_sq: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:

@@ -72,7 +72,7 @@ def as_table(attributes: Any, n: int) -> pa.Table | None:
             raise InputError(
                 "attributes must be a pyarrow Table, a dict of columns or a list of dicts", field="attributes"
             )
-    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as exc:
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError) as exc:
         raise InputError(f"attributes: {' '.join(str(exc).split())}", field="attributes") from exc
     if table.num_rows != n:
         raise InputError(f"attributes have {table.num_rows} rows for {n} vectors", field="attributes")

@@ -321,7 +321,9 @@ def test_gc_deletes_only_unreferenced_old_files(small, where, request):
     result = collect(uri, older_than_s=0)
     live = referenced_keys(squash.open_index(uri).manifest)
     keys = {k for k, _ in storage.listing()}
-    assert result.deleted > 0 and keys == live | {MANIFEST_KEY} | ({".squash-write.lock"} & keys)
+    assert result.deleted > 0 and keys == live | {MANIFEST_KEY, "gc-marks.json"} | (
+        {".squash-write.lock"} & keys
+    )
     assert _hits(squash.open_index(uri).search(q, k=5, params=EXACT)) == before
 
 
@@ -391,3 +393,22 @@ def test_concurrent_upserts_on_s3_all_land(moto_s3):
     index = squash.open_index(uri)
     rows, found = index.rows_of_ids(np.arange(9000, 9030))
     assert index.manifest.version == 2 and found.all() and rows.size == 30
+
+
+def test_gc_never_touches_foreign_files_nor_files_it_has_not_seen_unused_for_the_grace(small, tmp_path):
+    from squash.garbage import collect
+
+    uri, x, attrs = small
+    root = open_storage(uri).root
+    (root / "NOTES.txt").write_text("mine")
+    build_index(x[:50], (root / "nested").as_uri(), attrs.slice(0, 50), BuildOptions(partitions=2, seed=1))
+    squash.delete(uri, ids=[0])
+    squash.compact(uri)
+    first = collect(uri, older_than_s=3600)  # marks what compact left unused, deletes nothing
+    assert first.deleted == 0 and first.marked > 0
+    assert collect(uri, older_than_s=3600).deleted == 0  # marked just now: still in its grace
+    assert collect(uri, older_than_s=0).deleted == first.marked
+    assert (root / "NOTES.txt").read_text() == "mine"
+    assert squash.open_index((root / "nested").as_uri()).manifest.n == 50
+    with pytest.raises(InputError, match="negative"):
+        collect(uri, older_than_s=-1)

@@ -87,8 +87,6 @@ class Coordinator:
         version (read-your-writes through the same coordinator)."""
         return self._write(
             name,
-            deadline,
-            "deleting from",
             lambda s: delete(s, ids=body.get("ids"), filter=body.get("filter")),
         )
 
@@ -97,12 +95,10 @@ class Coordinator:
         like :meth:`delete`, this container's next query reads the new version."""
         return self._write(
             name,
-            deadline,
-            "upserting into",
             lambda s: upsert(s, body["ids"], body["vectors"], body.get("attributes")),
         )
 
-    def _write(self, name: str, deadline: float | None, what: str, write) -> dict[str, Any]:
+    def _write(self, name: str, write) -> dict[str, Any]:
         if not self.config.writes_enabled:
             raise WritesDisabledError(
                 "writes are disabled on this deployment (deploy with EnableWrites=true)", field="index"
@@ -115,7 +111,9 @@ class Coordinator:
             except IndexNotFoundError as exc:
                 raise IndexNotFoundError(f"index {name!r} not found", field="index") from exc
 
-        result = deadlines.run_until(deadline, f"{what} index {name!r}", run)
+        # Synchronous, not bounded by ``deadline``: a write answered 504 must never commit
+        # afterwards. Lambda's own timeout can only leave unreferenced files (gc removes them).
+        result = run()
         with self._lock:
             self._indexes.pop(name, None)
         return {"index": name} | result.to_dict()

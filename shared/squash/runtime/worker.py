@@ -272,7 +272,9 @@ class WorkerNode:
             (req.dead or {}).get,
         )
         io |= cold.reads.as_dict() | {"hot_bytes_resident": self.cache.nbytes}
-        attrs = _attributes_of(top, loaded.values(), req.specs) if req.include_attributes else {}
+        attrs = (
+            _attributes_of(top, loaded.values(), req.specs, req.dead or {}) if req.include_attributes else {}
+        )
         return top, attrs, io
 
     def _storage(self, uri: str) -> Storage:
@@ -342,13 +344,17 @@ def _decode(event: Any) -> NodeRequest:
         raise InputError(f"malformed worker event ({detail})"[:500], field="event") from exc
 
 
-def _attributes_of(top: TopK, segments, specs: list[AttributeSpec]) -> dict[str, dict[str, Any]]:
+def _attributes_of(
+    top: TopK, segments, specs: list[AttributeSpec], dead: dict[int, np.ndarray]
+) -> dict[str, dict[str, Any]]:
     """Stored attribute values (codes for strings and list elements: the coordinator holds
     the dictionaries) of every id in ``top`` that lives in one of ``segments``."""
     wanted = np.unique(top.ids[top.ids >= 0])
     out: dict[str, dict[str, Any]] = {}
     for seg in segments:
         rows = np.flatnonzero(np.isin(seg.ids, wanted))
+        if seg.partition in dead:  # a replaced id's old row shares its id: never its attributes
+            rows = np.setdiff1d(rows, dead[seg.partition])
         if rows.size:
             out |= encoded_rows(specs, seg.table(), rows)
     return out
