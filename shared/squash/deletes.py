@@ -51,13 +51,23 @@ def deleted_bytes(mask: np.ndarray) -> bytes:
     return to_arrow_bytes({"deleted": np.packbits(mask), "n": np.array([mask.shape[0]], dtype=np.int64)})
 
 
-def read_deleted(data: bytes, n: int, name: str) -> np.ndarray:
-    """Inverse of :func:`deleted_bytes`, checked against the index's row count."""
+def bitmap_of(data: bytes, name: str) -> np.ndarray:
+    """Inverse of :func:`deleted_bytes`: the mask (n,) bool."""
     arrays = from_arrow_bytes(data, name)
     packed, count = arrays.get("deleted"), arrays.get("n")
-    if packed is None or count is None or count.tolist() != [n] or packed.shape != (-(-n // 8),):
-        raise IndexFormatError(f"{name}: not a deletion bitmap of {n} rows (corrupt index)")
-    return np.unpackbits(packed, count=n).astype(bool)
+    if packed is None or count is None or count.shape != (1,) or packed.shape != (-(-int(count[0]) // 8),):
+        raise IndexFormatError(f"{name}: not a deletion bitmap (corrupt index)")
+    return np.unpackbits(packed, count=int(count[0])).astype(bool)
+
+
+def read_deleted(data: bytes, n: int, name: str) -> np.ndarray:
+    """:func:`bitmap_of`, checked against the index's row count."""
+    bits = bitmap_of(data, name)
+    if bits.shape != (n,):
+        raise IndexFormatError(
+            f"{name}: a deletion bitmap of {bits.shape[0]} rows, the index has {n} (corrupt index)"
+        )
+    return bits
 
 
 def check_ids(ids: Any, field: str = "ids") -> np.ndarray:

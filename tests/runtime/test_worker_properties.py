@@ -82,7 +82,7 @@ def test_arbitrary_events(worker_app, event):
 
 
 MEMBERS = ["index", "position", "tree", "k", "params", "predicate", "attributes", "segments", "queries"]
-MEMBERS += ["query_ids", "pairs", "include_attributes", "deadline", "name", "build_id"]
+MEMBERS += ["query_ids", "pairs", "include_attributes", "deadline", "name", "build_id", "deleted"]
 dtypes = st.sampled_from(["float32", "int64", "int32", "uint8"])
 
 

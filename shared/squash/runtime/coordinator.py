@@ -213,13 +213,19 @@ class Coordinator:
             "predicate": node_to_json(node),
             "attributes": [a.to_json() for a in index.manifest.attributes],
             "segments": {str(p): segs[p].__dict__ for p in parts.tolist()},
-            "dead": {
-                str(p): pack_array(rows.astype(np.int32))
-                for p in parts.tolist()
-                if (rows := index.dead_rows(p)) is not None
-            },
             "include_attributes": "attributes" in req.include,
-        }
+        } | self._deleted_member(index, parts)
+
+    @staticmethod
+    def _deleted_member(index: Index, parts: np.ndarray) -> dict[str, Any]:
+        """The deletion bitmap's file ref and the visited partitions' row ranges in it: a
+        constant-size member (workers read and cache the bitmap), never the deleted rows."""
+        ref = index.manifest.deleted
+        if ref is None:
+            return {}
+        off = index.router.offsets
+        ranges = {str(p): [int(off[p]), int(off[p + 1])] for p in parts.tolist()}
+        return {"deleted": ref.__dict__ | {"ranges": ranges}}
 
     def _chunk_size(self, n: int, dims: int, req: QueryRequest, visits: np.ndarray, fixed: int) -> int:
         """Queries per tree invocation so requests and answers stay inside PAYLOAD_BUDGET

@@ -33,8 +33,15 @@ class TreeLayout:
 
     @property
     def size(self) -> int:
-        """Number of nodes: 1 + b + b^2 + ... + b^l."""
-        return sum(self.branching**i for i in range(self.depth + 1))
+        """Number of nodes: 1 + b + b^2 + ... + b^l (counting stops past MAX_NODES, so a
+        huge b or l from a foreign event costs nothing)."""
+        total, level = 0, 1
+        for _ in range(self.depth + 1):
+            total += level
+            if total > MAX_NODES:
+                return total
+            level *= self.branching
+        return total
 
     def children(self, position: int) -> list[int]:
         first = self.branching * position + 1

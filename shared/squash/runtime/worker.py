@@ -18,6 +18,7 @@ import numpy as np
 
 from ..attributes import AttributeSpec, encoded_rows
 from ..cache import SegmentCache
+from ..deletes import bitmap_of
 from ..errors import (
     IndexFormatError,
     IndexNotFoundError,
@@ -32,7 +33,7 @@ from ..params import MAX_K, SearchParams
 from ..refine import ColdTier
 from ..results import TopK, merge
 from ..search import search_partitions
-from ..segment import Segment, load_segment
+from ..segment import Segment, load_segment, read_indexed_file
 from ..storage import Storage, open_storage
 from . import deadline as deadlines
 from .codec import pack_array, unpack_array
@@ -58,7 +59,10 @@ class NodeRequest:
     pairs: np.ndarray  # (n, 2) int32: partition, row into ``queries``
     include_attributes: bool
     deadline: float | None = None  # epoch seconds; the node answers deadline_exceeded after it
-    dead: dict[int, np.ndarray] | None = None  # partition -> deleted local rows (int32)
+    # The index's deletion bitmap (a manifest file; the worker reads and caches it) and the
+    # global row range of each partition the event carries: deleted rows are never candidates.
+    deleted: FileRef | None = None
+    ranges: dict[int, tuple[int, int]] | None = None
 
     @classmethod
     def from_event(cls, event: dict[str, Any]) -> NodeRequest:
@@ -117,9 +121,10 @@ class NodeRequest:
                 "index and tree.prefix must be strings, include_attributes a bool", field="event"
             )
         specs = [AttributeSpec.from_json(a) for a in attributes]
-        dead = _dead_rows(event.get("dead", {}), refs)
+        deleted, ranges = _deleted(event.get("deleted"), refs)
         return cls(
-            dead=dead,
+            deleted=deleted,
+            ranges=ranges,
             index=event["index"],
             position=position,
             tree=layout,
@@ -149,9 +154,14 @@ class NodeRequest:
                 "query_ids": pack_array(self.query_ids[rows]),
                 "pairs": pack_array(local.astype(np.int32)),
                 "segments": {str(p): event["segments"][str(p)] for p in parts.tolist()},
-                "dead": {
-                    str(p): event["dead"][str(p)] for p in parts.tolist() if str(p) in event.get("dead", {})
-                },
+                **(
+                    {
+                        "deleted": event["deleted"]
+                        | {"ranges": {str(p): event["deleted"]["ranges"][str(p)] for p in parts.tolist()}}
+                    }
+                    if event.get("deleted")
+                    else {}
+                ),
             }
             | ({"deadline": deadlines.for_child(self.deadline)} if self.deadline is not None else {})
         )
@@ -165,6 +175,7 @@ class WorkerNode:
         self.cache = SegmentCache(cache_bytes)
         self.cold = True
         self._storages: dict[str, Storage] = {}
+        self._bitmaps: dict[tuple[str, str], np.ndarray] = {}
         self._pool: ThreadPoolExecutor | None = None
 
     def handle(self, event: dict[str, Any], deadline: float | None = None) -> dict[str, Any]:
@@ -248,6 +259,16 @@ class WorkerNode:
         node = req.predicate
         loaded: dict[int, Segment] = {}
         cold = ColdTier(self._storage(req.index))
+        dead: dict[int, np.ndarray] = {}
+        if req.deleted is not None:
+            bits, nbytes = self._deleted_bits(req.index, req.deleted)
+            io["bytes_read"] += nbytes
+            for p, (start, end) in (req.ranges or {}).items():
+                if end > bits.shape[0]:
+                    raise InputError(f"deleted: partition {p}'s rows pass the bitmap's end", field="deleted")
+                rows = np.flatnonzero(bits[start:end])
+                if rows.size:
+                    dead[p] = rows
 
         def load(partition: int) -> Segment:
             seg, hit, nbytes = self._segment(req.index, partition, req.segments[partition])
@@ -269,13 +290,23 @@ class WorkerNode:
             req.specs,
             req.params,
             cold,
-            (req.dead or {}).get,
+            dead.get,
         )
         io |= cold.reads.as_dict() | {"hot_bytes_resident": self.cache.nbytes}
-        attrs = (
-            _attributes_of(top, loaded.values(), req.specs, req.dead or {}) if req.include_attributes else {}
-        )
+        attrs = _attributes_of(top, loaded.values(), req.specs, dead) if req.include_attributes else {}
         return top, attrs, io
+
+    def _deleted_bits(self, uri: str, ref: FileRef) -> tuple[np.ndarray, int]:
+        """The deletion bitmap ``ref`` (cached by key: each version writes a new file) and the
+        bytes read for it (0 when cached)."""
+        key = (uri, ref.key)
+        found = self._bitmaps.get(key)
+        if found is not None:
+            return found, 0
+        data = ref.verify(read_indexed_file(self._storage(uri), ref.key))
+        bits = bitmap_of(data, ref.key)
+        self._bitmaps = {k: v for k, v in list(self._bitmaps.items())[-3:]} | {key: bits}  # the last few
+        return bits, len(data)
 
     def _storage(self, uri: str) -> Storage:
         storage = self._storages.get(uri)
@@ -290,7 +321,7 @@ class WorkerNode:
 
 #: Event members a node passes to its children unchanged (the rest is rebuilt per child).
 _PASSED_DOWN = ("index", "name", "build_id", "tree", "k", "params", "predicate", "attributes")
-_PASSED_DOWN += ("include_attributes",)
+_PASSED_DOWN += ("include_attributes",)  # "deleted" is passed down with the child's ranges only
 
 
 def _is_int(value: Any) -> bool:
@@ -311,19 +342,23 @@ def _int(obj: dict[str, Any], name: str, label: str | None = None) -> int:
     return value
 
 
-def _dead_rows(doc: Any, refs: dict[int, FileRef]) -> dict[int, np.ndarray]:
-    """``dead``: partition -> packed int32 array of its deleted rows (partitions the event carries)."""
-    if not isinstance(doc, dict):
-        raise InputError("dead must map partitions to packed row arrays", field="dead")
-    out = {}
-    for p, packed in doc.items():
-        if not (isinstance(p, str) and p.isdigit() and int(p) in refs):
-            raise InputError(f"dead names partition {p!r}, which the event does not carry", field="dead")
-        rows = unpack_array(packed, "dead")
-        if rows.ndim != 1 or rows.dtype != np.int32 or (rows.size and int(rows.min()) < 0):
-            raise InputError("dead rows must be a 1-D int32 array of row numbers", field="dead")
-        out[int(p)] = rows
-    return out
+def _deleted(doc: Any, refs: dict[int, FileRef]) -> tuple[FileRef | None, dict[int, tuple[int, int]]]:
+    """``deleted``: {key, size, sha256, ranges: {partition: [start, end)}} or absent."""
+    if doc is None:
+        return None, {}
+    if not isinstance(doc, dict) or not isinstance(doc.get("ranges"), dict):
+        raise InputError("deleted must be a file ref with the partitions' row ranges", field="deleted")
+    ref = {k: doc.get(k) for k in ("key", "size", "sha256")}
+    if not (isinstance(ref["key"], str) and _is_int(ref["size"]) and isinstance(ref["sha256"], str)):
+        raise InputError("deleted: a file ref is {key, size, sha256}", field="deleted")
+    ranges = {}
+    for p, span in doc["ranges"].items():
+        ok = isinstance(p, str) and p.isdigit() and int(p) in refs
+        ok = ok and isinstance(span, list) and len(span) == 2 and all(_is_int(v) and v >= 0 for v in span)
+        if not ok or span[0] > span[1]:
+            raise InputError(f"deleted: bad row range for partition {p!r}", field="deleted")
+        ranges[int(p)] = (span[0], span[1])
+    return FileRef(**ref), ranges
 
 
 def _error(status: int, code: str, message: str) -> dict[str, Any]:
