@@ -412,3 +412,31 @@ def test_gc_never_touches_foreign_files_nor_files_it_has_not_seen_unused_for_the
     assert squash.open_index((root / "nested").as_uri()).manifest.n == 50
     with pytest.raises(InputError, match="negative"):
         collect(uri, older_than_s=-1)
+
+
+def test_review_regressions(small, tmp_path):
+    """Bugs a review found in the first cut of writes, each pinned."""
+    uri, x, attrs = small
+    index = squash.open_index(uri)
+    # a list built with few values keeps its bits when writes push it past 64 values
+    tags = [[f"v{i:03d}"] for i in range(80)]
+    index.upsert(np.arange(30_000, 30_080), x[:80] + 0.5, {"tags": tags})
+    want = {r["id"] for r in attrs.to_pylist() if r["tags"] and "x" in r["tags"]}
+    got = set(_hits(index.search(x[:1], k=700, filter={"tags": "x"}, params=EXACT))[0])
+    assert got == want and _hits(index.search(x[:1], k=5, filter={"tags": "v079"}))[0] == [30_079]
+    # delta partitions are visited with their parent, even with max_partitions=1
+    one = SearchParams(max_partitions=1, target_recall=0.5)
+    assert _hits(index.search(x[79:80] + 0.5, k=1, params=one))[0] == [30_079]
+    # compact refuses to leave fewer vectors than partitions
+    small_uri = (tmp_path / "tiny").as_uri()
+    build_index(x[:60], small_uri, attrs.slice(0, 60), BuildOptions(partitions=6, seed=1))
+    squash.delete(small_uri, ids=list(range(0, 114, 2)))
+    before = open_storage(small_uri).read(MANIFEST_KEY)
+    with pytest.raises(InputError, match="would leave 3 vectors in 6 partitions"):
+        squash.compact(small_uri)
+    assert open_storage(small_uri).read(MANIFEST_KEY) == before
+    # ragged vectors and numbers beyond int64 are InputErrors, not crashes
+    with pytest.raises(InputError, match="not a rectangular array"):
+        squash.upsert(uri, [1, 3], [[0.0] * D, [0.0] * 3])
+    with pytest.raises(InputError):
+        squash.upsert(uri, [1], np.zeros((1, D)), [{"price": 2**64}])
