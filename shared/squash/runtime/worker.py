@@ -272,6 +272,11 @@ class WorkerNode:
 
         def load(partition: int) -> Segment:
             seg, hit, nbytes = self._segment(req.index, partition, req.segments[partition])
+            if seg.dims != req.queries.shape[1]:  # a foreign or garbled event, never squash's
+                raise InputError(
+                    f"queries have dimension {req.queries.shape[1]}, the index's segments {seg.dims}",
+                    field="queries",
+                )
             io["cache_hits" if hit else "segments_loaded"] += 1
             io["bytes_read"] += nbytes
             loaded[partition] = seg
