@@ -163,13 +163,14 @@ def _concurrent_deletes(uri: str, groups: list[list[int]]) -> list:
 
 
 def test_concurrent_writers_on_file_storage_both_land(uri):
-    groups = [[7 + 10 * i for i in range(0, 40, 2)], [7 + 10 * i for i in range(1, 40, 2)], [7, 17]]
+    # the third overlaps the others and adds one id of its own (a delete of only deleted ids is an error)
+    groups = [[7 + 10 * i for i in range(0, 40, 2)], [7 + 10 * i for i in range(1, 40, 2)], [7, 17, 407]]
     results = _concurrent_deletes(uri, groups)
     index = squash.open_index(uri)
     assert index.manifest.version == 3 and sorted(r.version for r in results) == [1, 2, 3]
     rows, _ = index.rows_of_ids(np.array(sorted({i for g in groups for i in g})))
-    assert index.deleted[rows].all() and index.deleted.sum() == 40
-    assert sum(r.deleted for r in results) == 40  # overlapping ids counted once
+    assert index.deleted[rows].all() and index.deleted.sum() == 41
+    assert sum(r.deleted for r in results) == 41  # overlapping ids counted once
 
 
 def test_concurrent_writers_on_s3_both_land(data, moto_s3):
