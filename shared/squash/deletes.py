@@ -92,9 +92,9 @@ def check_ids(ids: Any, field: str = "ids") -> np.ndarray:
 def delete(index_uri: str | Storage, ids: Any = None, filter: Any = None) -> WriteResult:
     """Delete the vectors with ``ids``, or every vector matching ``filter`` (exactly one).
 
-    Ids the index does not hold are counted in ``not_found``; a delete that would remove
-    nothing (no id held, or a filter matching no live vector) is an InputError and writes
-    nothing.
+    Ids the index does not hold (or no longer holds) are counted in ``not_found``; when none
+    is held nothing is written and the version stays (so a retried delete succeeds). A filter
+    matching no live vector is an InputError (a mistyped filter should not pass silently).
     """
     from .index import Index  # the reader sits above; writes use it to resolve rows
 
@@ -112,12 +112,8 @@ def delete(index_uri: str | Storage, ids: Any = None, filter: Any = None) -> Wri
             rows, _ = index.rows_of_ids(wanted)
             rows = rows[~dead[rows]]
             not_found = int(wanted.size - rows.size)
-            if rows.size == 0:
-                raise InputError(
-                    f"none of the {wanted.size} ids is in the index (or they were deleted already); "
-                    "nothing deleted",
-                    field="ids",
-                )
+            if rows.size == 0:  # idempotent: a retried delete finds its ids gone, and that is fine
+                return WriteResult(version=manifest.version, deleted=0, not_found=not_found, attempts=attempt)
         else:
             rows = index.matching_rows(index.parse_filter(filter))
             not_found = 0

@@ -99,7 +99,6 @@ def test_delete_by_filter(data, uri):
     ("kwargs", "message"),
     [
         ({"filter": {"label": "never"}}, "the filter matches no vector"),
-        ({"ids": [10**9, 10**9 + 1]}, "none of the 2 ids is in the index"),
         ({"ids": [7, 7]}, "id 7 is given twice"),
         ({"ids": [-1]}, "must be non-negative"),
         ({"ids": []}, "non-empty list of integers"),
@@ -115,6 +114,21 @@ def test_bad_deletes_write_nothing(uri, kwargs, message):
     with pytest.raises(InputError, match=message):
         squash.delete(uri, **kwargs)
     assert storage.read(MANIFEST_KEY) == before
+
+
+def test_deleting_ids_the_index_does_not_hold_writes_nothing_and_succeeds(uri):
+    storage = open_storage(uri)
+    before = storage.read(MANIFEST_KEY)
+    result = squash.delete(uri, ids=[10**9, 10**9 + 1])
+    assert (result.version, result.deleted, result.not_found) == (0, 0, 2)
+    assert storage.read(MANIFEST_KEY) == before
+    squash.delete(uri, ids=[7])
+    assert squash.delete(uri, ids=[7]).to_dict() == {
+        "version": 1,
+        "deleted": 0,
+        "not_found": 1,
+        "attempts": 1,
+    }
 
 
 def test_partly_unknown_ids_are_counted(uri):
