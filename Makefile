@@ -74,8 +74,9 @@ bench: setup data
 	$(MAKE) bench-faults bench-load bench-writes
 
 # Fault injection and load on a local stack of their own (loopback only, stopped at the end).
-bench-writes: setup
+bench-writes: setup tools
 	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 $(BIN)/python bench/writes.py --out bench/results
+	OPENBLAS_NUM_THREADS=1 $(BIN)/python bench/writes_http.py --out bench/results
 
 bench-highcard: setup tools
 	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 $(BIN)/python bench/highcard.py --out bench/results
