@@ -30,19 +30,28 @@ def to_arrow_bytes(arrays: dict[str, np.ndarray]) -> bytes:
         meta = {_SHAPE: json.dumps(list(arr.shape)).encode()}
         fields.append(pa.field(name, column.type, nullable=False, metadata=meta))
         columns.append(column)
-    table = pa.Table.from_arrays(columns, schema=pa.schema(fields))
+    return stream_bytes(pa.Table.from_arrays(columns, schema=pa.schema(fields)))
+
+
+def stream_bytes(table: pa.Table) -> bytes:
+    """A table as Arrow IPC stream bytes (the format of every squash file but the manifest)."""
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table)
     return sink.getvalue().to_pybytes()
 
 
-def from_arrow_bytes(data: bytes, name: str = "<bytes>") -> dict[str, np.ndarray]:
-    """Inverse of :func:`to_arrow_bytes`; arrays are read-only views of ``data``."""
+def read_stream(data: bytes, name: str) -> pa.Table:
+    """Inverse of :func:`stream_bytes`; unreadable bytes are an IndexFormatError naming ``name``."""
     try:
-        table = pa.ipc.open_stream(pa.py_buffer(data)).read_all()
+        return pa.ipc.open_stream(pa.py_buffer(data)).read_all()
     except (pa.ArrowInvalid, OSError) as exc:
         raise IndexFormatError(f"{name}: not a readable Arrow IPC file ({exc})") from exc
+
+
+def from_arrow_bytes(data: bytes, name: str = "<bytes>") -> dict[str, np.ndarray]:
+    """Inverse of :func:`to_arrow_bytes`; arrays are read-only views of ``data``."""
+    table = read_stream(data, name)
     out: dict[str, np.ndarray] = {}
     for field in table.schema:
         shape = json.loads((field.metadata or {}).get(_SHAPE, b"null"))

@@ -36,7 +36,7 @@ from .osq.klt import fit_klt
 from .osq.kmeans import REFINE_ROUNDS, balanced_kmeans, centroids_of
 from .progress import NoProgress, Progress
 from .ranking import RankingProbe
-from .segment import build_segment, cold_key
+from .segment import build_segment, write_segment
 from .storage import Storage, open_storage
 
 ROUTING_DIMS = 64  # k-means runs on the leading global KLT axes
@@ -257,10 +257,7 @@ def build_index(
             hot, cold = build_segment(
                 x[rows], centroids[part], ids[rows], attrs.take(rows), budget, sketch_bits
             )
-            ref = FileRef.of(f"{prefix}/partitions/{part:05d}.arrow", hot)
-            cold_ref = FileRef.of(cold_key(ref.key), cold)
-            storage.write(cold_ref.key, cold)  # the cold tier first: a hot file never lacks it
-            storage.write(ref.key, hot)
+            ref, cold_ref = write_segment(storage, f"{prefix}/partitions/{part:05d}.arrow", hot, cold)
             if probe is not None:
                 probe.add(hot, ref.key, x[rows], rows)
             segments.append(ref)

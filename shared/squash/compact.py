@@ -14,7 +14,6 @@ readers until ``gc``.
 from __future__ import annotations
 
 import dataclasses
-import time
 import uuid
 from dataclasses import dataclass
 
@@ -22,11 +21,11 @@ import numpy as np
 
 from .attributes import AttributeColumns, concat
 from .build import router_bytes
-from .deletes import _BACKOFF_S, WRITE_ATTEMPTS
-from .errors import InputError, WriteConflictError
-from .manifest import MANIFEST_KEY, FileRef
+from .deletes import commit_write
+from .errors import InputError
+from .manifest import FileRef
 from .refine import ColdTier
-from .segment import build_segment, cold_key, delta_segment
+from .segment import build_segment, delta_segment, write_segment
 from .storage import Storage, open_storage
 
 
@@ -44,27 +43,17 @@ class CompactResult:
 
 def compact(index_uri: str | Storage) -> CompactResult:
     """Fold delta partitions and deleted rows into rebuilt base partitions (see module doc)."""
-    from .index import Index
-
     storage = open_storage(index_uri) if isinstance(index_uri, str) else index_uri
-    storage.check_writable()
-    for attempt in range(1, WRITE_ATTEMPTS + 1):
-        expected = storage.version(MANIFEST_KEY)
-        index = Index.open(storage)
+
+    def write(index, attempt: int):
         m = index.manifest
         if not m.parents and m.deleted is None:
-            return CompactResult(m.version, 0, 0, 0, attempt)
+            return None, CompactResult(m.version, 0, 0, 0, attempt)
         new, rebuilt = _rewrite(storage, index)
-        try:
-            storage.write_if(MANIFEST_KEY, new.to_json(), expected)
-        except WriteConflictError:
-            time.sleep(_BACKOFF_S * 2 ** (attempt - 1) * (0.5 + np.random.default_rng().random()))
-            continue
         dropped = 0 if index.deleted is None else int(index.deleted.sum())
-        return CompactResult(new.version, rebuilt, dropped, len(m.parents), attempt)
-    raise WriteConflictError(
-        f"{storage.uri}: other writers committed first {WRITE_ATTEMPTS} times; retry compact"
-    )
+        return new, CompactResult(new.version, rebuilt, dropped, len(m.parents), attempt)
+
+    return commit_write(storage, write, "compact")
 
 
 def _rewrite(storage: Storage, index):
@@ -113,10 +102,7 @@ def _rewrite(storage: Storage, index):
             own = index.segment(p)[0]
             centre = own.centroid
             hot, cold_data = delta_segment(x, own, np.concatenate(ids), columns)
-        ref = FileRef.of(f"{prefix}/{p:05d}.arrow", hot)
-        cold_ref = FileRef.of(cold_key(ref.key), cold_data)
-        storage.write(cold_ref.key, cold_data)
-        storage.write(ref.key, hot)
+        ref, cold_ref = write_segment(storage, f"{prefix}/{p:05d}.arrow", hot, cold_data)
         segments.append(ref)
         colds.append(cold_ref)
         sizes.append(x.shape[0])

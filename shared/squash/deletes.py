@@ -19,8 +19,9 @@ from __future__ import annotations
 import dataclasses
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -31,6 +32,7 @@ from .storage import Storage, open_storage
 
 WRITE_ATTEMPTS = 5
 _BACKOFF_S = 0.05
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -96,16 +98,12 @@ def delete(index_uri: str | Storage, ids: Any = None, filter: Any = None) -> Wri
     is held nothing is written and the version stays (so a retried delete succeeds). A filter
     matching no live vector is an InputError (a mistyped filter should not pass silently).
     """
-    from .index import Index  # the reader sits above; writes use it to resolve rows
-
     storage = open_storage(index_uri) if isinstance(index_uri, str) else index_uri
     if (ids is None) == (filter is None):
         raise InputError("give either ids or a filter to delete by (exactly one)", field="ids")
     wanted = None if ids is None else check_ids(ids)
-    storage.check_writable()
-    for attempt in range(1, WRITE_ATTEMPTS + 1):
-        expected = storage.version(MANIFEST_KEY)
-        index = Index.open(storage)
+
+    def write(index, attempt: int) -> tuple[Manifest | None, WriteResult]:
         manifest = index.manifest
         dead = index.deleted if index.deleted is not None else np.zeros(manifest.n, dtype=bool)
         if wanted is not None:
@@ -113,7 +111,7 @@ def delete(index_uri: str | Storage, ids: Any = None, filter: Any = None) -> Wri
             rows = rows[~dead[rows]]
             not_found = int(wanted.size - rows.size)
             if rows.size == 0:  # idempotent: a retried delete finds its ids gone, and that is fine
-                return WriteResult(version=manifest.version, deleted=0, not_found=not_found, attempts=attempt)
+                return None, WriteResult(manifest.version, 0, not_found, attempt)
         else:
             rows = index.matching_rows(index.parse_filter(filter))
             not_found = 0
@@ -122,10 +120,8 @@ def delete(index_uri: str | Storage, ids: Any = None, filter: Any = None) -> Wri
         mask = dead.copy()
         mask[rows] = True
         data = deleted_bytes(mask)
-        ref = FileRef.of(
-            f"builds/{manifest.build_id}/deleted/{manifest.version + 1:08d}-{uuid.uuid4().hex[:8]}.arrow",
-            data,
-        )
+        tag = f"{manifest.version + 1:08d}-{uuid.uuid4().hex[:8]}"
+        ref = FileRef.of(f"builds/{manifest.build_id}/deleted/{tag}.arrow", data)
         storage.write(ref.key, data)  # first the file, then the commit that names it
         new = dataclasses.replace(
             manifest,
@@ -133,15 +129,34 @@ def delete(index_uri: str | Storage, ids: Any = None, filter: Any = None) -> Wri
             deleted=ref,
             stats=manifest.stats | {"deleted": int(mask.sum())},
         )
+        return new, WriteResult(new.version, int(rows.size), not_found, attempt)
+
+    return commit_write(storage, write, "delete")
+
+
+def commit_write(storage: Storage, write: Callable[[Any, int], tuple[Manifest | None, T]], what: str) -> T:
+    """Run ``write(index, attempt)`` on the index's current version and commit the manifest it
+    returns with a conditional write; when another writer committed first, run it again on
+    the winner's version (``WRITE_ATTEMPTS`` in all, jittered backoff), then raise
+    WriteConflictError. ``write`` returns ``(None, result)`` when there is nothing to commit.
+    The one commit loop of every write (delete, upsert, compact)."""
+    from .index import Index  # the reader sits above; writes use it to resolve rows
+
+    storage.check_writable()
+    for attempt in range(1, WRITE_ATTEMPTS + 1):
+        expected = storage.version(MANIFEST_KEY)
+        new, result = write(Index.open(storage), attempt)
+        if new is None:
+            return result
         try:
             storage.write_if(MANIFEST_KEY, new.to_json(), expected)
         except WriteConflictError:
             time.sleep(_BACKOFF_S * 2 ** (attempt - 1) * (0.5 + np.random.default_rng().random()))
             continue
-        return WriteResult(version=new.version, deleted=int(rows.size), not_found=not_found, attempts=attempt)
+        return result
     raise WriteConflictError(
         f"{storage.uri}: other writers committed first {WRITE_ATTEMPTS} times in a row; nothing of this "
-        "delete is visible — retry it"
+        f"{what} is visible — retry it"
     )
 
 

@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .arrays import read_stream, stream_bytes
 from .errors import IndexFormatError
 
 _SORTED = b"squash.sorted"  # how many leading values are in sorted order
@@ -107,18 +108,11 @@ def to_bytes(dictionaries: dict[str, Dictionary]) -> bytes:
         column = pa.LargeListArray.from_arrays(pa.array([0, len(d)], pa.int64()), d.values)
         fields.append(pa.field(name, column.type, metadata={_SORTED: str(d.sorted).encode()}))
         columns.append(column)
-    table = pa.Table.from_arrays(columns, schema=pa.schema(fields))
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    return sink.getvalue().to_pybytes()
+    return stream_bytes(pa.Table.from_arrays(columns, schema=pa.schema(fields)))
 
 
 def from_bytes(data: bytes, name: str = "dictionaries") -> dict[str, Dictionary]:
-    try:
-        table = pa.ipc.open_stream(pa.py_buffer(data)).read_all()
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise IndexFormatError(f"{name}: not a readable Arrow IPC file ({exc})") from exc
+    table = read_stream(data, name)
     out = {}
     for field in table.schema:
         column = table.column(field.name)

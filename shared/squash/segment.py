@@ -238,6 +238,15 @@ def _attribute_arrays(arrays: dict[str, np.ndarray], n: int, name: str) -> tuple
     return codes, raw
 
 
+def write_segment(storage: Storage, key: str, hot: bytes, cold: bytes) -> tuple[FileRef, FileRef]:
+    """Store a partition's two tiers (the hot file under ``key``, the cold one beside it) and
+    return their manifest entries. The cold tier goes first: a hot file never lacks it."""
+    ref, cold_ref = FileRef.of(key, hot), FileRef.of(cold_key(key), cold)
+    storage.write(cold_ref.key, cold)
+    storage.write(ref.key, hot)
+    return ref, cold_ref
+
+
 def read_indexed_file(storage: Storage, key: str, span: tuple[int, int] | None = None) -> bytes:
     """A file the manifest names (bytes ``[start, end)`` of it with ``span``). Its absence
     means a corrupt index (IndexFormatError, ``index_corrupt``), not a missing one: the

@@ -18,7 +18,6 @@ small writes make many small partitions: compaction (issue #12) will fold them b
 from __future__ import annotations
 
 import dataclasses
-import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -29,13 +28,13 @@ import pyarrow as pa
 from . import dictionaries as dictionary_files
 from .attribute_build import encode_like
 from .build import prepare_rows
-from .deletes import _BACKOFF_S, WRITE_ATTEMPTS, check_ids, deleted_bytes
-from .errors import InputError, WriteConflictError
+from .deletes import check_ids, commit_write, deleted_bytes
+from .errors import InputError
 from .inputs import check_vectors
-from .manifest import MANIFEST_KEY, FileRef
+from .manifest import FileRef
 from .planner import centroid_distances
 from .router import delta_router_bytes
-from .segment import cold_key, delta_segment
+from .segment import delta_segment, write_segment
 from .storage import Storage, open_storage
 
 
@@ -81,8 +80,6 @@ def as_table(attributes: Any, n: int) -> pa.Table | None:
 
 def upsert(index_uri: str | Storage, ids: Any, vectors: Any, attributes: Any = None) -> UpsertResult:
     """Insert or replace the vectors ``ids`` (n,) with ``vectors`` (n, d) and ``attributes``."""
-    from .index import Index
-
     storage = open_storage(index_uri) if isinstance(index_uri, str) else index_uri
     ids = check_ids(ids)
     x = check_vectors(vectors, "vectors")
@@ -93,22 +90,13 @@ def upsert(index_uri: str | Storage, ids: Any, vectors: Any, attributes: Any = N
     table = as_table(attributes, ids.shape[0])
     if table is not None and "id" in table.column_names:
         raise InputError("pass ids separately (ids=...), not as an 'id' attribute column", field="attributes")
-    storage.check_writable()
-    for attempt in range(1, WRITE_ATTEMPTS + 1):
-        expected = storage.version(MANIFEST_KEY)
-        index = Index.open(storage)
+
+    def write(index, attempt: int):
         new = _write(storage, index, ids, x, table)
-        try:
-            storage.write_if(MANIFEST_KEY, new.to_json(), expected)
-        except WriteConflictError:
-            time.sleep(_BACKOFF_S * 2 ** (attempt - 1) * (0.5 + np.random.default_rng().random()))
-            continue
         replaced = int(new.stats.get("deleted", 0)) - int(index.manifest.stats.get("deleted", 0))
-        return UpsertResult(new.version, int(ids.shape[0]), replaced, attempt)
-    raise WriteConflictError(
-        f"{storage.uri}: other writers committed first {WRITE_ATTEMPTS} times in a row; nothing of this "
-        "upsert is visible — retry it"
-    )
+        return new, UpsertResult(new.version, int(ids.shape[0]), replaced, attempt)
+
+    return commit_write(storage, write, "upsert")
 
 
 def _write(storage: Storage, index, ids: np.ndarray, x: np.ndarray, table: pa.Table | None):
@@ -139,10 +127,7 @@ def _write(storage: Storage, index, ids: np.ndarray, x: np.ndarray, table: pa.Ta
         take = order[start : start + size]
         start += size
         hot, cold = delta_segment(rows[take], index.segment(p)[0], ids[take], attrs.take(take))
-        ref = FileRef.of(f"{prefix}/{p:05d}.arrow", hot)
-        cold_ref = FileRef.of(cold_key(ref.key), cold)
-        storage.write(cold_ref.key, cold)
-        storage.write(ref.key, hot)
+        ref, cold_ref = write_segment(storage, f"{prefix}/{p:05d}.arrow", hot, cold)
         segments.append(ref)
         colds.append(cold_ref)
     ordered = attrs.take(order)

@@ -5,8 +5,6 @@ file of a write, concurrent writers, and bad input that writes nothing."""
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv
@@ -14,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+from writers import crash_at_write, run_together
 
 import squash
 from squash.build import BuildOptions, build_index
@@ -167,26 +166,15 @@ def test_upserted_rows_serve_filters_and_new_values(small):
     assert info["version"] == 1 and {a["name"]: a for a in info["attributes"]}["label"]["nullable"]
 
 
-def test_a_crash_at_any_file_of_a_write_changes_nothing(small, monkeypatch):
+def test_a_crash_at_any_file_of_a_write_changes_nothing(small):
     uri, x, _ = small
     storage = open_storage(uri)
     before = storage.read(MANIFEST_KEY)
     q = x[:3]
     expected = _hits(squash.open_index(uri).search(q, k=5, params=EXACT))
-    real_write = type(storage).write
     for crash_at in range(6):  # hot, cold, router rows, dictionaries, deletions, commit
-        calls = [0]
-
-        def write(self, key, data, calls=calls, crash_at=crash_at):
-            if calls[0] == crash_at:
-                raise OSError("killed mid-write")
-            calls[0] += 1
-            return real_write(self, key, data)
-
-        monkeypatch.setattr(type(storage), "write", write)
-        with pytest.raises((OSError, squash.StorageError)):
+        with crash_at_write(storage, crash_at), pytest.raises((OSError, squash.StorageError)):
             squash.upsert(uri, [0, 999_999], x[:2] * 2, [{"label": "brand-new"}, {"label": "a"}])
-        monkeypatch.undo()
         assert storage.read(MANIFEST_KEY) == before, crash_at
         assert _hits(squash.open_index(uri).search(q, k=5, params=EXACT)) == expected
 
@@ -194,22 +182,9 @@ def test_a_crash_at_any_file_of_a_write_changes_nothing(small, monkeypatch):
 def test_concurrent_upserts_all_land(small):
     uri, x, _ = small
     groups = [np.arange(7000, 7030), np.arange(7020, 7050), np.arange(0, 20, 2)]
-    errors = []
-    start = threading.Barrier(len(groups))
-
-    def run(ids):
-        start.wait()
-        try:
-            squash.upsert(uri, ids, np.tile(x[:1], (ids.size, 1)) + ids[:, None].astype(np.float32) / 1e3)
-        except Exception as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(g,)) for g in groups]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    assert not errors, errors
+    run_together(
+        lambda ids: squash.upsert(uri, ids, np.tile(x[:1], (ids.size, 1)) + ids[:, None] / 1e3), groups
+    )
     index = squash.open_index(uri)
     assert index.manifest.version == 3
     want = np.unique(np.concatenate(groups))
@@ -340,7 +315,7 @@ def test_cli_compact_and_gc(small, capsys):
     assert main(["gc", "--index-uri", uri, "--older-than", "soon"]) == 2
 
 
-def test_a_crash_at_any_file_of_a_compaction_changes_nothing(small, monkeypatch):
+def test_a_crash_at_any_file_of_a_compaction_changes_nothing(small):
     uri, x, _ = small
     squash.upsert(uri, [1, 3, 5], x[:3] + 2)
     squash.delete(uri, ids=[10, 12])
@@ -348,20 +323,12 @@ def test_a_crash_at_any_file_of_a_compaction_changes_nothing(small, monkeypatch)
     before = storage.read(MANIFEST_KEY)
     q = x[:4]
     expected = _hits(squash.open_index(uri).search(q, k=5, params=EXACT))
-    real_write = type(storage).write
     for crash_at in range(0, 12, 3):  # partitions' hot/cold files, the router, then the commit
-        calls = [0]
-
-        def write(self, key, data, calls=calls, crash_at=crash_at):
-            if calls[0] == crash_at:
-                raise OSError("killed mid-compaction")
-            calls[0] += 1
-            return real_write(self, key, data)
-
-        monkeypatch.setattr(type(storage), "write", write)
-        with pytest.raises((OSError, squash.StorageError)):
+        with (
+            crash_at_write(storage, crash_at, "killed mid-compaction"),
+            pytest.raises((OSError, squash.StorageError)),
+        ):
             squash.compact(uri)
-        monkeypatch.undo()
         assert storage.read(MANIFEST_KEY) == before, crash_at
         assert _hits(squash.open_index(uri).search(q, k=5, params=EXACT)) == expected
 
@@ -374,22 +341,7 @@ def test_concurrent_upserts_on_s3_all_land(moto_s3):
     uri = "s3://upserts/idx"
     build_index(x, uri, attrs, BuildOptions(partitions=4, seed=1))
     groups = [np.arange(9000, 9020), np.arange(9010, 9030)]
-    errors = []
-    start = threading.Barrier(2)
-
-    def run(ids):
-        start.wait()
-        try:
-            squash.upsert(uri, ids, np.tile(x[:1], (ids.size, 1)))
-        except Exception as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(g,)) for g in groups]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    assert not errors, errors
+    run_together(lambda ids: squash.upsert(uri, ids, np.tile(x[:1], (ids.size, 1))), groups)
     index = squash.open_index(uri)
     rows, found = index.rows_of_ids(np.arange(9000, 9030))
     assert index.manifest.version == 2 and found.all() and rows.size == 30
