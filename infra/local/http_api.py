@@ -21,6 +21,7 @@ from http.server import ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qsl, quote, urlsplit
 
+import sigv4
 from procs import LOOPBACK, write_atomic
 from serving import LocalHandler, log
 
@@ -213,9 +214,15 @@ class ApiHandler(LocalHandler):
             self.close_connection = True
             self._message(400, "Bad Request", request_id)
             return
-        event = build_event(
-            self.command, self.path, list(self.headers.items()), body, self.client_address[0], request_id
-        )
+        headers = list(self.headers.items())
+        if self.server.iam_keys is not None:
+            denied = sigv4.verify(
+                self.command, self.path, headers, body, self.server.iam_keys, self.server.region
+            )
+            if denied:
+                self._message(403, denied, request_id)
+                return
+        event = build_event(self.command, self.path, headers, body, self.client_address[0], request_id)
         status, fn_error, payload = self.server.invoke(json.dumps(event).encode())
         if status == 413:
             self._message(413, "Request Entity Too Large", request_id)
@@ -260,8 +267,13 @@ class ApiServer(ThreadingHTTPServer):
         function: str,
         timeout_s: float = INTEGRATION_TIMEOUT_S,
         body_timeout_s: float = BODY_TIMEOUT_S,
+        iam_keys: dict[str, str] | None = None,
+        region: str = "us-east-1",
     ):
+        """``iam_keys`` (access key id → secret) turns on IAM auth: every request must be
+        SigV4-signed by one of them for ``region``, or it gets API Gateway's 403."""
         super().__init__((LOOPBACK, port), ApiHandler)
+        self.iam_keys, self.region = iam_keys, region
         url = urlsplit(lambda_endpoint)
         self.lambda_host, self.lambda_port = url.hostname or LOOPBACK, url.port or 80
         self.function, self.timeout_s, self.body_timeout_s = function, timeout_s, body_timeout_s
@@ -295,9 +307,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--port-file", help="write the bound port here once listening")
     ap.add_argument("--timeout", type=float, default=INTEGRATION_TIMEOUT_S, help="integration timeout, s")
     ap.add_argument("--body-timeout", type=float, default=BODY_TIMEOUT_S, help="wait for a body at most, s")
+    ap.add_argument(
+        "--auth", choices=("iam", "none"), default="none", help="iam: require SigV4 (stack.py's default)"
+    )
+    ap.add_argument("--iam-key", action="append", default=[], help="ACCESS_KEY_ID:SECRET accepted (iam)")
+    ap.add_argument("--region", default="us-east-1", help="the region signatures must be scoped to")
     args = ap.parse_args(argv)
-
-    server = ApiServer(args.port, args.lambda_endpoint, args.function, args.timeout, args.body_timeout)
+    if args.auth == "iam" and not args.iam_key:
+        ap.error("--auth iam needs at least one --iam-key")
+    keys = sigv4.parse_keys(args.iam_key) if args.auth == "iam" else None
+    server = ApiServer(
+        args.port, args.lambda_endpoint, args.function, args.timeout, args.body_timeout, keys, args.region
+    )
     port = server.server_address[1]
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -307,7 +328,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     if args.port_file:
         write_atomic(Path(args.port_file), f"{port}\n")
-    log(f"http api on http://{LOOPBACK}:{port} -> {args.function} via {args.lambda_endpoint}")
+    via = f"{args.function} via {args.lambda_endpoint}"
+    log(f"http api on http://{LOOPBACK}:{port} -> {via} (auth {args.auth})")
     try:
         server.serve_forever(poll_interval=0.2)
     finally:

@@ -7,12 +7,15 @@ TREE_L ?= 1
 LOCAL_BUCKET ?= squash-local
 LOCAL_CONCURRENCY ?= 4
 LOCAL_IDLE_SECONDS ?= 300
+# IAM (SigV4) auth on the local HTTP API, as deployed; AUTH=none lets unsigned curl through.
+AUTH ?= iam
 
 .PHONY: local-up local-down local-status
 
 local-up: setup tools
 	$(BIN)/python infra/local/stack.py up --dir $(LOCAL_DIR) --branching $(TREE_B) --depth $(TREE_L) \
-	  --bucket $(LOCAL_BUCKET) --concurrency $(LOCAL_CONCURRENCY) --idle-seconds $(LOCAL_IDLE_SECONDS)
+	  --bucket $(LOCAL_BUCKET) --concurrency $(LOCAL_CONCURRENCY) --idle-seconds $(LOCAL_IDLE_SECONDS) \
+	  --auth $(AUTH)
 
 # No dependency on setup: stopping must never start an install. Without .venv nothing can be running.
 local-down:

@@ -54,7 +54,10 @@ SHAPE_KEYS = (
     "idle_seconds",
     "timeout_s",
     "throttle_wait",
+    "auth",
 )
+#: The access key the local HTTP API accepts with IAM auth (what ``stack.py env`` exports).
+LOCAL_KEY = ("testing", "testing")
 
 
 class StackError(RuntimeError):
@@ -183,12 +186,17 @@ def up(
     say=print,
     timeout_s: int = 30,
     throttle_wait: float = 3.0,
+    auth: str = "iam",
 ) -> dict:
     """Start the stack (or keep the running one when its shape matches); returns endpoints.json.
 
     ``timeout_s`` is every function's timeout (template.yaml's FunctionTimeout), ``throttle_wait``
     how long an invocation waits for a free process at the concurrency cap before its 429.
+    ``auth="iam"`` (the default, as deployed) makes the HTTP API require SigV4 signatures by
+    :data:`LOCAL_KEY`; ``"none"`` lets unsigned requests (curl) through.
     """
+    if auth not in ("iam", "none"):
+        raise StackError(f'auth must be "iam" or "none", got {auth!r}')
     root = Path(root).resolve()
     paths = _paths(root)
     shape = {
@@ -200,6 +208,7 @@ def up(
         "idle_seconds": idle_seconds,
         "timeout_s": timeout_s,
         "throttle_wait": throttle_wait,
+        "auth": auth,
     }
     current = read_endpoints(root)
     if current and all(_running(root).values()):
@@ -251,6 +260,9 @@ def up(
 
         api_argv = [py, str(HERE / "http_api.py"), "--lambda-endpoint", lambda_endpoint]
         api_argv += ["--function", COORDINATOR, "--port-file", str(paths["run"] / "api.port")]
+        api_argv += ["--auth", auth, "--region", region]
+        if auth == "iam":
+            api_argv += ["--iam-key", ":".join(LOCAL_KEY)]
         api = _spawn(root, "api", api_argv)
         api_port = _wait_port_file(root, "api", api)
         if not port_open(api_port, timeout=2):
@@ -283,7 +295,7 @@ def env_lines(endpoints: dict) -> list[str]:
     return [
         f"export AWS_ENDPOINT_URL_S3={endpoints['s3_endpoint']}",
         f"export AWS_ENDPOINT_URL_LAMBDA={endpoints['lambda_endpoint']}",
-        "export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing",
+        f"export AWS_ACCESS_KEY_ID={LOCAL_KEY[0]} AWS_SECRET_ACCESS_KEY={LOCAL_KEY[1]}",
         f"export AWS_DEFAULT_REGION={endpoints['region']}",
     ]
 
@@ -292,7 +304,7 @@ def describe(e: dict) -> str:
     workers = len(e["functions"]) - 1
     lines = [
         f"local stack up ({e['dir']})",
-        f"  HTTP API  {e['api_url']}  -> {e['coordinator']}",
+        f"  HTTP API  {e['api_url']}  -> {e['coordinator']}  (auth {e.get('auth', 'none')})",
         f"  Lambda    {e['lambda_endpoint']}  {e['coordinator']} + {workers} workers "
         f"(b={e['branching']}, l={e['depth']}; {e['concurrency']} processes max each)",
         f"  S3 (moto) {e['s3_endpoint']}  bucket {e['bucket']}",
@@ -382,6 +394,9 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--region", default="us-east-1")
             p.add_argument("--timeout", type=int, default=30, help="function timeout, s")
             p.add_argument("--throttle-wait", type=float, default=3.0, help="wait at the cap before a 429")
+            p.add_argument(
+                "--auth", choices=("iam", "none"), default="iam", help="HTTP API auth (none: unsigned curl)"
+            )
     args = ap.parse_args(argv)
     try:
         if args.command == "up":
@@ -395,6 +410,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.region,
                 timeout_s=args.timeout,
                 throttle_wait=args.throttle_wait,
+                auth=args.auth,
             )
         elif args.command == "down":
             down(args.dir)

@@ -4,6 +4,7 @@ Build with :func:`build_index` (or ``squash build``), search with :func:`open_in
 """
 
 from .build import BuildOptions, BuildSummary, build_index
+from .client import Client
 from .compact import CompactResult, compact
 from .deletes import WriteResult, delete
 from .errors import (
@@ -22,6 +23,7 @@ from .upserts import UpsertResult, upsert
 __all__ = [
     "BuildOptions",
     "BuildSummary",
+    "Client",
     "CompactResult",
     "FilterError",
     "Index",

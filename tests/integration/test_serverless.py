@@ -20,9 +20,11 @@ from pathlib import Path
 import datamodel
 import numpy as np
 import pytest
+from signed import LOCAL_SESSION, sign
 
 import squash
 from squash.build import BuildOptions, build_index
+from squash.client import AuthError, Client
 from squash.datasets import synthetic_mixture
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,7 +35,11 @@ SHAPES = [(2, 2), (4, 1)]
 
 
 def _request(method: str, url: str, body: bytes | None = None, timeout: float = 60) -> tuple[int, dict]:
-    req = urllib.request.Request(url, data=body, method=method, headers={"content-type": "application/json"})
+    """One SigV4-signed request (the local stack's HTTP API runs with IAM auth, as deployed)."""
+    headers = {"content-type": "application/json"}
+    if "/_local/" not in url:  # the Lambda router's own status routes are not behind the API
+        headers = sign(method, url, body, headers)
+    req = urllib.request.Request(url, data=body, method=method, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             return resp.status, json.loads(resp.read())
@@ -270,3 +276,88 @@ def test_index_info_and_health(stack, data):
         "depth": stack["depth"],
         "nodes": _size(stack),
     }
+
+
+def _client(stack: dict, **kw) -> Client:
+    kw.setdefault("session", LOCAL_SESSION)
+    return Client(stack["api_url"], region=stack.get("region", "us-east-1"), **kw)
+
+
+@pytest.mark.parametrize("wire", ["binary", "json"])
+def test_client_answers_equal_in_process(stack, data, wire):
+    """squash.Client over the signed HTTP API returns what Index.search returns in-process:
+    ids, distances, scores and attributes, on either wire format."""
+    filt = {"price": {"$lt": 30}}
+    with _client(stack, wire=wire) as client:
+        got = client.query(INDEX, data.queries, k=10, filter=filt, include=["attributes"])
+    expected = squash.open_index(stack["uri"]).search(data.queries, k=10, filter=filt, include=["attributes"])
+    np.testing.assert_array_equal(got.ids, expected.ids)
+    np.testing.assert_allclose(got.distances, expected.distances, rtol=1e-6)
+    np.testing.assert_allclose(got.scores, expected.scores, rtol=1e-6)
+    assert got.attributes == expected.attributes
+    assert all(a["price"] < 30 for row in got.attributes for a in row)
+    assert got.stats["nodes"]["invoked"] == _size(stack)
+
+
+def test_client_info_list_health(stack, data):
+    with _client(stack) as client:
+        info = client.info(INDEX)
+        assert info["n"] == data.base.shape[0] and info["dims"] == 32
+        names = [entry["name"] for entry in client.list_indexes()]
+        assert {INDEX, DM_INDEX} <= set(names)
+        assert client.health()["tree"]["nodes"] == _size(stack)
+
+
+@pytest.mark.parametrize(
+    ("call", "kind", "field"),
+    [
+        (lambda c, q: c.query(INDEX, q[:, :5]), squash.InputError, "vectors"),
+        (lambda c, q: c.query(INDEX, q, filter={"colour": "red"}), squash.FilterError, "filter"),
+        (lambda c, q: c.query(INDEX, q, k=0), squash.InputError, "k"),
+        (lambda c, q: c.query("no-such-index", q), squash.IndexNotFoundError, "index"),
+        (lambda c, q: c.delete(INDEX, filter={"price": {"$lt": -1}}), squash.InputError, "filter"),
+    ],
+)
+def test_client_raises_the_library_errors_with_the_servers_field(stack, data, call, kind, field):
+    with _client(stack) as client, pytest.raises(kind) as err:
+        call(client, data.queries[:3])
+    assert err.value.field == field and err.value.message
+    assert 400 <= err.value.status < 500
+
+
+def test_unsigned_or_wrongly_signed_requests_are_403(stack):
+    url = f"{stack['api_url']}/indexes/{INDEX}"
+    req = urllib.request.Request(url, method="GET")
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(req, timeout=10)
+    assert err.value.code == 403 and json.loads(err.value.read()) == {"message": "Forbidden"}
+
+    import boto3
+
+    wrong = boto3.Session(aws_access_key_id="testing", aws_secret_access_key="not-the-secret")
+    with _client(stack, session=wrong) as client, pytest.raises(AuthError) as denied:
+        client.info(INDEX)
+    assert denied.value.status == 403 and "signature" in denied.value.message
+
+    # a body changed after signing: the signature covers the payload's hash
+    body = json.dumps({"vector": [0.0] * 32}).encode()
+    qurl = f"{stack['api_url']}/indexes/{INDEX}/query"
+    headers = sign("POST", qurl, body, {"content-type": "application/json"})
+    tampered = urllib.request.Request(qurl, data=body.replace(b"0.0", b"1.0"), method="POST", headers=headers)
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(tampered, timeout=10)
+    assert err.value.code == 403
+
+
+def test_client_writes_are_visible_to_the_next_query(stack, data):
+    uri = f"s3://{stack['bucket']}/indexes/client-writes"
+    build_index(data.base[:1000], uri, None, BuildOptions(partitions=8, seed=1))
+    probe = data.base[7] + 0.01
+    with _client(stack) as client:
+        out = client.upsert("client-writes", [10_000], probe[None, :])
+        assert out["upserted"] == 1
+        hit = client.query("client-writes", probe, k=1)
+        assert hit.ids[0, 0] == 10_000 and hit.distances[0, 0] < 1e-6
+        out = client.delete("client-writes", ids=[10_000])
+        assert out["deleted"] == 1
+        assert client.query("client-writes", probe, k=1).ids[0, 0] != 10_000

@@ -190,3 +190,33 @@ def test_oversized_body_is_read_then_answered_413(api):
     body = b"x" * (11 * 1024 * 1024)
     status, _, raw = request(api, "POST", "/big", body, {"Content-Type": "text/plain"})
     assert (status, json.loads(raw)) == (413, {"message": "Request Entity Too Large"})
+
+
+@pytest.fixture(scope="module")
+def iam_api(start_router, start_api):
+    router = start_router({"api-echo": ("app.api_handler", 10)})
+    return start_api(router.url, "api-echo", "--auth", "iam", "--iam-key", "AKIDTEST:secret-1")
+
+
+def test_iam_auth_lets_signed_requests_through_and_answers_403_otherwise(iam_api):
+    import boto3
+
+    from squash.client import Signer
+
+    url, body = iam_api.url + "/indexes/x/query?a=1", b'{"k": 1}'
+    good = boto3.Session(aws_access_key_id="AKIDTEST", aws_secret_access_key="secret-1")
+    headers = Signer(url, "us-east-1", good).sign("POST", url, body, {"content-type": "application/json"})
+    status, _, raw = request(iam_api, "POST", "/indexes/x/query?a=1", body, headers)
+    assert status == 200 and json.loads(raw)["body"] == body.decode()
+
+    status, resp_headers, raw = request(iam_api, "POST", "/indexes/x/query?a=1", body)
+    assert status == 403 and json.loads(raw) == {"message": "Forbidden"} and resp_headers["apigw-requestid"]
+    status, _, raw = request(iam_api, "POST", "/indexes/x/query?a=1", body + b" ", headers)
+    assert status == 403 and "signature we calculated does not match" in json.loads(raw)["message"]
+    wrong = boto3.Session(aws_access_key_id="AKIDOTHER", aws_secret_access_key="secret-1")
+    headers = Signer(url, "us-east-1", wrong).sign("POST", url, body, {})
+    status, _, raw = request(iam_api, "POST", "/indexes/x/query?a=1", body, headers)
+    assert (
+        status == 403
+        and json.loads(raw)["message"] == "The security token included in the request is invalid."
+    )

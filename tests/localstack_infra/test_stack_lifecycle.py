@@ -65,8 +65,12 @@ def listening_addresses(pids: list[int]) -> set[str]:
 
 
 def get(url: str) -> tuple[int, bytes]:
+    """GET, SigV4-signed with the stack's local key (its HTTP API runs with IAM auth)."""
+    from signed import sign
+
+    headers = sign("GET", url, None)
     try:
-        with urllib.request.urlopen(url, timeout=30) as resp:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=30) as resp:
             return resp.status, resp.read()
     except urllib.error.HTTPError as err:
         return err.code, err.read()
