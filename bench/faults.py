@@ -82,6 +82,7 @@ class Stack:
         self.folder = folder
         self.timeout_s = timeout_s
         cmd = [sys.executable, str(STACK), "up", "--dir", str(folder), "--branching", "2", "--depth", "1"]
+        cmd += ["--auth", "none"]  # raw (sometimes malformed) requests; auth is tested elsewhere
         cmd += ["--concurrency", str(concurrency), "--throttle-wait", str(throttle_wait)]
         cmd += ["--timeout", str(timeout_s), "--bucket", "faults"]
         subprocess.run(cmd, check=True, timeout=180, capture_output=True)

@@ -4,7 +4,8 @@
    Runtime Interface Emulator, HTTP API emulator) unless one is already up;
 2. `squash build` Fashion-MNIST (or a synthetic set when the Debian package is absent,
    said so) straight into the local S3 bucket;
-3. query over HTTP: plain and filtered batches, then single queries cold and warm;
+3. query over HTTP with ``squash.Client`` (SigV4-signed, as against a deployed API): plain and
+   filtered batches, then single queries cold and warm;
 4. print results, recall against exact (brute-force) search and per-level statistics.
 """
 
@@ -15,13 +16,13 @@ import os
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
+import boto3
 import numpy as np
 import pyarrow.parquet as pq
 
+from squash import Client, SearchResult, SquashError
 from squash.datasets import demo_dataset
 from squash.evaluation import exact_knn, recall_at_k
 
@@ -32,22 +33,12 @@ STACK = ROOT / "infra" / "local" / "stack.py"
 K = 10
 
 
-def post(url: str, doc: dict) -> tuple[dict, float]:
-    """POST JSON; returns (body, seconds). Errors are printed with their JSON body."""
-    req = urllib.request.Request(
-        url, data=json.dumps(doc).encode(), method="POST", headers={"content-type": "application/json"}
+def client_for(endpoints: dict) -> Client:
+    """A client signing with the local stack's key (its HTTP API runs with IAM auth)."""
+    session = boto3.Session(
+        aws_access_key_id="testing", aws_secret_access_key="testing", region_name=endpoints["region"]
     )
-    started = time.perf_counter()
-    try:
-        with urllib.request.urlopen(req, timeout=120) as resp:
-            return json.loads(resp.read()), time.perf_counter() - started
-    except urllib.error.HTTPError as err:
-        raise SystemExit(f"demo: {url} answered {err.code}: {err.read().decode()}") from err
-
-
-def get(url: str) -> dict:
-    with urllib.request.urlopen(url, timeout=30) as resp:
-        return json.loads(resp.read())
+    return Client(endpoints["api_url"], session=session, timeout=120)
 
 
 def start_stack() -> tuple[dict, bool]:
@@ -56,10 +47,10 @@ def start_stack() -> tuple[dict, bool]:
     if endpoints.exists():
         doc = json.loads(endpoints.read_text())
         try:
-            get(f"{doc['api_url']}/health")
+            client_for(doc).health()
             print(f"stack        reusing the running local stack ({endpoints})")
             return doc, False
-        except OSError:
+        except (OSError, KeyError, SquashError):
             pass
     print("stack        starting the local stack (make local-up) ...")
     subprocess.run([sys.executable, str(STACK), "up", "--dir", str(LOCAL)], check=True)
@@ -102,11 +93,9 @@ def filters(ds) -> dict[str, tuple[dict | None, np.ndarray]]:
     }
 
 
-def show_batch(title: str, out: dict, seconds: float, truth: np.ndarray, selectivity: float) -> None:
-    ids = np.full((len(out["results"]), K), -1, dtype=np.int64)
-    for row, hits in enumerate(out["results"]):
-        ids[row, : len(hits)] = [h["id"] for h in hits]
-    s = out["stats"]
+def show_batch(title: str, out: SearchResult, seconds: float, truth: np.ndarray, selectivity: float) -> None:
+    ids = out.ids
+    s = out.stats
     lv, nodes, s3 = s["levels"], s["nodes"], s["s3"]
     print(
         f"\n[{title}]  selectivity {selectivity:.2%}  recall@{K} {recall_at_k(ids, truth):.4f}  "
@@ -132,8 +121,8 @@ def show_batch(title: str, out: dict, seconds: float, truth: np.ndarray, selecti
         f"{s3.get('refine_gets', 0)} range GETs; {s3.get('hot_bytes_resident', 0) / 2**20:.1f} MiB resident; "
         f"timings {s['timings_ms']}"
     )
-    first = out["results"][0][:3]
-    print(f"  query 0 -> {first}")
+    first = [(int(i), round(float(d), 4)) for i, d in zip(ids[0, :3], out.distances[0, :3], strict=True)]
+    print(f"  query 0 -> (id, distance) {first}")
 
 
 def main() -> int:
@@ -146,21 +135,23 @@ def main() -> int:
     try:
         name = "synthetic" if ds.synthetic else "fashion-mnist"
         build(ds, endpoints, name)
-        url = f"{endpoints['api_url']}/indexes/{name}"
-        info = get(url)
-        print(f"\nGET {url}\n  {info['n']:,} vectors, {info['dims']} dims, {info['partitions']} partitions")
-        queries = ds.queries.tolist()
+        client = client_for(endpoints)
+        info = client.info(name)
+        print(f"\nclient.info({name!r}) via {endpoints['api_url']} (SigV4-signed)")
+        print(f"  {info['n']:,} vectors, {info['dims']} dims, {info['partitions']} partitions")
         for title, (filt, mask) in filters(ds).items():
-            body = {"vectors": queries, "k": K} | ({"filter": filt} if filt else {})
-            out, seconds = post(f"{url}/query", body)
+            started_at = time.perf_counter()
+            out = client.query(name, ds.queries, k=K, filter=filt)
+            seconds = time.perf_counter() - started_at
             show_batch(title, out, seconds, exact_knn(ds.base, ds.queries, mask, K), mask.mean())
         times = []
-        for q in queries[:21]:
-            out, seconds = post(f"{url}/query", {"vector": q, "k": K})
-            times.append(seconds * 1e3)
+        for q in ds.queries[:21]:
+            started_at = time.perf_counter()
+            client.query(name, q, k=K)
+            times.append((time.perf_counter() - started_at) * 1e3)
         warm = np.asarray(times[1:])
         print(
-            f"\nsingle queries over HTTP (warm containers): p50 {np.median(warm):.1f} ms, "
+            f"\nsingle queries through the client (warm containers): p50 {np.median(warm):.1f} ms, "
             f"p95 {np.percentile(warm, 95):.1f} ms over {warm.size} queries"
         )
     finally:
