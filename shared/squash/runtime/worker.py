@@ -210,9 +210,11 @@ class WorkerNode:
             branch[req.tree.subtree(child)] = child
         futures = []
         for child in req.tree.children(req.position):
-            # Every child is invoked, even with no work: one invocation per node per batch keeps
-            # the tree's containers warm and the cost model simple.
+            # Only subtrees with work are invoked: an invocation costs a request fee and tens
+            # of ms whether or not it searches (issue #14). Warmth is the warm schedule's job.
             mine = req.pairs[branch[owner] == child]
+            if mine.shape[0] == 0:
+                continue
             rows = np.unique(mine[:, 1])
             payload = req.child_event(event, child, rows, mine)
             target = function_name(req.prefix, child)
