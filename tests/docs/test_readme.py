@@ -17,8 +17,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import readme_blocks
+
+import squash
 
 BLOCKS, MARKER_ERRORS = readme_blocks.runnable_blocks(readme_blocks.README)
 VENV_BIN = Path(sys.executable).parent
@@ -131,3 +134,13 @@ def test_parser_ids_chain_and_errors() -> None:
     assert any("unknown setup" in e for e in errors)
     assert any("json block" in e for e in errors)
     assert any("not followed by a code block" in e for e in errors)
+
+
+def test_setups_lay_out_what_they_promise(request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """The files and index that tests/docs/README.md promises to blocks (local-stack aside: the
+    HTTP API block uses it)."""
+    env = readme_blocks.prepare(("sample-data", "index"), request, tmp_path)
+    assert {"v.npy", "q.npy", "a.parquet", "index"} <= {p.name for p in tmp_path.iterdir()}
+    index = squash.open_index(env["INDEX_URI"])
+    res = index.search(np.load(tmp_path / "q.npy"), k=5, filter={"tags": "news"}, include=["attributes"])
+    assert all("news" in hit["tags"] for row in res.attributes for hit in row)
