@@ -104,7 +104,12 @@ localstack-up: sam-build
 localstack-down:
 	localstack/stop.sh
 
+# localstack-test points the integration suite at a LocalStack that localstack-up deployed to:
+# LOCALSTACK_URL (empty: localstack-client's AWS_ENDPOINT_URL / LOCALSTACK_HOST / localhost:4566).
+# check.py fails within seconds, saying why, when nothing answers there or SQUASH is not deployed.
+LOCALSTACK_URL ?=
+LOCALSTACK_ENDPOINTS ?= $(CURDIR)/.local/localstack-endpoints.json
+LOCALSTACK_TESTS ?= tests/integration/test_serverless.py
 localstack-test: setup
-	@test -f .local/localstack-endpoints.json || { \
-	  echo "localstack-test: .local/localstack-endpoints.json is missing; run make localstack-up first" >&2; exit 1; }
-	SQUASH_ENDPOINTS=$(CURDIR)/.local/localstack-endpoints.json $(BIN)/pytest -q tests/integration/test_serverless.py
+	LOCALSTACK_URL=$(LOCALSTACK_URL) $(BIN)/python localstack/check.py --endpoints $(LOCALSTACK_ENDPOINTS)
+	SQUASH_ENDPOINTS=$(LOCALSTACK_ENDPOINTS) $(BIN)/pytest -q $(LOCALSTACK_TESTS)

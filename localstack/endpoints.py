@@ -4,7 +4,8 @@
 Same format as the local stack's endpoints.json - {"api_url", "s3_endpoint", "lambda_endpoint",
 "bucket", "region"} - plus the tree shape ("branching", "depth"), which
 tests/integration/test_serverless.py uses to pick the matching test parameters, and a few
-names for humans. Run by localstack/start.sh with the tools venv (boto3).
+names for humans. Run by localstack/start.sh with the project venv (.venv: boto3 and
+localstack-client, which builds the CloudFormation client; see ls_session.py).
 
     python localstack/endpoints.py --stack squash --out .local/localstack-endpoints.json
 """
@@ -21,7 +22,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
-import boto3
+from ls_session import endpoint_url, session
 
 DONE = {"CREATE_COMPLETE", "UPDATE_COMPLETE"}
 
@@ -37,20 +38,21 @@ def api_url(endpoint: str, api_id: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--stack", default="squash")
-    ap.add_argument("--endpoint", default="http://localhost:4566")
+    ap.add_argument(
+        "--endpoint",
+        default=os.environ.get("LOCALSTACK_URL") or None,
+        help="LocalStack's edge URL (default: $LOCALSTACK_URL, else as localstack-client resolves it: "
+        "$AWS_ENDPOINT_URL, $LOCALSTACK_HOST, http://localhost:4566)",
+    )
     ap.add_argument("--region", default="us-east-1")
     ap.add_argument("--bundle", type=Path, default=Path(".aws-sam/localstack/bundle.json"))
     ap.add_argument("--out", type=Path, default=Path(".local/localstack-endpoints.json"))
     ap.add_argument("--wait", type=float, default=120, help="seconds to wait for the stack to complete")
     args = ap.parse_args(argv)
 
-    cf = boto3.client(
-        "cloudformation",
-        endpoint_url=args.endpoint,
-        region_name=args.region,
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
-    )
+    endpoint = endpoint_url(args.endpoint)
+    ls = session(endpoint, args.region)
+    cf = ls.client("cloudformation")
     deadline = time.monotonic() + args.wait
     while True:
         stack = cf.describe_stacks(StackName=args.stack)["Stacks"][0]
@@ -78,9 +80,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     shape = json.loads(args.bundle.read_text()) if args.bundle.is_file() else {}
     doc = {
-        "api_url": api_url(args.endpoint, api_id),
-        "s3_endpoint": args.endpoint,
-        "lambda_endpoint": args.endpoint,
+        "api_url": api_url(endpoint, api_id),
+        "s3_endpoint": ls.client("s3").meta.endpoint_url,
+        "lambda_endpoint": ls.client("lambda").meta.endpoint_url,
         "bucket": outputs["IndexBucket"],
         "region": args.region,
         "branching": int(shape["BRANCHING"]) if "BRANCHING" in shape else None,

@@ -22,6 +22,7 @@ LOCALSTACK_URL=${LOCALSTACK_URL:-http://localhost:4566}
 DEPLOY_TIMEOUT=${DEPLOY_TIMEOUT:-900}
 ENDPOINTS=${ENDPOINTS:-$root/.local/localstack-endpoints.json}
 tools_py=$root/.venv-tools/bin/python
+venv_py=$root/.venv/bin/python # boto3 + localstack-client (dev extra) for endpoints.py
 bundle=$root/.aws-sam/localstack
 compose=(docker compose -f "$root/localstack/docker-compose.yml")
 
@@ -35,6 +36,7 @@ docker info >/dev/null 2>&1 ||
   die "no Docker engine is reachable ('docker info' failed). LocalStack runs Lambda code in containers and needs one; without Docker use the local stack (infra/local)."
 docker compose version >/dev/null 2>&1 || die "the Docker Compose v2 plugin ('docker compose') is missing"
 [ -x "$tools_py" ] || die "$tools_py is missing: run make tools"
+"$venv_py" -c 'import localstack_client' 2>/dev/null || die "$venv_py lacks localstack-client: run make setup"
 
 if [ "${SQUASH_SKIP_BUILD:-0}" != 1 ]; then
   make -C "$root" sam-build
@@ -65,5 +67,5 @@ status=$(<"$bundle/status")
 [ "$status" = deployed ] ||
   die "deploying stack $STACK $status; see: docker compose -f localstack/docker-compose.yml logs localstack"
 
-"$tools_py" localstack/endpoints.py --stack "$STACK" --endpoint "$LOCALSTACK_URL" \
+"$venv_py" localstack/endpoints.py --stack "$STACK" --endpoint "$LOCALSTACK_URL" \
   --bundle "$bundle/bundle.json" --out "$ENDPOINTS"
