@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: help setup tools data datasets test lint demo bench bench-stack bench-faults bench-load bench-writes bench-highcard clean
+.PHONY: help setup tools data datasets test lint openapi demo bench bench-stack bench-faults bench-load bench-writes bench-highcard clean
 
 help:
 	@echo "make setup   create .venv and install pinned dependencies"
@@ -18,6 +18,7 @@ help:
 	@echo "make bench-load    bounded load test on the local stack -> bench/results/load.json (~1.5 min)"
 	@echo "make bench-writes  upserts/s, QPS and recall with 0/1/10 % of rows in deltas and after compact (~5 min)"
 	@echo "make bench-highcard  1M- and 200k-distinct string filters through the local stack (~10 min)"
+	@echo "make openapi  regenerate functions/coordinator/openapi.json from the coordinator's models"
 	@echo "make local-up / local-down   start / stop the Docker-free local stack (.local/)"
 	@echo "make template-lint / sam-build / package-size   check, build and size the SAM app"
 
@@ -55,6 +56,10 @@ lint: setup
 
 test: setup tools data lint template-lint
 	$(BIN)/pytest -q
+
+# The OpenAPI document the coordinator serves at GET /openapi.json, committed (a test checks it).
+openapi: setup
+	$(BIN)/python infra/openapi.py
 
 # The demo runs the serverless path on the local stack (RIE comes from the tools venv).
 demo: setup tools data

@@ -16,6 +16,11 @@ from .tree import TreeLayout
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
+def valid_name(name: object) -> bool:
+    """Whether ``name`` can be an index name in a URL path (and so a key prefix)."""
+    return isinstance(name, str) and bool(_NAME.match(name))
+
+
 def _int(env: dict[str, str], name: str, default: int) -> int:
     raw = env.get(name, "").strip()
     if not raw:
@@ -66,7 +71,7 @@ class RuntimeConfig:
 
     def index_uri(self, name: str) -> str:
         """``s3://<bucket>/<prefix><name>`` for an index name taken from a URL path."""
-        if not isinstance(name, str) or not _NAME.match(name):
+        if not valid_name(name):
             raise InputError(
                 f"index name {name!r} is invalid: use 1-128 letters, digits, '.', '_' or '-'",
                 field="index",

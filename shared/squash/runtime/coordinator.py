@@ -20,21 +20,28 @@ import numpy as np
 from ..attributes import decoded_rows
 from ..cache import SegmentCache
 from ..deletes import delete
-from ..errors import AccessDeniedError, IndexNotFoundError, PayloadTooLargeError, WritesDisabledError
+from ..errors import (
+    AccessDeniedError,
+    IndexNotFoundError,
+    PayloadTooLargeError,
+    StorageError,
+    WritesDisabledError,
+)
 from ..filters import Node, node_to_json
 from ..index import Index
 from ..manifest import MANIFEST_KEY
 from ..metrics import scores
 from ..planner import Plan
 from ..results import STAT_NAMES
-from ..storage import open_storage
+from ..storage import S3Storage, open_storage
 from ..upserts import upsert
 from . import deadline as deadlines
 from .codec import MAX_PAYLOAD_BYTES, encoded_size, pack_array, unpack_array
-from .config import RuntimeConfig
+from .config import RuntimeConfig, valid_name
 from .invoke import Invoker
 from .requests import QueryRequest
 from .tree import function_name
+from .wire import encode_array
 
 #: Share of Lambda's payload limit a chunk may use; the rest is headroom for JSON framing.
 PAYLOAD_BUDGET = int(MAX_PAYLOAD_BYTES * 0.8)
@@ -118,6 +125,36 @@ class Coordinator:
             self._indexes.pop(name, None)
         return {"index": name} | result.to_dict()
 
+    def list_indexes(self, deadline: float | None = None) -> dict[str, Any]:
+        """The index names under the configured prefix (one delimited LIST per 1,000 names,
+        nothing else read): ``{"indexes": [{"name", "warm", and for warm ones "n", "dims",
+        "metric", "build_id"}]}``. Warm ones are those this container has open; their fields
+        come from memory. A folder without a manifest may be listed: GET /indexes/{name} tells."""
+        return deadlines.run_until(deadline, "listing the indexes", self._list_indexes)
+
+    def _list_indexes(self) -> dict[str, Any]:
+        storage = S3Storage(self.config.bucket, "")
+        prefix = self.config.prefix
+        if not self.config.bucket:
+            raise StorageError("SQUASH_INDEX_BUCKET is not set for this function")
+        names: list[str] = []
+        try:
+            pages = storage.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.config.bucket, Prefix=prefix, Delimiter="/"
+            )
+            for page in pages:
+                names += [p["Prefix"][len(prefix) :].rstrip("/") for p in page.get("CommonPrefixes", [])]
+        except Exception as exc:  # botocore raises many unrelated types
+            raise StorageError(f"cannot list s3://{self.config.bucket}/{prefix}: {exc}") from exc
+        out = []
+        for name in sorted(n for n in names if valid_name(n)):
+            entry: dict[str, Any] = {"name": name, "warm": name in self._indexes}
+            if entry["warm"]:
+                m = self._indexes[name].index.manifest
+                entry |= {"n": int(m.n), "dims": int(m.dims), "metric": m.metric, "build_id": m.build_id}
+            out.append(entry)
+        return {"indexes": out}
+
     def info(self, name: str, deadline: float | None = None) -> dict[str, Any]:
         index, _ = deadlines.run_until(deadline, f"loading index {name!r}", self.index, name)
         return {"index": name} | index.summary()
@@ -176,7 +213,10 @@ class Coordinator:
             attributes = decoded_rows(index.manifest.attributes, index.dictionaries, attributes)
 
         values = {"distance": dist, "score": scores(dist, index.manifest.metric)}
-        results = _shape_results(ids, {c: values[c] for c in columns}, attributes, req.include)
+        if req.encoding == "binary":
+            out = _binary_results(ids, {c: values[c] for c in columns}, attributes, req.include)
+        else:
+            out = {"results": _shape_results(ids, {c: values[c] for c in columns}, attributes, req.include)}
         stats = _stats(plan, per_query, answers, len(chunks), cold, coord_bytes)
         stats["event_bytes"] = max(event_sizes)  # the largest event a worker received
         stats["timings_ms"] = {
@@ -186,7 +226,7 @@ class Coordinator:
             "worker_search_max": round(max(a["stats"]["max_node_ms"] for a in answers), 3),
             "total": round((time.perf_counter() - started) * 1e3, 3),
         }
-        out = {"results": results, "stats": stats}
+        out["stats"] = stats
         size = encoded_size(out)
         if size > MAX_PAYLOAD_BYTES - 64 * 1024:
             raise PayloadTooLargeError(
@@ -267,6 +307,8 @@ def _check_answer_can_fit(
     (README), and each hit takes at least a few bytes of JSON."""
     hits = n_queries * min(req.k, sure_matches)
     per_hit = _MIN_HIT_BYTES + sum(_MIN_COLUMN_BYTES[c] for c in columns)
+    if req.encoding == "binary":  # every query holds k slots, padded: 8 bytes of id, 4 a column
+        hits, per_hit = n_queries * req.k, (8 + 4 * len(columns)) * 4 // 3
     floor = hits * per_hit
     if floor > MAX_PAYLOAD_BYTES - 64 * 1024:
         raise PayloadTooLargeError(
@@ -298,6 +340,25 @@ def _shape_results(
             hits.append(hit)
         out.append(hits)
     return out
+
+
+def _binary_results(
+    ids: np.ndarray, columns: dict[str, np.ndarray], attrs: dict[str, Any], include: frozenset[str]
+) -> dict[str, Any]:
+    """``encoding: "binary"``: ids (Q, k) int64 padded with -1 and each column (Q, k) float32
+    padded with +inf, as packed arrays (:mod:`.wire`); attributes per query in hit order,
+    padding left out. Distances and scores are exactly the JSON answer's (float32 either way)."""
+    ids = ids.astype(np.int64, copy=False)
+    pad = ids < 0
+    out: dict[str, Any] = {"ids": encode_array(np.where(pad, -1, ids))}
+    for name, values in columns.items():
+        out[_PLURAL[name]] = encode_array(np.where(pad, np.inf, values).astype(np.float32))
+    if "attributes" in include:
+        out["attributes"] = [[attrs.get(str(i), {}) for i in row if i >= 0] for row in ids.tolist()]
+    return out
+
+
+_PLURAL = {"distance": "distances", "score": "scores"}
 
 
 def _stats(
