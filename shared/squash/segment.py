@@ -23,7 +23,7 @@ from .attributes import AttributeColumns, AttrTable, ListColumn, Raw, validity_a
 from .cache import SegmentCache
 from .errors import IndexFormatError, IndexNotFoundError
 from .manifest import FileRef
-from .osq.scalar import ScalarCode, as_float16, decoded_values, encode, fit_code
+from .osq.scalar import ScalarCode, as_float16, cover, decoded_values, encode, fit_code
 from .osq.sketch import sign_sketch
 from .storage import Storage
 
@@ -77,10 +77,13 @@ def delta_segment(
     rows: np.ndarray, parent: Segment, ids: np.ndarray, attrs: AttributeColumns
 ) -> tuple[bytes, bytes]:
     """(hot, cold) files of new rows routed to ``parent``'s partition (a write): coded with
-    the parent's centre, cells and sketch axes, so they score exactly like its own rows."""
-    header = np.concatenate([parent.centroid, parent.code.lo, parent.code.step])
+    the parent's centre, axes, bit allocation and sketch axes, so they score like its own
+    rows — and with its cells, widened only on axes where a new row lies far outside them
+    (:func:`~squash.osq.scalar.cover`)."""
+    code = cover(parent.code, rows.astype(np.float64) - parent.centroid)
+    header = np.concatenate([parent.centroid, code.lo, code.step])
     half = bool(np.array_equal(header.astype(np.float16).astype(np.float32), header))
-    return _segment_files(rows, parent.centroid, parent.code, half, parent.sketch_dims, ids, attrs)
+    return _segment_files(rows, parent.centroid, code, half, parent.sketch_dims, ids, attrs)
 
 
 def _segment_files(

@@ -166,6 +166,37 @@ def test_upserted_rows_serve_filters_and_new_values(small):
     assert info["version"] == 1 and {a["name"]: a for a in info["attributes"]}["label"]["nullable"]
 
 
+@pytest.mark.parametrize("scale", [3.0, 10.0, -10.0])
+def test_an_upserted_outlier_is_its_own_nearest_neighbour(small, scale):
+    """A new row far outside its partition's cells is not clipped to the edge cell (which
+    made its estimated distance to itself larger than to other rows): the delta widens them."""
+    uri, x, _ = small
+    index = squash.open_index(uri)
+    far = (x.max(axis=0) * scale).astype(np.float32)
+    index.upsert([7777], far[None, :])
+    for params in (None, SearchParams(rerank="none")):
+        top = index.search(np.stack([far, far * 1.01]), k=3, params=params)
+        assert top.ids[:, 0].tolist() == [7777, 7777]
+
+
+def test_cover_widens_only_axes_rows_fall_far_outside():
+    from squash.osq.scalar import cover, encode, fit_code, reconstruct
+
+    rng = np.random.default_rng(3)
+    v = rng.normal(size=(500, 12))
+    code = fit_code(v, 40)
+    assert cover(code, v[:50]) is code  # the partition's own rows: the cells as they are
+    out = v[:3] * 25.0
+    wide = cover(code, out)
+    dims = code.dims
+    moved = (wide.lo != code.lo) | (wide.step != code.step)
+    assert moved.any() and np.all(wide.lo <= code.lo) and np.all(wide.step >= code.step)
+    c8, c4, _ = encode(out, wide)
+    back = reconstruct(wide, c8, c4, np.zeros(12, np.float32))
+    # on every coded axis the new rows are within one cell of their value: nothing clipped
+    assert np.all(np.abs(back[:, dims] - out[:, dims]) <= wide.step + 1e-5)
+
+
 def test_a_crash_at_any_file_of_a_write_changes_nothing(small):
     uri, x, _ = small
     storage = open_storage(uri)
