@@ -3,6 +3,8 @@ scores, MetadataFilters, node round trip, deletes, get_nodes, and a VectorStoreI
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
 pytest.importorskip("llama_index.core")
@@ -19,7 +21,9 @@ from llama_index.core.vector_stores.types import (
     VectorStoreQuery,
     VectorStoreQueryMode,
 )
+from signed import LOCAL_SESSION
 
+from squash import Client
 from squash.integrations import create_index
 from squash.integrations.llamaindex import SquashVectorStore, UnsupportedFilterError
 
@@ -33,10 +37,17 @@ ROWS = [
 ]
 
 
-@pytest.fixture(params=["index", "client"])
+@pytest.fixture(params=["index", "client", "http"])
 def store(request, tmp_path) -> SquashVectorStore:
     if request.param == "index":
         return SquashVectorStore(f"file://{tmp_path}/idx", metadata_fields=FIELDS)
+    if request.param == "http":  # the real client, over a local stack with IAM auth
+        stack = request.getfixturevalue("stack")
+        name = f"li-{uuid.uuid4().hex[:10]}"
+        create_index(f"{stack['index_uri_prefix']}{name}", DIMS, metadata_fields=FIELDS)
+        client = Client(stack["api_url"], session=LOCAL_SESSION)
+        request.addfinalizer(client.close)
+        return SquashVectorStore(client=client, index_name=name)
     client = FakeClient(tmp_path)
     create_index(client.uri("nodes"), DIMS, metadata_fields=FIELDS)
     return SquashVectorStore(client=client, index_name="nodes")  # fields come from the index

@@ -3,12 +3,8 @@ LangChain's standard suite and a LlamaIndex round trip, through HTTP → coordin
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import uuid
-from collections.abc import Generator, Iterator
-from pathlib import Path
+from collections.abc import Generator
 
 import pytest
 
@@ -22,26 +18,7 @@ from squash import Client
 from squash.integrations import create_index
 from squash.integrations.langchain import SquashVectorStore
 
-STACK = Path(__file__).resolve().parents[2] / "infra" / "local" / "stack.py"
 EMBEDDING_SIZE = 6  # langchain_tests' DeterministicFakeEmbedding size
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory) -> Iterator[dict]:
-    folder = tmp_path_factory.mktemp("stores-stack")
-    up = [sys.executable, str(STACK), "up", "--dir", str(folder), "--branching", "2", "--depth", "1"]
-    subprocess.run(up, check=True, timeout=120, capture_output=True)
-    endpoints = json.loads((folder / "endpoints.json").read_text())
-    mp = pytest.MonkeyPatch()
-    mp.setenv("AWS_ENDPOINT_URL_S3", endpoints["s3_endpoint"])
-    for key, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing")):
-        mp.setenv(key, value)
-    mp.setenv("AWS_DEFAULT_REGION", endpoints["region"])
-    try:
-        yield endpoints
-    finally:
-        mp.undo()
-        subprocess.run([sys.executable, str(STACK), "down", "--dir", str(folder)], check=True, timeout=60)
 
 
 class TestSquashOverHttpStandard(VectorStoreIntegrationTests):
