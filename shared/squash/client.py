@@ -157,7 +157,10 @@ class Client:
         metric = self._metric(index)
         if "ids" in doc:  # binary encoding
             ids = unpack(doc["ids"], "ids").astype(np.int64, copy=False)
-            dist = unpack(doc["distances"], "distances").astype(np.float32, copy=False)
+            if "distances" in doc:
+                dist = unpack(doc["distances"], "distances").astype(np.float32, copy=False)
+            else:  # a dot index answers its score (q·x) where a distance is asked for
+                dist = -unpack(doc["scores"], "scores").astype(np.float32, copy=False)
             attrs = doc.get("attributes")
         else:
             ids, dist, attrs = _from_hits(doc["results"], int(k), "attributes" in wanted)
@@ -342,7 +345,8 @@ def _from_hits(results: list, k: int, with_attrs: bool) -> tuple[np.ndarray, np.
     attrs: list[list[dict[str, Any]]] | None = [] if with_attrs else None
     for qi, hits in enumerate(results):
         ids[qi, : len(hits)] = [h["id"] for h in hits]
-        dist[qi, : len(hits)] = [h["distance"] for h in hits]
+        # a dot index answers its score (q·x) where a distance is asked for: distance = −score
+        dist[qi, : len(hits)] = [h["distance"] if "distance" in h else -h["score"] for h in hits]
         if attrs is not None:
             attrs.append([h.get("attributes", {}) for h in hits])
     return ids, dist, attrs

@@ -205,3 +205,17 @@ def test_signing_needs_a_region():
     assert err.value.field == "region"
     signer = Signer("https://abc.execute-api.eu-central-1.amazonaws.com/prod", None, session)
     assert signer.region == "eu-central-1"
+
+
+def test_a_dot_index_answers_scores_which_become_distances(serve):
+    info = (200, {"metric": "dot"})
+    scores = np.array([[5.0, 2.0]], dtype=np.float32)
+    binary = {"ids": pack(np.array([[1, 2]], dtype=np.int64)), "scores": pack(scores), "stats": {}}
+    server = serve([(200, binary), info, (200, {"results": [[{"id": 1, "score": 5.0}]], "stats": {}})])
+    client = Client(server.url, auth="none")
+    got = client.query("dot-idx", np.ones(3), k=2)
+    np.testing.assert_array_equal(got.distances, -scores)
+    np.testing.assert_array_equal(got.scores, scores)
+    client.wire = "json"
+    got = client.query("dot-idx", np.ones(3), k=2)
+    assert got.ids.tolist() == [[1, -1]] and got.scores[0, 0] == 5.0
