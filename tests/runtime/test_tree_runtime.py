@@ -220,3 +220,13 @@ def test_answer_that_cannot_fit_is_413_before_any_worker_runs(s3_index, small_da
         "small", parse_query({"vectors": q[:50].tolist(), "k": 1000, "filter": {"price": {"$lt": 1}}})
     )
     assert tree.calls and len(out["results"]) == 50
+
+
+def test_a_filter_no_row_matches_invokes_nothing(s3_index, small_data):
+    coord, tree = _coordinator(2, 1)
+    body = {"vectors": small_data.queries[:3].tolist(), "k": 5, "filter": {"price": {"$lt": -1e9}}}
+    out = coord.query("small", parse_query(body))
+    assert out["results"] == [[], [], []]
+    assert out["stats"]["nodes"]["invoked"] == 0 and tree.calls == []
+    binary = coord.query("small", parse_query(body | {"encoding": "binary"}))
+    assert binary["stats"]["nodes"]["invoked"] == 0

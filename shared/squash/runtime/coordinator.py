@@ -32,7 +32,7 @@ from ..index import Index
 from ..manifest import MANIFEST_KEY
 from ..metrics import scores
 from ..planner import Plan
-from ..results import STAT_NAMES
+from ..results import STAT_NAMES, TopK
 from ..storage import S3Storage, open_storage
 from ..upserts import upsert
 from . import deadline as deadlines
@@ -186,6 +186,9 @@ class Coordinator:
         def run(rows: np.ndarray) -> dict[str, Any]:
             qi, parts = np.nonzero(plan.visit[rows])
             pairs = np.stack([parts, qi], axis=1).astype(np.int32)
+            if pairs.shape[0] == 0:  # nothing to search (no row can match): nothing invoked
+                event_sizes.append(0)
+                return _idle_answer(rows.size, req.k)
             event = base | {
                 "queries": pack_array(q[rows]),
                 "query_ids": pack_array(np.arange(rows.size, dtype=np.int32)),
@@ -359,6 +362,24 @@ def _binary_results(
 
 
 _PLURAL = {"distance": "distances", "score": "scores"}
+
+
+def _idle_answer(q: int, k: int) -> dict[str, Any]:
+    """What the tree would answer for a chunk with no (partition, query) pair, uninvoked."""
+    top = TopK.empty(q, k)
+    return {
+        "ids": pack_array(top.ids),
+        "distances": pack_array(top.distances),
+        "stats_per_query": pack_array(top.stats),
+        "attributes": {},
+        "stats": {
+            "nodes": {"invoked": 0, "cold": 0, "warm": 0},
+            "positions": [],
+            "s3": {},
+            "search_ms": 0.0,
+            "max_node_ms": 0.0,
+        },
+    }
 
 
 def _stats(
