@@ -270,13 +270,13 @@ def _direct(event: Any, context: Any) -> dict[str, Any]:
             raise InputError(
                 f"unknown action {action!r}; allowed: {', '.join(ALLOWED_ACTIONS)}", field="action"
             )
-        if action == "info":
+        if action in ("info", "warm"):
             if body:
                 raise InputError(
-                    f'action info takes only "index", not {", ".join(sorted(map(str, body)))}',
+                    f'action {action} takes only "index", not {", ".join(sorted(map(str, body)))}',
                     field=str(next(iter(body))),
                 )
-            return COORDINATOR.info(name, until)
+            return (COORDINATOR.info if action == "info" else COORDINATOR.warm)(name, until)
         if action == "delete":
             return COORDINATOR.delete(name, parse_delete(body), until)
         if action == "upsert":

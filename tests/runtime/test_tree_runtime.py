@@ -230,3 +230,16 @@ def test_a_filter_no_row_matches_invokes_nothing(s3_index, small_data):
     assert out["stats"]["nodes"]["invoked"] == 0 and tree.calls == []
     binary = coord.query("small", parse_query(body | {"encoding": "binary"}))
     assert binary["stats"]["nodes"]["invoked"] == 0
+
+
+def test_warm_loads_every_positions_segments_and_the_next_query_reads_nothing(s3_index, small_data):
+    coord, tree = _coordinator(2, 1)
+    out = coord.warm("small")
+    n_segments = len(squash.open_index(s3_index).manifest.segments)
+    assert out["nodes"] == 3 and out["cold"] == 3 and len(tree.calls) == 3
+    assert out["s3"]["segments_loaded"] == n_segments and out["s3"]["bytes_read"] > 0
+    again = coord.warm("small")
+    assert again["cold"] == 0
+    assert again["s3"] == {"segments_loaded": 0, "cache_hits": n_segments, "bytes_read": 0}
+    first = coord.query("small", parse_query({"vectors": small_data.queries[:5].tolist(), "k": 10}))
+    assert first["stats"]["s3"]["bytes_read"] == 0 and first["stats"]["nodes"]["cold"] == 0

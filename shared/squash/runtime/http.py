@@ -43,7 +43,7 @@ _ENVELOPE: tuple[tuple[tuple[str, ...], type | tuple[type, ...], bool], ...] = (
     (("body",), (str, type(None)), False),
     (("isBase64Encoded",), bool, False),
 )
-ALLOWED_ACTIONS = ("query", "info", "delete", "upsert")
+ALLOWED_ACTIONS = ("query", "info", "delete", "upsert", "warm")
 
 
 def is_http_event(event: Any) -> bool:

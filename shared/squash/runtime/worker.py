@@ -188,6 +188,8 @@ class WorkerNode:
         cold, self.cold = self.cold, False
         where = f"worker {event.get('position') if isinstance(event, dict) else None}"
         try:
+            if isinstance(event, dict) and event.get("action") == "warm":
+                return self.warm(event, cold)
             return self._handle(event, cold, deadline)
         except UpstreamError as exc:
             return _error(exc.status, exc.code, exc.message)
@@ -199,6 +201,25 @@ class WorkerNode:
             return _error(503, "storage_error", f"{where}: {exc.message}")
         except SquashError as exc:
             return _error(502, "worker_failed", f"{where}: {exc.message}")
+
+    def warm(self, event: dict[str, Any], cold: bool) -> dict[str, Any]:
+        """The warm schedule's event ``{"action": "warm", "index": URI, "segments": {p: ref}}``:
+        load this position's hot segments into the cache (so the next query reads nothing)
+        and answer what it cost; no search, no children."""
+        uri = _member(event, "index", str)
+        segments = _member(event, "segments", dict)
+        io = {"segments_loaded": 0, "cache_hits": 0, "bytes_read": 0}
+        for key, doc in segments.items():
+            if not (isinstance(key, str) and key.isdigit() and isinstance(doc, dict)):
+                raise InputError(f"segments: bad entry {key!r}", field="segments")
+            try:
+                ref = FileRef(**doc)
+            except TypeError as exc:
+                raise InputError(f"segments[{key}] is not a file reference", field="segments") from exc
+            _, hit, nbytes = self._segment(uri, int(key), ref)
+            io["cache_hits" if hit else "segments_loaded"] += 1
+            io["bytes_read"] += nbytes
+        return {"warmed": True, "cold": cold, "s3": io | {"hot_bytes_resident": self.cache.nbytes}}
 
     def _handle(self, event: dict[str, Any], cold: bool, deadline: float | None) -> dict[str, Any]:
         started = time.perf_counter()
