@@ -36,9 +36,11 @@ def functions(
     index_prefix: str = INDEX_PREFIX,
     worker_prefix: str = WORKER_PREFIX,
     timeout_s: int = 30,
+    local_max_mb: int | None = None,
 ) -> list[FunctionSpec]:
     """The coordinator and one worker function per tree position, with template.yaml's settings
-    (default parameters; the worker prefix plays the role of the stack name)."""
+    (default parameters; the worker prefix plays the role of the stack name). ``local_max_mb``
+    is template.yaml's CoordinatorServesUpToMB (None: its default; 0: always the tree)."""
     repo = Path(repo).resolve()
     tree = _tree(repo)
     size = tree.TreeLayout(branching, depth).size  # raises squash.InputError for a bad shape
@@ -60,7 +62,8 @@ def functions(
             name=f"{worker_prefix}-coordinator",
             code_dir=str(repo / "functions" / "coordinator"),
             handler="app.handler",
-            env={**common, "POWERTOOLS_SERVICE_NAME": "squash-coordinator"},
+            env={**common, "POWERTOOLS_SERVICE_NAME": "squash-coordinator"}
+            | ({} if local_max_mb is None else {"SQUASH_LOCAL_MAX_MB": str(local_max_mb)}),
             timeout_s=timeout_s,
             memory_mb=1024,
         )

@@ -55,6 +55,7 @@ SHAPE_KEYS = (
     "timeout_s",
     "throttle_wait",
     "auth",
+    "local_max_mb",
 )
 #: The access key the local HTTP API accepts with IAM auth (what ``stack.py env`` exports).
 LOCAL_KEY = ("testing", "testing")
@@ -187,13 +188,16 @@ def up(
     timeout_s: int = 30,
     throttle_wait: float = 3.0,
     auth: str = "iam",
+    local_max_mb: int | None = None,
 ) -> dict:
     """Start the stack (or keep the running one when its shape matches); returns endpoints.json.
 
     ``timeout_s`` is every function's timeout (template.yaml's FunctionTimeout), ``throttle_wait``
     how long an invocation waits for a free process at the concurrency cap before its 429.
     ``auth="iam"`` (the default, as deployed) makes the HTTP API require SigV4 signatures by
-    :data:`LOCAL_KEY`; ``"none"`` lets unsigned requests (curl) through.
+    :data:`LOCAL_KEY`; ``"none"`` lets unsigned requests (curl) through. ``local_max_mb``: the
+    coordinator searches indexes whose hot tier fits it by itself (None: the template's
+    default; 0: every query goes through the worker tree).
     """
     if auth not in ("iam", "none"):
         raise StackError(f'auth must be "iam" or "none", got {auth!r}')
@@ -209,6 +213,7 @@ def up(
         "timeout_s": timeout_s,
         "throttle_wait": throttle_wait,
         "auth": auth,
+        "local_max_mb": local_max_mb,
     }
     current = read_endpoints(root)
     if current and all(_running(root).values()):
@@ -220,7 +225,7 @@ def up(
         down(root, say=lambda _msg: None)
 
     try:  # validates the tree shape before anything starts
-        specs = functions(REPO, branching, depth, bucket, timeout_s=timeout_s)
+        specs = functions(REPO, branching, depth, bucket, timeout_s=timeout_s, local_max_mb=local_max_mb)
     except Exception as exc:  # squash's InputError for a tree it refuses
         raise StackError(f"bad tree shape: {exc}") from exc
     try:
@@ -397,6 +402,12 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument(
                 "--auth", choices=("iam", "none"), default="iam", help="HTTP API auth (none: unsigned curl)"
             )
+            p.add_argument(
+                "--local-max-mb",
+                type=int,
+                default=None,
+                help="coordinator alone serves indexes with a hot tier up to this (0: always the tree)",
+            )
     args = ap.parse_args(argv)
     try:
         if args.command == "up":
@@ -411,6 +422,7 @@ def main(argv: list[str] | None = None) -> int:
                 timeout_s=args.timeout,
                 throttle_wait=args.throttle_wait,
                 auth=args.auth,
+                local_max_mb=args.local_max_mb,
             )
         elif args.command == "down":
             down(args.dir)

@@ -257,27 +257,33 @@ class Index:
         plan = self.plan(q, k, node, params)
         planned = time.perf_counter()
         cold = ColdTier(self.storage)
-        run = plan.execution_params(params)
-        pooled = pooled_scan(run)
-        if plan.kind == "exact" and pooled is not None and node is not None:
-            load = lambda p: self.segment(p)[0]  # noqa: E731
-            top = exact_scan(load, plan.partitions, q, k, self._matches(node, plan), cold, pooled)
-        else:
-            top = search_partitions(
-                lambda p: self.segment(p)[0],
-                ((int(p), plan.queries_of(int(p))) for p in plan.partitions),
-                q,
-                k,
-                node,
-                self.manifest.attributes,
-                run,
-                cold,
-                self.dead_rows,
-            )
+        top = self.search_planned(q, k, node, plan, params, cold)
         result = self._result(top, user_q, plan, started, planned, self.bytes_read - bytes_before, cold)
         if with_attrs:
             result.attributes = self.attributes_of(result.ids)
         return result
+
+    def search_planned(
+        self, q: np.ndarray, k: int, node: Node | None, plan: Plan, params: SearchParams, cold: ColdTier
+    ) -> TopK:
+        """Run ``plan`` for prepared queries ``q`` here, in this process: the top-k in the
+        index's internal distances (what a worker tree answers for the same plan)."""
+        run = plan.execution_params(params)
+        pooled = pooled_scan(run)
+        if plan.kind == "exact" and pooled is not None and node is not None:
+            load = lambda p: self.segment(p)[0]  # noqa: E731
+            return exact_scan(load, plan.partitions, q, k, self._matches(node, plan), cold, pooled)
+        return search_partitions(
+            lambda p: self.segment(p)[0],
+            ((int(p), plan.queries_of(int(p))) for p in plan.partitions),
+            q,
+            k,
+            node,
+            self.manifest.attributes,
+            run,
+            cold,
+            self.dead_rows,
+        )
 
     def attributes_of(self, ids: np.ndarray) -> list[list[dict[str, Any]]]:
         """Attributes of every id in ``ids`` (Q, k), -1 padding skipped (read from the

@@ -75,6 +75,7 @@ def stack(request, tmp_path_factory, data):
             pytest.skip(f"the stack in {given} is deployed with another tree shape")
     else:
         cmd = [sys.executable, str(STACK), "up", "--dir", str(folder), "--branching", str(branching)]
+        cmd += ["--local-max-mb", "0"]  # these indexes are tiny: make them use the tree
         subprocess.run([*cmd, "--depth", str(depth)], check=True, timeout=120, capture_output=True)
         endpoints = json.loads((folder / "endpoints.json").read_text())
     env = {

@@ -92,6 +92,7 @@ def lambda_modules(bucket: str, service: str, *functions: str) -> Iterator[list]
         "SQUASH_INDEX_BUCKET": bucket,
         "SQUASH_TREE_BRANCHING": "2",
         "SQUASH_TREE_DEPTH": "1",
+        "SQUASH_LOCAL_MAX_MB": "0",  # the test indexes are tiny: exercise the tree
         "POWERTOOLS_TRACE_DISABLED": "true",
         "POWERTOOLS_METRICS_NAMESPACE": "squash",
         "POWERTOOLS_SERVICE_NAME": service,

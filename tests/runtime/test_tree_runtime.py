@@ -243,3 +243,33 @@ def test_warm_loads_every_positions_segments_and_the_next_query_reads_nothing(s3
     assert again["s3"] == {"segments_loaded": 0, "cache_hits": n_segments, "bytes_read": 0}
     first = coord.query("small", parse_query({"vectors": small_data.queries[:5].tolist(), "k": 10}))
     assert first["stats"]["s3"]["bytes_read"] == 0 and first["stats"]["nodes"]["cold"] == 0
+
+
+@pytest.mark.parametrize("encoding", ["json", "binary"])
+def test_a_small_index_is_served_by_the_coordinator_alone(s3_index, small_data, encoding):
+    """Hot tier within local_max_bytes: no worker invoked, the same answer as in-process
+    (ids, distances, attributes), and the second query reads nothing."""
+    cfg = RuntimeConfig(
+        bucket="rt-bucket", tree=TreeLayout(2, 1), manifest_check_s=0, local_max_bytes=1 << 30
+    )
+    tree = LocalTree(cfg.worker_prefix, cfg.tree.size)
+    coord = Coordinator(cfg, tree)
+    q = small_data.queries[:8]
+    filt = {"price": {"$lt": 60}}
+    body = {"vectors": q.tolist(), "k": 10, "filter": filt, "include": ["distance", "attributes"]}
+    body["encoding"] = encoding
+    out = coord.query("small", parse_query(body))
+    again = coord.query("small", parse_query(body))
+    expected = squash.open_index(s3_index).search(q, k=10, filter=filt, include=["attributes"])
+    assert tree.calls == [] and out["stats"]["nodes"]["invoked"] == 0
+    if encoding == "json":
+        assert _hits(out) == _ids(expected.ids)
+        got_attrs = [[h["attributes"] for h in row] for row in out["results"]]
+    else:
+        from squash.client import unpack
+
+        np.testing.assert_array_equal(unpack(out["ids"], "ids"), expected.ids)
+        np.testing.assert_allclose(unpack(out["distances"], "d"), expected.distances, rtol=1e-6)
+        got_attrs = out["attributes"]
+    assert got_attrs == expected.attributes
+    assert again["stats"]["s3"]["bytes_read"] == 0 and again["stats"]["coordinator"]["bytes_read"] == 0

@@ -32,6 +32,7 @@ from ..index import Index
 from ..manifest import MANIFEST_KEY
 from ..metrics import scores
 from ..planner import Plan
+from ..refine import ColdTier
 from ..results import STAT_NAMES, TopK
 from ..storage import S3Storage, open_storage
 from ..upserts import upsert
@@ -77,7 +78,9 @@ class Coordinator:
             if entry and entry.version == version:
                 entry.checked = now
                 return entry.index, 0
-            index = Index.open(storage, cache=SegmentCache(0))  # the coordinator never loads segments
+            index = Index.open(storage, cache=SegmentCache(0))
+            if self._serves_here(index):  # small: its hot tier is cached here, no tree
+                index.cache = SegmentCache(self.config.local_max_bytes)
         except IndexNotFoundError as exc:
             raise IndexNotFoundError(f"index {name!r} not found", field="index") from exc
         except AccessDeniedError as exc:  # S3's answer for a missing key without s3:ListBucket
@@ -124,6 +127,12 @@ class Coordinator:
         with self._lock:
             self._indexes.pop(name, None)
         return {"index": name} | result.to_dict()
+
+    def _serves_here(self, index: Index) -> bool:
+        """Whether this coordinator searches ``index`` itself: its whole hot tier (every
+        segment, deltas included) fits ``local_max_bytes``."""
+        hot = sum(ref.size for ref in index.manifest.segments)
+        return 0 < hot <= self.config.local_max_bytes
 
     def list_indexes(self, deadline: float | None = None) -> dict[str, Any]:
         """The index names under the configured prefix (one delimited LIST per 1,000 names,
@@ -213,7 +222,12 @@ class Coordinator:
         chunks = [np.arange(s, min(s + size, q.shape[0])) for s in range(0, q.shape[0], size)]
         event_sizes: list[int] = []
 
+        local = self._serves_here(index)
+
         def run(rows: np.ndarray) -> dict[str, Any]:
+            if local:
+                event_sizes.append(0)
+                return _answer_here(index, q, req, plan, node)
             qi, parts = np.nonzero(plan.visit[rows])
             pairs = np.stack([parts, qi], axis=1).astype(np.int32)
             if pairs.shape[0] == 0:  # nothing to search (no row can match): nothing invoked
@@ -227,6 +241,8 @@ class Coordinator:
             event_sizes.append(encoded_size(event))
             return self.invoke(function_name(self.config.worker_prefix, 0), event)
 
+        if local:
+            chunks = [np.arange(q.shape[0])]  # no payload limit in-process: one pass
         if len(chunks) == 1:
             answers = [run(chunks[0])]
         else:
@@ -242,7 +258,7 @@ class Coordinator:
         attributes: dict[str, Any] = {}
         for a in answers:
             attributes |= a.get("attributes", {})
-        if attributes:
+        if attributes and not local:  # the tree answers codes; the coordinator decodes them
             attributes = decoded_rows(index.manifest.attributes, index.dictionaries, attributes)
 
         values = {"distance": dist, "score": scores(dist, index.manifest.metric)}
@@ -392,6 +408,35 @@ def _binary_results(
 
 
 _PLURAL = {"distance": "distances", "score": "scores"}
+
+
+def _answer_here(index: Index, q: np.ndarray, req: QueryRequest, plan: Plan, node: Node | None) -> dict:
+    """The plan run by the coordinator itself (a small index), shaped as the tree answers,
+    attributes already decoded."""
+    started = time.perf_counter()
+    before = index.bytes_read
+    cold = ColdTier(index.storage)
+    top = index.search_planned(q, req.k, node, plan, req.params, cold)
+    attrs: dict[str, Any] = {}
+    if "attributes" in req.include:
+        for row_ids, row_attrs in zip(top.ids.tolist(), index.attributes_of(top.ids), strict=True):
+            attrs |= {str(i): a for i, a in zip(row_ids, row_attrs, strict=False) if i >= 0}
+    ms = (time.perf_counter() - started) * 1e3
+    read = index.bytes_read - before
+    s3 = {"bytes_read": read, "segments_loaded": 0, "cache_hits": 0}
+    return {
+        "ids": pack_array(top.ids),
+        "distances": pack_array(top.distances),
+        "stats_per_query": pack_array(top.stats),
+        "attributes": attrs,
+        "stats": {
+            "nodes": {"invoked": 0, "cold": 0, "warm": 0},
+            "positions": [],
+            "s3": s3 | cold.reads.as_dict() | {"hot_bytes_resident": index.cache.nbytes},
+            "search_ms": ms,
+            "max_node_ms": ms,
+        },
+    }
 
 
 def _idle_answer(q: int, k: int) -> dict[str, Any]:
