@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: help setup tools data datasets test lint openapi demo bench bench-stack bench-faults bench-load bench-writes bench-highcard clean
+.PHONY: help setup tools data datasets test lint openapi demo bench bench-stack bench-faults bench-load bench-writes bench-highcard bench-wire clean
 
 help:
 	@echo "make setup   create .venv and install pinned dependencies"
@@ -17,6 +17,7 @@ help:
 	@echo "make bench-faults  fault injection on the local stack -> bench/results/faults.json (~5 min)"
 	@echo "make bench-load    bounded load test on the local stack -> bench/results/load.json (~1.5 min)"
 	@echo "make bench-writes  upserts/s, QPS and recall with 0/1/10 % of rows in deltas and after compact (~5 min)"
+	@echo "make bench-wire    JSON vs binary wire: body parsing, HTTP batch QPS (~3 min) -> bench/results"
 	@echo "make bench-highcard  1M- and 200k-distinct string filters through the local stack (~10 min)"
 	@echo "make openapi  regenerate functions/coordinator/openapi.json from the coordinator's models"
 	@echo "make local-up / local-down   start / stop the Docker-free local stack (.local/)"
@@ -96,6 +97,12 @@ bench-load: setup tools
 # which the next `make bench` report includes (or: bench/run.py --only report).
 bench-stack: setup tools data
 	OPENBLAS_NUM_THREADS=1 $(BIN)/python bench/stack_latency.py --out bench/results
+	$(MAKE) bench-wire
+
+# The HTTP API's two encodings: 1000 x 784 body parsing, then batch QPS through the local stack.
+bench-wire: setup tools data
+	OPENBLAS_NUM_THREADS=1 $(BIN)/python bench/http_parse.py --out bench/results
+	OPENBLAS_NUM_THREADS=1 $(BIN)/python bench/wire_http.py --out bench/results
 
 # Local stack (local-up / local-down / local-status) and SAM (template-lint, sam-build,
 # package-size, localstack-*) targets.

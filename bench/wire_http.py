@@ -1,0 +1,138 @@
+"""JSON vs the binary wire through HTTP on the local stack: queries per second for batches
+of 100 and 1,000 (b=4, l=1, Fashion-MNIST when installed), counting what a client pays too:
+encoding the body, sending it, decoding the answer. ``outside_search_ms`` is that time less
+the coordinator's search (``stats.timings_ms.total``), which is what the encoding changes.
+Writes ``wire_http.json``.
+
+    python bench/wire_http.py --out bench/results [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np
+
+from bench.stack_latency import INDEX, STACK, _upload
+
+RUNS = 7
+
+
+def _packed(q: np.ndarray) -> dict:
+    raw = np.ascontiguousarray(q, dtype="<f4").tobytes()
+    return {"dtype": "float32", "shape": list(q.shape), "data": base64.b64encode(raw).decode()}
+
+
+def _unpacked(obj: dict) -> np.ndarray:
+    dtype = {"int64": "<i8", "float32": "<f4"}[obj["dtype"]]
+    return np.frombuffer(base64.b64decode(obj["data"]), dtype).reshape(obj["shape"])
+
+
+def _query(url: str, q: np.ndarray, binary: bool) -> tuple[np.ndarray, float, dict]:
+    """One request as a client makes it: (ids, seconds end to end, sizes and server time)."""
+    started = time.perf_counter()
+    if binary:
+        doc = {"vectors": _packed(q), "k": 10, "encoding": "binary"}
+    else:
+        doc = {"vectors": q.tolist(), "k": 10}
+    data = json.dumps(doc).encode()
+    req = urllib.request.Request(url, data=data, method="POST", headers={"content-type": "application/json"})
+    with urllib.request.urlopen(req, timeout=300) as resp:
+        raw = resp.read()
+    out = json.loads(raw)
+    if binary:
+        ids, _dist = _unpacked(out["ids"]), _unpacked(out["distances"])
+    else:
+        ids = np.array([[h["id"] for h in row] for row in out["results"]])
+    seconds = time.perf_counter() - started
+    return (
+        ids,
+        seconds,
+        {
+            "request_bytes": len(data),
+            "response_bytes": len(raw),
+            "server_ms": out["stats"]["timings_ms"]["total"],
+        },
+    )
+
+
+def measure(index_dir: Path, queries: np.ndarray, batches: list[int], branching: int, depth: int) -> dict:
+    folder = Path(tempfile.mkdtemp(prefix="squash-wire-"))
+    up = [sys.executable, str(STACK), "up", "--dir", str(folder), "--branching", str(branching)]
+    subprocess.run([*up, "--depth", str(depth)], check=True, capture_output=True, timeout=120)
+    try:
+        endpoints = json.loads((folder / "endpoints.json").read_text())
+        _upload(index_dir, endpoints)
+        url = f"{endpoints['api_url']}/indexes/{INDEX}/query"
+        _query(url, queries[: max(batches)], binary=True)  # every segment loaded once
+        rows = {}
+        for b in batches:
+            q = queries[:b]
+            ids_json = _query(url, q, binary=False)[0]
+            ids_bin = _query(url, q, binary=True)[0]
+            assert np.array_equal(ids_json, ids_bin), "binary and JSON answers differ"
+            runs: dict[bool, list] = {False: [], True: []}
+            for _ in range(RUNS):  # alternated, so a drifting machine load hits both alike
+                for binary in (False, True):
+                    runs[binary].append(_query(url, q, binary))
+            for binary, got in runs.items():
+                seconds = float(np.median([r[1] for r in got]))
+                server = float(np.median([r[2]["server_ms"] for r in got]))
+                overhead = float(np.median([r[1] * 1e3 - r[2]["server_ms"] for r in got]))
+                rows[f"{b}/{'binary' if binary else 'json'}"] = {
+                    "batch": b,
+                    "encoding": "binary" if binary else "json",
+                    "seconds": round(seconds, 4),
+                    "qps": round(b / seconds, 1),
+                    "server_ms": round(server, 1),  # the coordinator's search, after parsing
+                    "outside_search_ms": round(overhead, 1),  # encode, send, parse, answer, decode
+                } | {k: got[0][2][k] for k in ("request_bytes", "response_bytes")}
+        return {"branching": branching, "depth": depth, "runs": RUNS, "results": rows}
+    finally:
+        subprocess.run([sys.executable, str(STACK), "down", "--dir", str(folder)], check=False, timeout=120)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    ap.add_argument("--quick", action="store_true", help="tiny synthetic index")
+    args = ap.parse_args()
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    import squash
+    from squash.datasets import demo_dataset, synthetic_mixture
+
+    if args.quick:
+        ds, batches = synthetic_mixture(n=3000, d=32, n_queries=100, seed=4), [10, 100]
+    else:
+        ds, batches = demo_dataset(n_queries=1000), [100, 1000]
+    index_dir = Path(tempfile.mkdtemp(prefix="squash-wire-index-"))
+    squash.build_index(ds.base, index_dir.as_uri(), ds.attributes, squash.BuildOptions(seed=0))
+    doc = {"date": time.strftime("%Y-%m-%d"), "dataset": ds.name, "n": int(ds.base.shape[0])}
+    doc |= {"dims": int(ds.base.shape[1])} | measure(index_dir, ds.queries, batches, 4, 1)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "wire_http.json").write_text(json.dumps(doc, indent=1) + "\n")
+    for row in doc["results"].values():
+        print(
+            f"B={row['batch']:>5} {row['encoding']:>6}: {row['qps']:>8,.0f} QPS, "
+            f"{row['seconds'] * 1e3:7.0f} ms "
+            f"(search {row['server_ms']:.0f} ms, outside it {row['outside_search_ms']:.0f} ms), "
+            f"request {row['request_bytes'] / 1e6:.2f} MB, "
+            f"answer {row['response_bytes'] / 1e6:.2f} MB"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
