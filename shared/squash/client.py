@@ -160,7 +160,8 @@ class Client:
             if "distances" in doc:
                 dist = unpack(doc["distances"], "distances").astype(np.float32, copy=False)
             else:  # a dot index answers its score (q·x) where a distance is asked for
-                dist = -unpack(doc["scores"], "scores").astype(np.float32, copy=False)
+                score = unpack(doc["scores"], "scores").astype(np.float32, copy=False)
+                dist = np.where(ids < 0, np.float32(np.inf), -score)
             attrs = doc.get("attributes")
         else:
             ids, dist, attrs = _from_hits(doc["results"], int(k), "attributes" in wanted)

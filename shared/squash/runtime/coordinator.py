@@ -395,13 +395,14 @@ def _binary_results(
     ids: np.ndarray, columns: dict[str, np.ndarray], attrs: dict[str, Any], include: frozenset[str]
 ) -> dict[str, Any]:
     """``encoding: "binary"``: ids (Q, k) int64 padded with -1 and each column (Q, k) float32
-    padded with +inf, as packed arrays (:mod:`.wire`); attributes per query in hit order,
+    padded with +inf (scores with −inf, as ``SearchResult.scores``), as packed arrays (:mod:`.wire`); attributes per query in hit order,
     padding left out. Distances and scores are exactly the JSON answer's (float32 either way)."""
     ids = ids.astype(np.int64, copy=False)
     pad = ids < 0
     out: dict[str, Any] = {"ids": encode_array(np.where(pad, -1, ids))}
     for name, values in columns.items():
-        out[_PLURAL[name]] = encode_array(np.where(pad, np.inf, values).astype(np.float32))
+        fill = np.inf if name == "distance" else -np.inf  # padding sorts last either way
+        out[_PLURAL[name]] = encode_array(np.where(pad, fill, values).astype(np.float32))
     if "attributes" in include:
         out["attributes"] = [[attrs.get(str(i), {}) for i in row if i >= 0] for row in ids.tolist()]
     return out
