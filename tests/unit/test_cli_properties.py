@@ -166,7 +166,8 @@ def test_cli_exits_0_or_2_with_one_error_line(index_uri, tmp_path, data):
     with tempfile.TemporaryDirectory(dir=tmp_path) as tmp:
         argv = data.draw(argvs(index_uri, Path(tmp)))
         out, err = io.StringIO(), io.StringIO()
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        # a plain --index-uri (e.g. "rel") is a path relative to the working directory
+        with contextlib.chdir(tmp), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
                 code = main(argv)
             except SystemExit as exc:  # argparse: usage errors (2) and --help (0)
