@@ -110,16 +110,17 @@ def _is_int(v: object) -> bool:
 
 
 def validate_options(opts: BuildOptions, n: int, d: int | None = None) -> None:
-    """Every option checked before anything is read or written (``d``: the vectors' dims)."""
+    """Every option checked before anything is read or written (``d``: the vectors' dims).
+    Messages name the BuildOptions field; the CLI shows its own flag names instead."""
     if not _is_int(opts.seed) or not 0 <= opts.seed <= MAX_SEED:
-        raise InputError(f"--seed must be an integer from 0 to {MAX_SEED}, got {opts.seed!r}", field="seed")
+        raise InputError(f"seed must be an integer from 0 to {MAX_SEED}, got {opts.seed!r}", field="seed")
     if opts.partitions is not None and not _is_int(opts.partitions):
-        raise InputError(f"--partitions must be an integer, got {opts.partitions!r}", field="partitions")
+        raise InputError(f"partitions must be an integer, got {opts.partitions!r}", field="partitions")
     if d is not None:
         bits = opts.resolve_sketch_bits(d)
         if not _is_int(bits) or not 1 <= bits <= d:
             raise InputError(
-                f"--sketch-bits must be from 1 to {d} (the vector dimension: one sign bit per "
+                f"sketch_bits must be from 1 to {d} (the vector dimension: one sign bit per "
                 f"rotated axis), got {bits!r}",
                 field="sketch_bits",
             )
@@ -127,11 +128,11 @@ def validate_options(opts: BuildOptions, n: int, d: int | None = None) -> None:
         raise InputError(f"metric must be one of {', '.join(METRICS)}, got {opts.metric!r}", field="metric")
     p = opts.resolve_partitions(n)
     if p < 1:
-        raise InputError("--partitions must be at least 1", field="partitions")
+        raise InputError("partitions must be at least 1", field="partitions")
     if p > n:
-        raise InputError(f"--partitions ({p}) is larger than the number of vectors ({n})", field="partitions")
+        raise InputError(f"partitions ({p}) is larger than the number of vectors ({n})", field="partitions")
     if not 0 < opts.bits_per_dim <= 8:
-        raise InputError(f"--bits-per-dim must be in (0, 8], got {opts.bits_per_dim}", field="bits_per_dim")
+        raise InputError(f"bits_per_dim must be in (0, 8], got {opts.bits_per_dim}", field="bits_per_dim")
     if not _is_int(opts.calibration_queries) or opts.calibration_queries < 0:
         raise InputError("the number of calibration queries must be >= 0", field="calibration_queries")
 

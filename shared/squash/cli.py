@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -394,12 +395,34 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+#: Library option names (BuildOptions fields, read_vectors' vector_column) -> the CLI's flags.
+_FLAGS = {
+    "partitions": "--partitions",
+    "seed": "--seed",
+    "sketch_bits": "--sketch-bits",
+    "bits_per_dim": "--bits-per-dim",
+    "vector_column": "--vector-column",
+}
+
+
+def cli_message(exc: SquashError) -> str:
+    """The library names its options (``partitions (256) is larger ...``); a CLI user typed
+    flags, so say ``--partitions``. Only in messages about build options or the vectors
+    file, and only whole option names, so an attribute or value is never rewritten."""
+    if exc.field not in (*_FLAGS, "vectors"):
+        return exc.message
+    message = exc.message
+    for name, flag in _FLAGS.items():
+        message = re.sub(rf"(?<![\w'\"-]){name}(?![\w'\"-])", flag, message)
+    return message
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.run(args)
     except SquashError as exc:
-        print(f"squash: error: {exc.message}", file=sys.stderr)
+        print(f"squash: error: {cli_message(exc)}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # e.g. `squash info ... | head`
         sys.stderr.close()

@@ -116,7 +116,7 @@ def _read_parquet_vectors(path: Path, column: str | None) -> tuple[np.ndarray, p
         if len(list_cols) != 1:
             raise InputError(
                 f"{path.name}: expected exactly one list column of vectors, found "
-                f"{len(list_cols)} ({', '.join(list_cols) or 'none'}); name it with --vector-column",
+                f"{len(list_cols)} ({', '.join(list_cols) or 'none'}); name it with vector_column",
                 field="vectors",
             )
         column = list_cols[0]
