@@ -8,6 +8,7 @@ from .compact import CompactResult, compact
 from .deletes import WriteResult, delete
 from .errors import (
     FilterError,
+    IndexExistsError,
     IndexFormatError,
     IndexNotFoundError,
     InputError,
@@ -25,6 +26,7 @@ __all__ = [
     "CompactResult",
     "FilterError",
     "Index",
+    "IndexExistsError",
     "IndexFormatError",
     "IndexNotFoundError",
     "InputError",

@@ -28,7 +28,7 @@ from .arrays import to_arrow_bytes
 from .attribute_build import quantize_attributes, read_ids
 from .attributes import AttributeColumns
 from .calibration import DEFAULT_QUERIES, Calibration, calibrate, hard_queries, query_family
-from .errors import IndexFormatError, IndexNotFoundError, InputError
+from .errors import IndexExistsError, IndexFormatError, IndexNotFoundError, InputError
 from .inputs import check_vectors, normalise_rows
 from .manifest import MANIFEST_KEY, FileRef, Manifest, is_squash_manifest
 from .metrics import METRICS, DotSpace, augment_queries, augment_rows, max_norm
@@ -199,11 +199,15 @@ def build_index(
     options: BuildOptions | None = None,
     progress: Progress | None = None,
     calibration_queries: np.ndarray | None = None,
+    *,
+    replace: bool = False,
 ) -> BuildSummary:
     """Build an index from validated float32 ``vectors`` (n, d) and optional attributes.
 
     ``calibration_queries`` (m, d): a sample of real queries to calibrate the planner with
     (recommended); without them the build calibrates on a hard synthetic sample.
+    ``replace``: a URI that already holds an index is an IndexExistsError unless this is
+    set (then readers keep the old index until the new manifest is written).
     """
     started = time.perf_counter()
     opts = options or BuildOptions()
@@ -220,7 +224,7 @@ def build_index(
     ids = read_ids(attributes, n)
     attrs = quantize_attributes(attributes, n)
     storage.check_writable()
-    previous = _previous_build(storage)
+    previous = _previous_build(storage, replace)
 
     x = prepare_rows(vectors, opts.metric, dot_max_norm)
     ds = x.shape[1]  # the index's space: d, or d + 1 for dot
@@ -434,12 +438,12 @@ def router_bytes(
     return to_arrow_bytes(arrays)
 
 
-def _previous_build(storage: Storage) -> list[str]:
+def _previous_build(storage: Storage, replace: bool) -> list[str]:
     """Build ids the stored manifest history names (newest last); empty for a new index.
 
     A ``manifest.json`` that is not a squash manifest belongs to someone else: the build
-    refuses (before writing anything) rather than replace it. A squash manifest that is
-    corrupt is replaced — rebuilding repairs the index."""
+    refuses (before writing anything) rather than replace it. A squash index is replaced
+    only when ``replace`` is set; one whose manifest is corrupt too — rebuilding repairs it."""
     try:
         raw = storage.read(MANIFEST_KEY)
     except IndexNotFoundError:
@@ -450,6 +454,8 @@ def _previous_build(storage: Storage) -> list[str]:
             "overwrite it — build into an empty folder/prefix, or remove that file first",
             field="index_uri",
         )
+    if not replace:
+        raise IndexExistsError(storage.uri)
     try:
         old = Manifest.from_json(raw)
         history = [*old.params.get("previous_builds", []), old.build_id]

@@ -20,7 +20,7 @@ from .build import BuildOptions, build_index, calibrate_index
 from .calibration import DEFAULT_QUERIES
 from .compact import compact
 from .deletes import delete
-from .errors import InputError, SquashError
+from .errors import IndexExistsError, InputError, SquashError
 from .garbage import collect
 from .index import open_index
 from .inputs import read_table, read_vectors
@@ -74,7 +74,16 @@ def _build(args: argparse.Namespace) -> int:
     )
     cal_queries = _read_calibration(args.calibration_queries)
     progress = NoProgress() if args.quiet else TqdmProgress()
-    summary = build_index(vin.vectors, args.index_uri, attrs, opts, progress, cal_queries)
+    try:
+        summary = build_index(
+            vin.vectors, args.index_uri, attrs, opts, progress, cal_queries, replace=args.replace
+        )
+    except IndexExistsError as exc:  # the library's advice is replace=True; here it is a flag
+        raise InputError(
+            f"an index already exists at {exc.uri}; add --replace to rebuild it (every vector there "
+            "is replaced), or choose another --index-uri",
+            field="index_uri",
+        ) from exc
     print("\n".join(summary.lines()))
     return 0
 
@@ -323,6 +332,11 @@ def parser() -> argparse.ArgumentParser:
         "--calibration-queries",
         help="a sample of real queries (.npy/.fvecs/.parquet) to calibrate the planner with "
         "(recommended; default: a hard synthetic sample of the data)",
+    )
+    b.add_argument(
+        "--replace",
+        action="store_true",
+        help="rebuild an index that already exists at --index-uri (without it, that is an error)",
     )
     _calibration_options(b, "calibration queries used ({}; 0 = no calibration)")
     b.set_defaults(run=_build)
