@@ -378,7 +378,7 @@ class Index:
                 "search_ms": round((done - planned) * 1e3, 3),
             }
         )
-        return SearchResult(top.ids, dist, stats, self.manifest.metric)
+        return SearchResult(top.ids, dist, stats, metric=self.manifest.metric)
 
 
 def open_index(uri: str | Storage, cache: SegmentCache | None = None) -> Index:
