@@ -134,6 +134,7 @@ def add_query_command(sub: Any, **parser_options: Any) -> argparse.ArgumentParse
 
 def query(args: argparse.Namespace) -> int:
     output = None if args.output is None else _check_output(Path(args.output))
+    wanted_attributes(args.attributes, args.output)  # a bad --attributes fails before any work
     started = time.perf_counter()
     res = _run_query(args)
     seconds = time.perf_counter() - started
