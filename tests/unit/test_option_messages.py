@@ -38,7 +38,7 @@ def test_no_library_module_quotes_a_cli_flag():
     offenders = [
         f"{path.relative_to(PACKAGE)}: {text!r}"
         for path in sorted(PACKAGE.rglob("*.py"))
-        if path.name != "cli.py"
+        if not path.name.startswith("cli")  # cli.py, cli_query.py: the CLI's own words
         for text in _strings_outside_docstrings(ast.parse(path.read_text()))
         if FLAG.search(text)
     ]
