@@ -208,7 +208,9 @@ class Suite:
         # the current one always is).
         order = np.arange(self.data.base.shape[0])[::-1].copy()
         attrs = self.data.attributes.take(order) if self.data.attributes is not None else None
-        build_index(self.data.base[order], stack.uri, attrs, BuildOptions(partitions=12, seed=9))
+        build_index(
+            self.data.base[order], stack.uri, attrs, BuildOptions(partitions=12, seed=9), replace=True
+        )
         self.manifest_b = stack.get("manifest.json")
         self.refs_b = self._references(squash.open_index(stack.uri))
         self.manifest = json.loads(self.manifest_b)

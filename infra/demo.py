@@ -68,10 +68,12 @@ def build(ds, endpoints: dict, name: str) -> str:
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": endpoints.get("region", "us-east-1"),
     }
-    print(f"\n$ AWS_ENDPOINT_URL_S3={endpoints['s3_endpoint']} squash build --vectors ... --index-uri {uri}")
+    # --replace: a reused local stack still holds the previous run's index, rebuilt on purpose
+    s3 = endpoints["s3_endpoint"]
+    print(f"\n$ AWS_ENDPOINT_URL_S3={s3} squash build --vectors ... --index-uri {uri} --replace")
     subprocess.run(
         [sys.executable, "-m", "squash.cli", "build", "--vectors", str(WORK / "vectors.npy"),
-         "--attributes", str(WORK / "attributes.parquet"), "--index-uri", uri],
+         "--attributes", str(WORK / "attributes.parquet"), "--index-uri", uri, "--replace"],
         check=True, env=env,
     )  # fmt: skip
     return uri

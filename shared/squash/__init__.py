@@ -9,6 +9,7 @@ from .compact import CompactResult, compact
 from .deletes import WriteResult, delete
 from .errors import (
     FilterError,
+    IndexExistsError,
     IndexFormatError,
     IndexNotFoundError,
     InputError,
@@ -27,6 +28,7 @@ __all__ = [
     "CompactResult",
     "FilterError",
     "Index",
+    "IndexExistsError",
     "IndexFormatError",
     "IndexNotFoundError",
     "InputError",

@@ -28,7 +28,7 @@ from .arrays import to_arrow_bytes
 from .attribute_build import quantize_attributes, read_ids
 from .attributes import AttributeColumns
 from .calibration import DEFAULT_QUERIES, Calibration, calibrate, hard_queries, query_family
-from .errors import IndexFormatError, IndexNotFoundError, InputError
+from .errors import IndexExistsError, IndexFormatError, IndexNotFoundError, InputError
 from .inputs import check_vectors, normalise_rows
 from .manifest import MANIFEST_KEY, FileRef, Manifest, is_squash_manifest
 from .metrics import METRICS, DotSpace, augment_queries, augment_rows, max_norm
@@ -110,16 +110,17 @@ def _is_int(v: object) -> bool:
 
 
 def validate_options(opts: BuildOptions, n: int, d: int | None = None) -> None:
-    """Every option checked before anything is read or written (``d``: the vectors' dims)."""
+    """Every option checked before anything is read or written (``d``: the vectors' dims).
+    Messages name the BuildOptions field; the CLI shows its own flag names instead."""
     if not _is_int(opts.seed) or not 0 <= opts.seed <= MAX_SEED:
-        raise InputError(f"--seed must be an integer from 0 to {MAX_SEED}, got {opts.seed!r}", field="seed")
+        raise InputError(f"seed must be an integer from 0 to {MAX_SEED}, got {opts.seed!r}", field="seed")
     if opts.partitions is not None and not _is_int(opts.partitions):
-        raise InputError(f"--partitions must be an integer, got {opts.partitions!r}", field="partitions")
+        raise InputError(f"partitions must be an integer, got {opts.partitions!r}", field="partitions")
     if d is not None:
         bits = opts.resolve_sketch_bits(d)
         if not _is_int(bits) or not 1 <= bits <= d:
             raise InputError(
-                f"--sketch-bits must be from 1 to {d} (the vector dimension: one sign bit per "
+                f"sketch_bits must be from 1 to {d} (the vector dimension: one sign bit per "
                 f"rotated axis), got {bits!r}",
                 field="sketch_bits",
             )
@@ -127,11 +128,11 @@ def validate_options(opts: BuildOptions, n: int, d: int | None = None) -> None:
         raise InputError(f"metric must be one of {', '.join(METRICS)}, got {opts.metric!r}", field="metric")
     p = opts.resolve_partitions(n)
     if p < 1:
-        raise InputError("--partitions must be at least 1", field="partitions")
+        raise InputError("partitions must be at least 1", field="partitions")
     if p > n:
-        raise InputError(f"--partitions ({p}) is larger than the number of vectors ({n})", field="partitions")
+        raise InputError(f"partitions ({p}) is larger than the number of vectors ({n})", field="partitions")
     if not 0 < opts.bits_per_dim <= 8:
-        raise InputError(f"--bits-per-dim must be in (0, 8], got {opts.bits_per_dim}", field="bits_per_dim")
+        raise InputError(f"bits_per_dim must be in (0, 8], got {opts.bits_per_dim}", field="bits_per_dim")
     if not _is_int(opts.calibration_queries) or opts.calibration_queries < 0:
         raise InputError("the number of calibration queries must be >= 0", field="calibration_queries")
 
@@ -198,11 +199,15 @@ def build_index(
     options: BuildOptions | None = None,
     progress: Progress | None = None,
     calibration_queries: np.ndarray | None = None,
+    *,
+    replace: bool = False,
 ) -> BuildSummary:
     """Build an index from validated float32 ``vectors`` (n, d) and optional attributes.
 
     ``calibration_queries`` (m, d): a sample of real queries to calibrate the planner with
     (recommended); without them the build calibrates on a hard synthetic sample.
+    ``replace``: a URI that already holds an index is an IndexExistsError unless this is
+    set (then readers keep the old index until the new manifest is written).
     """
     started = time.perf_counter()
     opts = options or BuildOptions()
@@ -219,7 +224,7 @@ def build_index(
     ids = read_ids(attributes, n)
     attrs = quantize_attributes(attributes, n)
     storage.check_writable()
-    previous = _previous_build(storage)
+    previous = _previous_build(storage, replace)
 
     x = prepare_rows(vectors, opts.metric, dot_max_norm)
     ds = x.shape[1]  # the index's space: d, or d + 1 for dot
@@ -433,12 +438,12 @@ def router_bytes(
     return to_arrow_bytes(arrays)
 
 
-def _previous_build(storage: Storage) -> list[str]:
+def _previous_build(storage: Storage, replace: bool) -> list[str]:
     """Build ids the stored manifest history names (newest last); empty for a new index.
 
     A ``manifest.json`` that is not a squash manifest belongs to someone else: the build
-    refuses (before writing anything) rather than replace it. A squash manifest that is
-    corrupt is replaced — rebuilding repairs the index."""
+    refuses (before writing anything) rather than replace it. A squash index is replaced
+    only when ``replace`` is set; one whose manifest is corrupt too — rebuilding repairs it."""
     try:
         raw = storage.read(MANIFEST_KEY)
     except IndexNotFoundError:
@@ -449,6 +454,8 @@ def _previous_build(storage: Storage) -> list[str]:
             "overwrite it — build into an empty folder/prefix, or remove that file first",
             field="index_uri",
         )
+    if not replace:
+        raise IndexExistsError(storage.uri)
     try:
         old = Manifest.from_json(raw)
         history = [*old.params.get("previous_builds", []), old.build_id]

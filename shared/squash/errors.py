@@ -25,6 +25,21 @@ class InputError(SquashError):
     code = "invalid_input"
 
 
+class IndexExistsError(InputError):
+    """A build into a URI that already holds an index, without ``replace=True``: rebuilding
+    replaces every vector there, so it is asked for, never implied."""
+
+    code = "index_exists"
+
+    def __init__(self, uri: str) -> None:
+        super().__init__(
+            f"an index already exists at {uri}; pass replace=True to rebuild it (every vector there "
+            "is replaced), or build into another URI",
+            field="index_uri",
+        )
+        self.uri = uri
+
+
 class FilterError(InputError):
     """A filter expression that cannot be parsed or does not fit the schema."""
 

@@ -38,8 +38,25 @@ def _require_file(path: Path, what: str) -> None:
 
 def read_vectors(path: str | Path, vector_column: str | None = None) -> VectorInput:
     """Load and validate vectors (float32, finite, 2-D, non-empty)."""
-    path = Path(path)
-    _require_file(path, "vectors")
+    arr, attrs, path = _load_vectors(Path(path), vector_column)
+    return VectorInput(check_vectors(arr, f"vectors in {path.name}"), attrs)
+
+
+def read_queries(path: str | Path) -> np.ndarray:
+    """Load and validate query vectors as (Q, d) float32. Unlike build vectors, a 1-D
+    ``.npy`` of shape (d,) is accepted as one query: ``np.save("q.npy", vec)`` is the
+    natural way to save a single query, and a query file has no other 1-D reading."""
+    arr, _, path = _load_vectors(Path(path), None, "queries")
+    if arr.ndim == 1:
+        arr = arr[None, :]
+    return check_vectors(arr, f"queries in {path.name}")
+
+
+def _load_vectors(
+    path: Path, vector_column: str | None, what: str = "vectors"
+) -> tuple[np.ndarray, pa.Table | None, Path]:
+    """The array a vectors file holds (unchecked), its Parquet attribute columns, its path."""
+    _require_file(path, what)
     suffix = path.suffix.lower()
     attrs = None
     if suffix == ".npy":
@@ -50,10 +67,10 @@ def read_vectors(path: str | Path, vector_column: str | None = None) -> VectorIn
         arr, attrs = _read_parquet_vectors(path, vector_column)
     else:
         raise InputError(
-            f"unsupported vectors file {path.name!r}: use .npy, .fvecs, .bvecs or .parquet",
-            field="vectors",
+            f"unsupported {what} file {path.name!r}: use .npy, .fvecs, .bvecs or .parquet",
+            field=what,
         )
-    return VectorInput(check_vectors(arr, f"vectors in {path.name}"), attrs)
+    return arr, attrs, path
 
 
 def _read_npy(path: Path) -> np.ndarray:
@@ -116,7 +133,7 @@ def _read_parquet_vectors(path: Path, column: str | None) -> tuple[np.ndarray, p
         if len(list_cols) != 1:
             raise InputError(
                 f"{path.name}: expected exactly one list column of vectors, found "
-                f"{len(list_cols)} ({', '.join(list_cols) or 'none'}); name it with --vector-column",
+                f"{len(list_cols)} ({', '.join(list_cols) or 'none'}); name it with vector_column",
                 field="vectors",
             )
         column = list_cols[0]

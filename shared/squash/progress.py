@@ -22,7 +22,8 @@ class NoProgress:
 
 
 class TqdmProgress:
-    """One tqdm bar per step, on stderr; falls back to plain lines without tqdm."""
+    """One tqdm bar per step, on stderr when it is a terminal (``disable=None``: a log file
+    or CI output gets no bar redrawn into it); falls back to plain lines without tqdm."""
 
     @contextmanager
     def step(self, name: str, total: int) -> Iterator:
@@ -34,7 +35,9 @@ class TqdmProgress:
             print(f"{name} ...", file=sys.stderr, flush=True)
             yield lambda n=1: None
             return
-        bar = tqdm(total=total, desc=f"{name:<20}", leave=True, dynamic_ncols=True, mininterval=1.0)
+        bar = tqdm(
+            total=total, desc=f"{name:<20}", leave=True, dynamic_ncols=True, mininterval=1.0, disable=None
+        )
         try:
             yield bar.update
         finally:

@@ -1,6 +1,7 @@
 """Object storage adapters: the core reads and writes bytes through these, never boto3.
 
-``file:///abs/path`` and ``s3://bucket/prefix`` are supported. The S3 adapter uses a plain
+``file:///abs/path`` and ``s3://bucket/prefix`` are supported, and a plain local path
+(``./idx``, ``/srv/idx``) means the ``file://`` URI of its absolute path. The S3 adapter uses a plain
 boto3 client, so ``AWS_ENDPOINT_URL_S3`` points it at moto or LocalStack unchanged.
 Writes are whole-object and atomic (rename on local disk, single PUT on S3): a reader sees
 either the old object or the new one, never half of it.
@@ -353,8 +354,32 @@ def _resolves_to_root(path: Path) -> bool:
     return real == Path(real.anchor)
 
 
+_SCHEMES = ("file", "s3")
+
+
+def resolve_uri(uri: str) -> str:
+    """An index location as a URI: ``file://`` and ``s3://`` URIs unchanged; a plain path
+    (``./idx``, ``idx``, ``/tmp/idx``; like ``open()``, no ``~`` expansion) as the ``file://``
+    URI of its absolute path, so every entry point (CLI, ``open_index``, ``build_index``,
+    writes) takes both. Any other scheme is an InputError rather than a folder named ``http:``."""
+    if not isinstance(uri, str) or not uri.strip() or "\0" in uri:
+        raise InputError(f"index URI must be a non-empty path or URI, got {uri!r}", field="index_uri")
+    scheme = urlparse(uri).scheme
+    if scheme in _SCHEMES:
+        return uri
+    if scheme or "://" in uri:
+        raise InputError(
+            f"unsupported index URI {uri!r}: use file:///absolute/path, s3://bucket/prefix or a local "
+            "path (write ./NAME for a relative folder whose name holds a colon)",
+            field="index_uri",
+        )
+    return Path(os.path.abspath(uri)).as_uri()
+
+
 def open_storage(uri: str) -> Storage:
-    """Return the adapter for an index URI (``file:///abs/path`` or ``s3://bucket/prefix``)."""
+    """Return the adapter for an index URI (``file:///abs/path``, ``s3://bucket/prefix``, or a
+    local path: see :func:`resolve_uri`)."""
+    uri = resolve_uri(uri)
     parsed = urlparse(uri)
     if parsed.scheme == "file":
         if parsed.netloc not in ("", "localhost"):
@@ -370,11 +395,6 @@ def open_storage(uri: str) -> Storage:
                 field="index_uri",
             )
         return LocalStorage(path)
-    if parsed.scheme == "s3":
-        if not parsed.netloc:
-            raise InputError(f"s3 URI must name a bucket: s3://bucket/prefix, got {uri!r}", field="index_uri")
-        return S3Storage(parsed.netloc, parsed.path)
-    raise InputError(
-        f"unsupported index URI {uri!r}: use file:///absolute/path or s3://bucket/prefix",
-        field="index_uri",
-    )
+    if not parsed.netloc:  # s3, the only scheme left
+        raise InputError(f"s3 URI must name a bucket: s3://bucket/prefix, got {uri!r}", field="index_uri")
+    return S3Storage(parsed.netloc, parsed.path)

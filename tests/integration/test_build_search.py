@@ -145,7 +145,13 @@ def test_crashed_rebuild_leaves_the_old_index_readable(tmp_path, small_data):
             super().write(key, data)
 
     with pytest.raises(StorageError):
-        build_index(small_data.base[::-1].copy(), Failing(tmp_path / "idx"), None, BuildOptions(partitions=6))
+        build_index(
+            small_data.base[::-1].copy(),
+            Failing(tmp_path / "idx"),
+            None,
+            BuildOptions(partitions=6),
+            replace=True,
+        )
     after = squash.open_index(uri).search(small_data.queries, k=5)
     np.testing.assert_array_equal(before.ids, after.ids)
 
@@ -154,7 +160,7 @@ def test_rebuild_replaces_and_keeps_one_previous_build(tmp_path, small_data):
     uri = (tmp_path / "idx").as_uri()
     ids = []
     for seed in range(3):
-        build_index(small_data.base, uri, None, BuildOptions(partitions=4, seed=seed))
+        build_index(small_data.base, uri, None, BuildOptions(partitions=4, seed=seed), replace=seed > 0)
         ids.append(Manifest.from_json(open_storage(uri).read(MANIFEST_KEY)).build_id)
     left = sorted(p.name for p in (tmp_path / "idx" / "builds").iterdir())
     assert left == sorted(ids[1:])

@@ -179,7 +179,7 @@ def test_coordinator_reloads_when_a_new_build_is_published(moto_s3, small_data):
     first = coord.query("moving", req)
     assert coord.query("moving", req)["stats"]["coordinator"]["bytes_read"] == 0  # unchanged: HEAD only
     shifted = small_data.base + 1000.0  # a different index under the same name
-    build_index(shifted, uri, small_data.attributes, BuildOptions(partitions=8, seed=1))
+    build_index(shifted, uri, small_data.attributes, BuildOptions(partitions=8, seed=1), replace=True)
     second = coord.query("moving", req)
     assert second["stats"]["coordinator"]["bytes_read"] > 0
     assert coord.info("moving")["build_id"] == squash.open_index(uri).manifest.build_id

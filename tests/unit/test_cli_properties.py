@@ -29,11 +29,13 @@ SETTINGS = settings(
     deadline=8000,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
-COMMANDS = ["build", "search", "calibrate", "info", "bogus", "--help", ""]
+COMMANDS = ["build", "search", "query", "calibrate", "info", "bogus", "--help", "--version", ""]
 FLAGS = ["--vectors", "--index-uri", "--attributes", "--vector-column", "--partitions", "--bits-per-dim"]
 FLAGS += ["--metric", "--seed", "--sketch-bits", "--calibration-queries", "--calibration-size", "--queries"]
 FLAGS += ["--k", "--filter", "--output", "--target-recall", "--plan", "--routing-factor", "--min-candidates"]
 FLAGS += ["--sketch-keep", "--rerank-factor", "--min-partitions", "--max-partitions", "--levels", "--quiet"]
+FLAGS += ["--replace", "--rerank"]
+SWITCHES = ("--quiet", "--replace")  # flags without a value
 ERROR_LINE = re.compile(r"^squash( [a-z]+)?: error: \S")
 EXTS = [".npy", ".fvecs", ".bvecs", ".parquet", ".csv", ".json", ".npz", ""]
 numbers = st.sampled_from(
@@ -100,24 +102,29 @@ def small_file(draw, folder: Path, n: int):
 REQUIRED = {
     "build": ["--vectors", "--index-uri"],
     "search": ["--index-uri", "--queries", "--output"],
+    "query": ["--index-uri", "--queries"],
     "calibrate": ["--index-uri"],
     "info": ["--index-uri"],
 }
 OPTIONAL = {
     "build": [
         *("--attributes", "--vector-column", "--partitions", "--bits-per-dim", "--metric", "--seed"),
-        *("--sketch-bits", "--calibration-queries", "--calibration-size"),
+        *("--sketch-bits", "--calibration-queries", "--calibration-size", "--replace"),
     ],
     "search": [
         *("--k", "--filter", "--target-recall", "--plan", "--routing-factor", "--min-candidates"),
         *("--sketch-keep", "--rerank-factor", "--min-partitions", "--max-partitions", "--levels"),
+    ],
+    "query": [
+        *("--k", "--filter", "--output", "--attributes", "--target-recall", "--plan", "--rerank"),
+        *("--max-partitions", "--min-partitions", "--levels"),
     ],
     "calibrate": ["--queries", "--calibration-size"],
     "info": [],
 }
 
 
-def _value(draw, flag: str, index_uri: str, folder: Path, n: int) -> str:
+def _value(draw, flag: str, index_uri: str, folder: Path, n: int, command: str) -> str:
     if flag == "--index-uri":
         choices = [
             index_uri,
@@ -130,7 +137,10 @@ def _value(draw, flag: str, index_uri: str, folder: Path, n: int) -> str:
         ]
         return draw(st.sampled_from(choices) | st.text(max_size=6))
     if flag == "--output":
-        return draw(st.sampled_from([str(folder / f"out{n}.npz"), str(folder), "/dev/full", "/proc/x.npz"]))
+        outs = [str(folder / f"out{n}{ext}") for ext in (".npz", ".json", ".parquet", ".txt")]
+        return draw(st.sampled_from([*outs, str(folder), "/dev/full", "/proc/x.npz"]))
+    if flag == "--attributes" and command in ("query", "search"):
+        return draw(st.sampled_from(["all", "none", "label", "label,price", "nope", ",", "id"]))
     if flag in ("--vectors", "--queries", "--attributes", "--calibration-queries"):
         return str(draw(small_file(folder, n)))
     if flag == "--filter":
@@ -142,7 +152,7 @@ def _value(draw, flag: str, index_uri: str, folder: Path, n: int) -> str:
 def argvs(draw, index_uri: str, folder: Path):
     """Mostly well-formed command lines (the command's own flags, its required ones usually
     present) with arbitrary values and files; sometimes arbitrary flags."""
-    command = draw(st.sampled_from([*REQUIRED, "bogus", "--help", ""]))
+    command = draw(st.sampled_from([*REQUIRED, "bogus", "--help", "--version", ""]))
     argv = [command]
     if command in REQUIRED:
         flags = [f for f in REQUIRED[command] if draw(st.integers(0, 9))]  # each present 90 %
@@ -153,8 +163,8 @@ def argvs(draw, index_uri: str, folder: Path):
         flags.append(draw(st.sampled_from(FLAGS)))  # maybe foreign to the command
     for n, flag in enumerate(flags):
         argv.append(flag)
-        if flag != "--quiet":
-            argv.append(_value(draw, flag, index_uri, folder, n))
+        if flag not in SWITCHES:
+            argv.append(_value(draw, flag, index_uri, folder, n, argv[0]))
     if command in ("build", "calibrate") and draw(st.booleans()):
         argv.append("--quiet")
     return [a for a in argv if a]
@@ -166,7 +176,8 @@ def test_cli_exits_0_or_2_with_one_error_line(index_uri, tmp_path, data):
     with tempfile.TemporaryDirectory(dir=tmp_path) as tmp:
         argv = data.draw(argvs(index_uri, Path(tmp)))
         out, err = io.StringIO(), io.StringIO()
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        # a plain --index-uri (e.g. "rel") is a path relative to the working directory
+        with contextlib.chdir(tmp), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
                 code = main(argv)
             except SystemExit as exc:  # argparse: usage errors (2) and --help (0)

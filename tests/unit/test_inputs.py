@@ -96,3 +96,19 @@ def test_duplicate_ids_are_rejected(tmp_path, data, capsys):
     )  # fmt: skip
     assert code == 2 and "duplicate" in capsys.readouterr().err
     assert not (tmp_path / "i").exists()
+
+
+def test_a_1d_npy_is_one_query_but_not_a_build(tmp_path):
+    from squash.errors import InputError
+    from squash.inputs import read_queries
+
+    np.save(tmp_path / "one.npy", np.arange(8, dtype=np.float64))
+    q = read_queries(tmp_path / "one.npy")
+    assert q.shape == (1, 8) and q.dtype == np.float32
+    np.save(tmp_path / "two.npy", np.ones((2, 8), np.float32))
+    assert read_queries(tmp_path / "two.npy").shape == (2, 8)
+    with pytest.raises(InputError, match="expected a 2-D array"):
+        read_vectors(tmp_path / "one.npy")  # build vectors: (n,) is ambiguous, still an error
+    (tmp_path / "q.txt").write_text("1 2 3")
+    with pytest.raises(InputError, match=r"unsupported queries file 'q\.txt'"):
+        read_queries(tmp_path / "q.txt")

@@ -56,7 +56,7 @@ def test_cli_build_refuses_a_foreign_manifest(tmp_path, vectors, capsys):
 
 def test_rebuild_over_a_squash_index_still_works(tmp_path, vectors):
     build_index(vectors, tmp_path.as_uri(), None, BuildOptions(partitions=2))
-    build_index(vectors, tmp_path.as_uri(), None, BuildOptions(partitions=3))
+    build_index(vectors, tmp_path.as_uri(), None, BuildOptions(partitions=3), replace=True)
     assert squash.open_index(tmp_path.as_uri()).manifest.partitions == 3
 
 
@@ -65,7 +65,7 @@ def test_rebuild_over_a_corrupt_squash_manifest_repairs_it(tmp_path, vectors):
     doc = json.loads((tmp_path / MANIFEST_KEY).read_text())
     doc["dims"] = -1
     (tmp_path / MANIFEST_KEY).write_text(json.dumps(doc))
-    build_index(vectors, tmp_path.as_uri(), None, BuildOptions(partitions=2))
+    build_index(vectors, tmp_path.as_uri(), None, BuildOptions(partitions=2), replace=True)
     assert squash.open_index(tmp_path.as_uri()).dims == 8
 
 
