@@ -396,7 +396,8 @@ def _binary_results(
 ) -> dict[str, Any]:
     """``encoding: "binary"``: ids (Q, k) int64 padded with -1 and each column (Q, k) float32
     padded with +inf (scores with −inf, as ``SearchResult.scores``), as packed arrays
-    (:mod:`.wire`); attributes per query in hit order, padding left out. Distances and scores are exactly the JSON answer's (float32 either way)."""
+    (:mod:`.wire`); attributes per query in hit order, padding left out. Distances and
+    scores are exactly the JSON answer's (float32 either way)."""
     ids = ids.astype(np.int64, copy=False)
     pad = ids < 0
     out: dict[str, Any] = {"ids": encode_array(np.where(pad, -1, ids))}
