@@ -1,9 +1,9 @@
 """``squash query`` (alias ``squash search``): k-NN search for a file of queries, shown as a
 table or written to .npz / .json / .parquet.
 
-The results come from one function, :func:`_run_query` (in-process, through ``--index-uri``);
-everything else only formats a :class:`~squash.index.SearchResult`, so another source of
-results (an HTTP client) can replace that one function.
+The results come from one function, :func:`_run_query`: in-process through ``--index-uri``,
+or a deployed API through ``--url`` (:class:`squash.Client`); everything else only formats
+a :class:`~squash.index.SearchResult`.
 """
 
 from __future__ import annotations
@@ -46,12 +46,21 @@ def add_query_command(sub: Any, **parser_options: Any) -> argparse.ArgumentParse
         description=DESCRIPTION,
         **parser_options,
     )
-    q.add_argument(
+    where = q.add_mutually_exclusive_group(required=True)
+    where.add_argument(
         "--index-uri",
-        required=True,
         metavar="URI",
-        help="file:///abs/path, s3://bucket/prefix or a local path",
+        help="search in-process: file:///abs/path, s3://bucket/prefix or a local path",
     )
+    where.add_argument(
+        "--url",
+        metavar="URL",
+        help="search a deployed API (squash.Client; SigV4 with the standard credential chain)",
+    )
+    remote = q.add_argument_group("with --url")
+    remote.add_argument("--index", metavar="NAME", help="the index's name in the API (needed with --url)")
+    remote.add_argument("--auth", choices=("iam", "none"), default="iam", help="request signing")
+    remote.add_argument("--region", help="signing region (default: from the URL or the AWS config)")
     q.add_argument(
         "--queries",
         required=True,
@@ -155,17 +164,28 @@ def query(args: argparse.Namespace) -> int:
 
 
 def _run_query(args: argparse.Namespace) -> SearchResult:
-    """The results of the command's search: in-process, on the index at ``--index-uri``.
-    With attributes asked for (``--attributes``, or a .json/.parquet output), ``attributes``
-    holds every attribute of each hit; the caller picks the columns."""
+    """The results of the command's search: in-process on the index at ``--index-uri``, or
+    through the HTTP API at ``--url`` (:class:`squash.Client`). With attributes asked for
+    (``--attributes``, or a .json/.parquet output), ``attributes`` holds every attribute of
+    each hit; the caller picks the columns."""
     queries = read_queries(args.queries)
-    index = open_index(args.index_uri)
     wanted = wanted_attributes(args.attributes, args.output)
-    if wanted:
-        check_attribute_names(wanted, [a.name for a in index.manifest.attributes])
     params = SearchParams(**{n: getattr(args, n) for n in KNOBS if getattr(args, n, None) is not None})
     include = ["attributes"] if wanted else []
-    return index.search(queries, k=args.k, filter=load_filter(args.filter), params=params, include=include)
+    filt = load_filter(args.filter)
+    if args.url is not None:
+        from .client import Client
+
+        if not args.index:
+            raise InputError("--url needs --index NAME (the index's name in the API)", field="index")
+        with Client(args.url, auth=args.auth, region=args.region) as client:
+            if wanted:
+                check_attribute_names(wanted, [a["name"] for a in client.info(args.index)["attributes"]])
+            return client.query(args.index, queries, k=args.k, filter=filt, include=include, params=params)
+    index = open_index(args.index_uri)
+    if wanted:
+        check_attribute_names(wanted, [a.name for a in index.manifest.attributes])
+    return index.search(queries, k=args.k, filter=filt, params=params, include=include)
 
 
 def wanted_attributes(text: str | None, output: str | None) -> list[str] | bool:

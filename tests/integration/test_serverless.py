@@ -385,3 +385,24 @@ def test_client_writes_are_visible_to_the_next_query(stack, data):
         out = client.delete("client-writes", ids=[10_000])
         assert out["deleted"] == 1
         assert client.query("client-writes", probe, k=1).ids[0, 0] != 10_000
+
+
+def test_cli_query_over_http_prints_the_in_process_answer(stack, data, tmp_path, capsys):
+    from squash.cli import main
+
+    path = tmp_path / "q.npy"
+    np.save(path, data.queries[:3])
+    out_json = tmp_path / "hits.json"
+    argv = ["query", "--url", stack["api_url"], "--index", INDEX, "--queries", str(path), "--k", "4"]
+    assert main([*argv, "--attributes", "price"]) == 0
+    table = capsys.readouterr().out
+    expected = squash.open_index(stack["uri"]).search(data.queries[:3], k=4)
+    lines = table.splitlines()
+    assert lines[0].split() == ["query", "rank", "id", "distance", "score", "price"]
+    printed = [[int(f) for f in line.split()[:3]] for line in lines[1:13]]
+    assert [row[2] for row in printed] == expected.ids.ravel().tolist()
+    assert main([*argv, "--output", str(out_json)]) == 0
+    doc = json.loads(out_json.read_text())
+    assert [[h["id"] for h in row] for row in doc["results"]] == expected.ids.tolist()
+    assert main([*argv[:-4], "--queries", str(path), "--attributes", "nope"]) != 0
+    assert "nope" in capsys.readouterr().err
