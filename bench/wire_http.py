@@ -25,7 +25,7 @@ if __package__ in (None, ""):
 
 import numpy as np
 
-from bench.stack_latency import INDEX, STACK, _upload
+from bench.stack_latency import INDEX, STACK, _upload, signed
 
 RUNS = 7
 
@@ -48,7 +48,8 @@ def _query(url: str, q: np.ndarray, binary: bool) -> tuple[np.ndarray, float, di
     else:
         doc = {"vectors": q.tolist(), "k": 10}
     data = json.dumps(doc).encode()
-    req = urllib.request.Request(url, data=data, method="POST", headers={"content-type": "application/json"})
+    headers = signed("POST", url, data, {"content-type": "application/json"})
+    req = urllib.request.Request(url, data=data, method="POST", headers=headers)
     with urllib.request.urlopen(req, timeout=300) as resp:
         raw = resp.read()
     out = json.loads(raw)
@@ -99,9 +100,70 @@ def measure(index_dir: Path, queries: np.ndarray, batches: list[int], branching:
                     "server_ms": round(server, 1),  # the coordinator's search, after parsing
                     "outside_search_ms": round(overhead, 1),  # encode, send, parse, answer, decode
                 } | {k: got[0][2][k] for k in ("request_bytes", "response_bytes")}
-        return {"branching": branching, "depth": depth, "runs": RUNS, "results": rows}
+        return {
+            "branching": branching,
+            "depth": depth,
+            "runs": RUNS,
+            "results": rows,
+            "client": _client_rows(endpoints["api_url"], queries, batches),
+            "in_process": _in_process_rows(index_dir, queries, batches),
+        }
     finally:
         subprocess.run([sys.executable, str(STACK), "down", "--dir", str(folder)], check=False, timeout=120)
+
+
+SINGLES = 60
+
+
+def _client_rows(api_url: str, queries: np.ndarray, batches: list[int]) -> dict:
+    """squash.Client (SigV4, binary wire, keep-alive): batch QPS and warm single-query p50."""
+    import boto3
+
+    from squash import Client
+
+    session = boto3.Session(aws_access_key_id="testing", aws_secret_access_key="testing")
+    out: dict = {}
+    with Client(api_url, session=session, region="us-east-1", timeout=300) as client:
+        client.query(INDEX, queries[:1])  # the index's metric, fetched once
+        for b in batches:
+            times = []
+            for _ in range(RUNS):
+                started = time.perf_counter()
+                client.query(INDEX, queries[:b], k=10)
+                times.append(time.perf_counter() - started)
+            out[f"batch_{b}_qps"] = round(b / float(np.median(times)), 1)
+        times = []
+        for i in range(SINGLES):
+            started = time.perf_counter()
+            client.query(INDEX, queries[i % len(queries)], k=10)
+            times.append((time.perf_counter() - started) * 1e3)
+    warm = np.asarray(times[5:])
+    out["single_p50_ms"] = round(float(np.median(warm)), 2)
+    out["single_p95_ms"] = round(float(np.percentile(warm, 95)), 2)
+    return out
+
+
+def _in_process_rows(index_dir: Path, queries: np.ndarray, batches: list[int]) -> dict:
+    """The same index and queries through Index.search in this process (one thread)."""
+    import squash
+
+    index = squash.open_index(index_dir.as_uri())
+    index.search(queries[: max(batches)], k=10)  # every segment loaded once
+    out: dict = {}
+    for b in batches:
+        times = []
+        for _ in range(RUNS):
+            started = time.perf_counter()
+            index.search(queries[:b], k=10)
+            times.append(time.perf_counter() - started)
+        out[f"batch_{b}_qps"] = round(b / float(np.median(times)), 1)
+    times = []
+    for i in range(SINGLES):
+        started = time.perf_counter()
+        index.search(queries[i % len(queries)], k=10)
+        times.append((time.perf_counter() - started) * 1e3)
+    out["single_p50_ms"] = round(float(np.median(times[5:])), 2)
+    return out
 
 
 def main() -> int:
@@ -121,8 +183,18 @@ def main() -> int:
     squash.build_index(ds.base, index_dir.as_uri(), ds.attributes, squash.BuildOptions(seed=0))
     doc = {"date": time.strftime("%Y-%m-%d"), "dataset": ds.name, "n": int(ds.base.shape[0])}
     doc |= {"dims": int(ds.base.shape[1])} | measure(index_dir, ds.queries, batches, 4, 1)
+    top = max(batches)
+    from bench.machine import describe
+
+    doc["machine"] = describe()
+    doc["http_binary_vs_in_process"] = round(
+        doc["results"][f"{top}/binary"]["qps"] / doc["in_process"][f"batch_{top}_qps"], 3
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "wire_http.json").write_text(json.dumps(doc, indent=1) + "\n")
+    print(f"in-process: {doc['in_process']}")
+    print(f"client:     {doc['client']}")
+    print(f"HTTP binary / in-process at batch {top}: {doc['http_binary_vs_in_process']:.0%}")
     for row in doc["results"].values():
         print(
             f"B={row['batch']:>5} {row['encoding']:>6}: {row['qps']:>8,.0f} QPS, "
