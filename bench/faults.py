@@ -83,6 +83,7 @@ class Stack:
         self.timeout_s = timeout_s
         cmd = [sys.executable, str(STACK), "up", "--dir", str(folder), "--branching", "2", "--depth", "1"]
         cmd += ["--auth", "none"]  # raw (sometimes malformed) requests; auth is tested elsewhere
+        cmd += ["--local-max-mb", "0"]  # a small index, but the faults are the tree's
         cmd += ["--concurrency", str(concurrency), "--throttle-wait", str(throttle_wait)]
         cmd += ["--timeout", str(timeout_s), "--bucket", "faults"]
         subprocess.run(cmd, check=True, timeout=180, capture_output=True)
@@ -267,7 +268,8 @@ class Suite:
 
     def worker_stalled(self, run: int) -> list:
         self.warm()
-        victim = f"squash-worker-{run % 3}"
+        # the root: every query that uses the tree invokes it (idle subtrees are skipped)
+        victim = "squash-worker-0"
         pids = self.stack.runtimes(victim)
         for pid in pids:
             os.kill(pid, signal.SIGSTOP)

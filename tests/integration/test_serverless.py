@@ -20,6 +20,7 @@ from pathlib import Path
 import datamodel
 import numpy as np
 import pytest
+from positions import working_positions
 from signed import LOCAL_SESSION, sign
 
 import squash
@@ -134,17 +135,8 @@ def _size(stack: dict) -> int:
 
 
 def _working(stack: dict, queries: np.ndarray, filt=None, uri: str | None = None, k: int = 10) -> list[int]:
-    """The positions a query batch invokes: the root and every node whose subtree owns a
-    partition the plan visits (idle subtrees are not invoked)."""
     tree = TreeLayout(stack["branching"], stack["depth"])
-    index = squash.open_index(uri or stack["uri"])
-    plan = index.plan(index.prepare_queries(queries), k, index.parse_filter(filt), squash.SearchParams())
-    out = {0}
-    for position in {tree.owner(int(p)) for p in plan.partitions}:
-        while position not in out:
-            out.add(position)
-            position = (position - 1) // tree.branching
-    return sorted(out)
+    return working_positions(uri or stack["uri"], queries, filt, tree, k)
 
 
 @pytest.mark.parametrize("filt", [None, {"price": {"$lt": 30}}, {"label": {"$in": ["c02", "c07"]}}])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from local_tree import LocalTree
+from positions import working_positions
 
 import squash
 from squash.build import BuildOptions, build_index
@@ -39,15 +40,7 @@ def _hits(out: dict) -> list[list[int]]:
 
 
 def _working_positions(uri: str, q: np.ndarray, filt, tree: TreeLayout) -> list[int]:
-    """The root plus every position that owns a partition the plan visits, with its ancestors."""
-    index = squash.open_index(uri)
-    plan = index.plan(index.prepare_queries(q), 10, index.parse_filter(filt), squash.SearchParams())
-    out = {0}
-    for position in {tree.owner(int(p)) for p in plan.partitions}:
-        while position not in out:
-            out.add(position)
-            position = (position - 1) // tree.branching
-    return sorted(out)
+    return working_positions(uri, q, filt, tree)
 
 
 def _coordinator(b: int, depth: int) -> tuple[Coordinator, LocalTree]:
