@@ -10,7 +10,9 @@ against an issuer: a token the client signed is part of the signature, nothing m
 
 from __future__ import annotations
 
+import hashlib
 import hmac
+import posixpath
 import re
 from datetime import UTC, datetime, timedelta
 
@@ -72,6 +74,16 @@ def verify(
         return "Signature expired: the request's X-Amz-Date is more than 5 minutes from the server's time."
     signed = m["signed"].split(";")
     if "host" not in signed or any(h not in merged for h in signed):
+        return MISMATCH
+    # botocore takes a present x-amz-content-sha256 as the payload's hash without hashing the
+    # body: it must be the body's real hash, or a signed request could carry any other body.
+    claimed = merged.get("x-amz-content-sha256")
+    if claimed is not None and claimed != hashlib.sha256(body).hexdigest():
+        return MISMATCH
+    # The signature covers the normalised path; the emulator routes on the path as sent, so
+    # a path that normalises to another one (dot segments, //) is refused, not re-routed.
+    path = target.split("?", 1)[0]
+    if not path.startswith("/") or (path != "/" and posixpath.normpath(path) != path.rstrip("/")):
         return MISMATCH
     host = merged["host"]
     req = AWSRequest(

@@ -174,6 +174,10 @@ def _run_query(args: argparse.Namespace) -> SearchResult:
     include = ["attributes"] if wanted else []
     filt = load_filter(args.filter)
     if args.url is not None:
+        if isinstance(filt, bytes | str):  # JSON text (or an @file's bytes): the object itself
+            from .jsontext import loads
+
+            filt = loads(filt, "--filter", field="filter")
         from .client import Client
 
         if not args.index:

@@ -172,7 +172,8 @@ class Client:
     def upsert(self, index: str, ids: Any, vectors: Any, attributes: Any = None) -> dict[str, Any]:
         """Insert or replace vectors by id (``POST /indexes/{index}/upsert``); ``attributes``
         as a pyarrow Table, a dict of columns or a list of dicts. Answers the new version
-        and counts. Not retried on 503 unless nothing was written (the server says so)."""
+        and counts. A 429/503 is retried like any call: nothing of the write was committed
+        then, and an upsert by id is idempotent anyway."""
         id_list = _as_ids(ids)
         rows = np.asarray(vectors, dtype=np.float32)
         if rows.ndim == 1:
@@ -310,6 +311,8 @@ def _as_ids(ids: Any) -> list[int]:
         arr = arr[None]
     if arr.ndim != 1 or (arr.size and arr.dtype.kind not in "iu"):
         raise InputError("ids must be a 1-D sequence of integers", field="ids")
+    if arr.size and arr.dtype.kind == "u" and int(arr.max()) > np.iinfo(np.int64).max:
+        raise InputError("ids must fit int64", field="ids")  # not wrapped to negatives
     return arr.astype(np.int64).tolist()
 
 
@@ -336,7 +339,7 @@ def _json_default(value: Any) -> Any:
         return value.item()
     if isinstance(value, np.ndarray):
         return value.tolist()
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+    raise InputError(f"a {type(value).__name__} value cannot be sent as JSON", field="body")
 
 
 def _from_hits(results: list, k: int, with_attrs: bool) -> tuple[np.ndarray, np.ndarray, Any]:
@@ -369,14 +372,15 @@ def error_from(status: int, doc: Any, data: bytes = b"") -> SquashError:
     err = doc.get("error") if isinstance(doc, dict) else None
     if isinstance(err, dict) and isinstance(err.get("code"), str):
         code, message, field = err["code"], str(err.get("message", "")), err.get("field")
-        if status >= 500 or code in ("worker_failed", "worker_unavailable", "deadline_exceeded"):
-            exc: SquashError = UpstreamError(message, status=status, code=code)
+        kind = _ERRORS.get(code)  # by code first: storage_error (503), index_corrupt (500), ...
+        if kind is not None:
+            exc: SquashError = kind(message, field=field)
+        elif status >= 500 or code in ("worker_failed", "worker_unavailable", "deadline_exceeded"):
+            exc = UpstreamError(message, status=status, code=code)
             exc.field = field
         else:
-            kind = _ERRORS.get(code, HTTPError)
-            exc = kind(message, field=field) if kind is not FilterError else FilterError(message, field=field)
-            if kind is HTTPError:
-                exc.code = code
+            exc = HTTPError(message, field=field)
+            exc.code = code
     else:
         message = doc.get("message") if isinstance(doc, dict) else None
         message = str(message or data[:200].decode("utf-8", "replace") or f"HTTP {status}")

@@ -142,7 +142,8 @@ class Index:
             read += len(delta)
         router.check(manifest, manifest.router.key)
         router.parents = np.asarray(manifest.parents, dtype=np.int64)
-        index = cls(storage, manifest, router, cache or SegmentCache(DEFAULT_CACHE_BYTES))
+        cache = cache if cache is not None else SegmentCache(DEFAULT_CACHE_BYTES)  # an empty one is falsy
+        index = cls(storage, manifest, router, cache)
         index.bytes_read = read
         index.deleted = manifest_deleted(storage, manifest)
         if index.deleted is not None:

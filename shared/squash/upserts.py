@@ -32,6 +32,7 @@ from .deletes import check_ids, commit_write, deleted_bytes
 from .errors import InputError
 from .inputs import check_vectors
 from .manifest import FileRef
+from .osq.scalar import far_rows
 from .planner import centroid_distances
 from .router import delta_router_bytes
 from .segment import delta_segment, write_segment
@@ -117,17 +118,28 @@ def _write(storage: Storage, index, ids: np.ndarray, x: np.ndarray, table: pa.Ta
     attrs = encode_like(table, ids.shape[0], m.attributes, index.dictionaries)
     base = m.base_partitions
     parent = np.argmin(centroid_distances(index.router, rows)[:, :base], axis=1)
-    order = np.argsort(parent, kind="stable")
-    parents, sizes = np.unique(parent, return_counts=True)
+    # Rows far outside their partition's cells go to a delta of their own (widened cells,
+    # osq.scalar.cover), so they cannot coarsen the code of the write's other rows.
+    far = np.zeros(parent.shape[0], dtype=bool)
+    for p in np.unique(parent).tolist():
+        seg = index.segment(p)[0]
+        mine = parent == p
+        far[mine] = far_rows(seg.code, rows[mine].astype(np.float64) - seg.centroid)
+    group = 2 * parent + far
+    order = np.argsort(group, kind="stable")
+    groups, sizes = np.unique(group, return_counts=True)
+    parents = groups // 2
     tag = f"{m.version + 1:08d}-{uuid.uuid4().hex[:8]}"
     prefix = f"builds/{m.build_id}/writes/{tag}"
     segments, colds = [], []
     start = 0
-    for p, size in zip(parents.tolist(), sizes.tolist(), strict=True):
+    for g, size in zip(groups.tolist(), sizes.tolist(), strict=True):
+        p = g // 2
         take = order[start : start + size]
         start += size
         hot, cold = delta_segment(rows[take], index.segment(p)[0], ids[take], attrs.take(take))
-        ref, cold_ref = write_segment(storage, f"{prefix}/{p:05d}.arrow", hot, cold)
+        name = f"{p:05d}{'-far' if g % 2 else ''}.arrow"
+        ref, cold_ref = write_segment(storage, f"{prefix}/{name}", hot, cold)
         segments.append(ref)
         colds.append(cold_ref)
     ordered = attrs.take(order)

@@ -396,5 +396,10 @@ def test_cli_query_over_http_prints_the_in_process_answer(stack, data, tmp_path,
     assert main([*argv, "--output", str(out_json)]) == 0
     doc = json.loads(out_json.read_text())
     assert [[h["id"] for h in row] for row in doc["results"]] == expected.ids.tolist()
+    (tmp_path / "f.json").write_text('{"price": {"$lt": 30}}')
+    assert main([*argv, "--filter", f"@{tmp_path / 'f.json'}", "--output", str(out_json)]) == 0
+    filtered = squash.open_index(stack["uri"]).search(data.queries[:3], k=4, filter={"price": {"$lt": 30}})
+    rows = json.loads(out_json.read_text())["results"]
+    assert [[h["id"] for h in row] for row in rows] == filtered.ids.tolist()
     assert main([*argv[:-4], "--queries", str(path), "--attributes", "nope"]) != 0
     assert "nope" in capsys.readouterr().err

@@ -173,10 +173,12 @@ def test_an_upserted_outlier_is_its_own_nearest_neighbour(small, scale):
     uri, x, _ = small
     index = squash.open_index(uri)
     far = (x.max(axis=0) * scale).astype(np.float32)
-    index.upsert([7777], far[None, :])
+    near = x[3] + 0.001  # in the same write: it keeps its partition's exact cells
+    index.upsert([7777, 7778], np.stack([far, near]))
     for params in (None, SearchParams(rerank="none")):
-        top = index.search(np.stack([far, far * 1.01]), k=3, params=params)
-        assert top.ids[:, 0].tolist() == [7777, 7777]
+        top = index.search(np.stack([far, far * 1.01, near]), k=3, params=params)
+        assert top.ids[:2, 0].tolist() == [7777, 7777]
+        assert 7778 in top.ids[2, :2]  # beside x[3], 0.001 per axis away
 
 
 def test_cover_widens_only_axes_rows_fall_far_outside():

@@ -106,7 +106,8 @@ def test_other_statuses_are_not_retried(serve, status):
         (400, "invalid_filter", squash.FilterError),
         (404, "index_not_found", squash.IndexNotFoundError),
         (409, "write_conflict", squash.WriteConflictError),
-        (500, "index_corrupt", squash.SquashError),
+        (500, "index_corrupt", squash.IndexFormatError),
+        (503, "storage_error", squash.StorageError),
         (502, "worker_failed", squash.SquashError),
         (418, "something_new", HTTPError),
     ],
@@ -115,7 +116,7 @@ def test_server_errors_become_library_exceptions(serve, status, code, kind):
     doc = {"error": {"code": code, "message": "what went wrong", "field": "filter"}}
     server = serve([(status, doc)])
     with pytest.raises(kind) as err:
-        Client(server.url, auth="none").health()
+        Client(server.url, auth="none", retries=0).health()
     assert (err.value.code, err.value.message, err.value.field, err.value.status) == (
         code,
         "what went wrong",
@@ -219,3 +220,25 @@ def test_a_dot_index_answers_scores_which_become_distances(serve):
     client.wire = "json"
     got = client.query("dot-idx", np.ones(3), k=2)
     assert got.ids.tolist() == [[1, -1]] and got.scores[0, 0] == 5.0
+
+
+def test_the_local_verifier_binds_the_body_and_the_path():
+    import hashlib
+
+    url = "http://127.0.0.1:8080/indexes/a/query"
+    body = b'{"vector": [1, 2]}'
+    session_headers = {
+        "content-type": "application/json",
+        "x-amz-content-sha256": hashlib.sha256(body).hexdigest(),
+    }
+    headers = Signer(url, None, SESSION).sign("POST", url, body, session_headers)
+    signed = [("Host", "127.0.0.1:8080"), *headers.items()]
+    assert sigv4.verify("POST", "/indexes/a/query", signed, body, KEYS, "eu-west-1") is None
+    # a claimed payload hash that is not the body's: refused, whatever the signature says
+    assert (
+        sigv4.verify("POST", "/indexes/a/query", signed, b'{"vector": [9]}', KEYS, "eu-west-1")
+        == sigv4.MISMATCH
+    )
+    sneaky = "http://127.0.0.1:8080/x/../indexes/a/query"
+    headers = _signed("POST", sneaky, body)
+    assert sigv4.verify("POST", "/x/../indexes/a/query", headers, body, KEYS, "eu-west-1") == sigv4.MISMATCH

@@ -185,7 +185,7 @@ class SquashVectorStore(VectorStore):
     def compact(self) -> None:
         """Fold the writes into rebuilt partitions (in-process backend only)."""
         if not isinstance(self.backend, IndexBackend):
-            raise NotImplementedError("compact runs on the index itself: squash compact --index-uri ...")
+            raise NotImplementedError("compact runs on the index itself: the squash compact command")
         self.backend.compact()
 
     # -- reads ------------------------------------------------------------------------------

@@ -89,29 +89,43 @@ def fit_code(v: np.ndarray, budget: int) -> ScalarCode:
     return ScalarCode(dims8, dims4, lo.astype(np.float32), step.astype(np.float32))
 
 
+def far_rows(code: ScalarCode, v: np.ndarray) -> np.ndarray:
+    """(n,) bool: rows ``v`` (centred) with a coded coordinate more than a cell outside
+    ``code``'s cells — rows the cells would clip badly (see :func:`cover`)."""
+    dims = code.dims
+    if v.shape[0] == 0 or dims.size == 0:
+        return np.zeros(v.shape[0], dtype=bool)
+    vals = v[:, dims]
+    lo, step = code.lo.astype(np.float64), code.step.astype(np.float64)
+    hi = lo + _cells(code) * step
+    return ((vals < lo - step) | (vals > hi + step)).any(axis=1)
+
+
 def cover(code: ScalarCode, v: np.ndarray) -> ScalarCode:
     """``code`` with the cells of each coded axis widened to hold rows ``v`` (centred), on
-    the axes where some row lies more than a cell outside them; ``code`` itself otherwise.
+    the axes where some row lies more than a cell outside them; ``code`` itself when none does.
 
     A write codes new rows with their partition's cells (fitted to the partition's own rows,
     tails clipped). A new row far outside them would be clipped to the edge cell and its
-    estimated distance badly off, even to itself, so a delta segment widens the axes it
-    must (its header carries its own cells); rows inside the range keep the exact cells.
+    estimated distance badly off, even to itself. So a write puts such rows
+    (:func:`far_rows`) in a delta segment of their own, whose header carries these widened
+    cells; the other new rows keep the partition's exact cells.
     """
-    dims = code.dims
-    if v.shape[0] == 0 or dims.size == 0:
+    if not far_rows(code, v).any():
         return code
-    vals = v[:, dims]
-    cells = np.concatenate([np.full(code.dims8.shape, 256.0), np.full(code.dims4.shape, 16.0)])
+    vals = v[:, code.dims]
+    cells = _cells(code)
     lo, step = code.lo.astype(np.float64), code.step.astype(np.float64)
     hi = lo + cells * step
     low, high = vals.min(axis=0), vals.max(axis=0)
     far = (lo - low > step) | (high - hi > step)
-    if not far.any():
-        return code
     new_lo = np.where(far, np.minimum(lo, low), lo)
     new_step = np.where(far, (np.maximum(hi, high) - new_lo) * (1 + 1e-6) / cells, step)
     return ScalarCode(code.dims8, code.dims4, new_lo.astype(np.float32), new_step.astype(np.float32))
+
+
+def _cells(code: ScalarCode) -> np.ndarray:
+    return np.concatenate([np.full(code.dims8.shape, 256.0), np.full(code.dims4.shape, 16.0)])
 
 
 def as_float16(code: ScalarCode) -> ScalarCode | None:

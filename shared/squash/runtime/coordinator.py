@@ -80,7 +80,12 @@ class Coordinator:
                 return entry.index, 0
             index = Index.open(storage, cache=SegmentCache(0))
             if self._serves_here(index):  # small: its hot tier is cached here, no tree
-                index.cache = SegmentCache(self.config.local_max_bytes)
+                # Segment files are immutable (cache keys are their keys): a new version keeps
+                # the segments already held. Twice the limit: a segment in memory also holds
+                # per-row terms its file does not (hat_sq), so the whole tier always fits.
+                old = entry.index.cache if entry else None
+                keep = old is not None and old.max_bytes >= 2 * self.config.local_max_bytes
+                index.cache = old if keep else SegmentCache(2 * self.config.local_max_bytes)
         except IndexNotFoundError as exc:
             raise IndexNotFoundError(f"index {name!r} not found", field="index") from exc
         except AccessDeniedError as exc:  # S3's answer for a missing key without s3:ListBucket
@@ -173,6 +178,12 @@ class Coordinator:
 
     def _warm(self, name: str) -> dict[str, Any]:
         index, _ = self.index(name)
+        if self._serves_here(index):  # no tree for it: warm this container's own cache
+            before = index.bytes_read
+            for p in range(len(index.manifest.segments)):
+                index.segment(p)
+            read = index.bytes_read - before
+            return {"index": name, "nodes": 0, "cold": 0, "s3": {"bytes_read": read}}
         tree = self.config.tree
         owned = tree.assign(range(len(index.manifest.segments)))
         segs = index.manifest.segments
@@ -417,6 +428,7 @@ def _answer_here(index: Index, q: np.ndarray, req: QueryRequest, plan: Plan, nod
     attributes already decoded."""
     started = time.perf_counter()
     before = index.bytes_read
+    hits, misses = index.cache.hits, index.cache.misses
     cold = ColdTier(index.storage)
     top = index.search_planned(q, req.k, node, plan, req.params, cold)
     attrs: dict[str, Any] = {}
@@ -425,7 +437,11 @@ def _answer_here(index: Index, q: np.ndarray, req: QueryRequest, plan: Plan, nod
             attrs |= {str(i): a for i, a in zip(row_ids, row_attrs, strict=False) if i >= 0}
     ms = (time.perf_counter() - started) * 1e3
     read = index.bytes_read - before
-    s3 = {"bytes_read": read, "segments_loaded": 0, "cache_hits": 0}
+    s3 = {
+        "bytes_read": read,
+        "segments_loaded": index.cache.misses - misses,
+        "cache_hits": index.cache.hits - hits,
+    }
     return {
         "ids": pack_array(top.ids),
         "distances": pack_array(top.distances),
