@@ -39,6 +39,8 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         logger.error(
             "subtree failed", extra={"status": err["status"], "code": err["code"], "detail": err["message"]}
         )
+    elif out.get("warmed"):  # the warm job: segments loaded, no search
+        metrics.add_metric(name="SegmentsLoaded", unit=MetricUnit.Count, value=out["s3"]["segments_loaded"])
     else:
         s3 = out["stats"]["s3"]
         metrics.add_metric(name="SegmentsLoaded", unit=MetricUnit.Count, value=s3["segments_loaded"])

@@ -113,3 +113,22 @@ def test_worker_handler_reports_a_structured_error(handlers):
     }
     out = worker.handler(event, Context())  # a segment that is not there: an error, not a crash
     assert "error" in out and out["error"]["status"] == 500 and out["error"]["code"] == "index_corrupt"
+
+
+def test_warm_action_through_both_handlers(handlers):
+    """The warm schedule's event: the coordinator handler fans it out; the worker handler
+    loads the segments it is given and answers (no search, no stats to report)."""
+    coordinator, worker, tree = handlers
+    out = coordinator.handler({"index": "sample", "action": "warm"}, Context())
+    assert out["nodes"] == 3 and out["s3"]["segments_loaded"] + out["s3"]["cache_hits"] > 0
+    manifest = squash.open_index("s3://events-bucket/indexes/sample").manifest
+    event = {
+        "action": "warm",
+        "index": "s3://events-bucket/indexes/sample",
+        "position": 0,
+        "segments": {"0": manifest.segments[0].__dict__},
+    }
+    answer = worker.handler(event, Context())
+    assert answer["warmed"] is True and answer["s3"]["segments_loaded"] == 1
+    bad = coordinator.handler({"index": "sample", "action": "warm", "k": 3}, Context())
+    assert bad["status"] == 400 and bad["error"]["field"] == "k"
