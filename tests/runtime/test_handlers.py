@@ -118,7 +118,7 @@ def test_worker_handler_reports_a_structured_error(handlers):
 def test_warm_action_through_both_handlers(handlers):
     """The warm schedule's event: the coordinator handler fans it out; the worker handler
     loads the segments it is given and answers (no search, no stats to report)."""
-    coordinator, worker, tree = handlers
+    coordinator, worker, _ = handlers
     out = coordinator.handler({"index": "sample", "action": "warm"}, Context())
     assert out["nodes"] == 3 and out["s3"]["segments_loaded"] + out["s3"]["cache_hits"] > 0
     manifest = squash.open_index("s3://events-bucket/indexes/sample").manifest
