@@ -154,7 +154,8 @@ class Client:
         if self.wire == "binary":
             body["encoding"] = "binary"
         doc = self._call("POST", f"/indexes/{_name(index)}/query", body)
-        metric = self._metric(index)
+        stats = doc.get("stats") or {}
+        metric = stats["metric"] if isinstance(stats.get("metric"), str) else self._metric(index)
         if "ids" in doc:  # binary encoding
             ids = unpack(doc["ids"], "ids").astype(np.int64, copy=False)
             if "distances" in doc:

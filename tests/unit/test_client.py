@@ -242,3 +242,10 @@ def test_the_local_verifier_binds_the_body_and_the_path():
     sneaky = "http://127.0.0.1:8080/x/../indexes/a/query"
     headers = _signed("POST", sneaky, body)
     assert sigv4.verify("POST", "/x/../indexes/a/query", headers, body, KEYS, "eu-west-1") == sigv4.MISMATCH
+
+
+def test_the_answers_metric_spares_the_info_request(serve):
+    answer = {"results": [[{"id": 4, "distance": 0.25}]], "stats": {"metric": "cosine"}}
+    server = serve([(200, answer)])
+    got = Client(server.url, auth="none", wire="json").query("idx", np.zeros(3), k=1)
+    assert got.metric == "cosine" and len(server.seen) == 1  # POST …/query only

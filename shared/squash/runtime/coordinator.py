@@ -279,6 +279,7 @@ class Coordinator:
             out = {"results": _shape_results(ids, {c: values[c] for c in columns}, attributes, req.include)}
         stats = _stats(plan, per_query, answers, len(chunks), cold, coord_bytes)
         stats["event_bytes"] = max(event_sizes)  # the largest event a worker received
+        stats["metric"] = index.manifest.metric  # how a client turns distances into scores
         stats["timings_ms"] = {
             "plan": round((planned - started) * 1e3, 3),
             "tree": round((searched - planned) * 1e3, 3),
