@@ -228,12 +228,14 @@ class Coordinator:
         base = self._base_event(name, index, req, plan, node)
         if deadline is not None:
             base["deadline"] = deadlines.for_child(deadline)
+        local = self._serves_here(index)
         visits = plan.visit.sum(axis=1)
-        size = self._chunk_size(q.shape[0], index.manifest.space_dims, req, visits, encoded_size(base))
+        if local:  # no worker payloads to fit: one pass
+            size = q.shape[0]
+        else:
+            size = self._chunk_size(q.shape[0], index.manifest.space_dims, req, visits, encoded_size(base))
         chunks = [np.arange(s, min(s + size, q.shape[0])) for s in range(0, q.shape[0], size)]
         event_sizes: list[int] = []
-
-        local = self._serves_here(index)
 
         def run(rows: np.ndarray) -> dict[str, Any]:
             if local:
@@ -252,8 +254,6 @@ class Coordinator:
             event_sizes.append(encoded_size(event))
             return self.invoke(function_name(self.config.worker_prefix, 0), event)
 
-        if local:
-            chunks = [np.arange(q.shape[0])]  # no payload limit in-process: one pass
         if len(chunks) == 1:
             answers = [run(chunks[0])]
         else:
