@@ -11,7 +11,7 @@ help:
 	@echo "make setup   create .venv and install pinned dependencies"
 	@echo "make demo    local stack up, build Fashion-MNIST (or synthetic) into it, query over HTTP, stop"
 	@echo "make test    lint + the whole test suite"
-	@echo "make bench   squash vs numpy/FAISS/LanceDB, planner on real sets, 1M scale, cost, faults, load (~40 min)"
+	@echo "make bench   squash vs numpy/FAISS/LanceDB, planner on real sets, 1M scale, cost, faults, load, writes, HTTP wire vs in-process (~45 min)"
 	@echo "make datasets   real text-embedding and MNIST sets for the planner bench (~50 min, cached)"
 	@echo "make bench-stack   local-stack latency/throughput -> bench/results/stack.json"
 	@echo "make bench-faults  fault injection on the local stack -> bench/results/faults.json (~5 min)"
@@ -77,7 +77,7 @@ datasets: setup
 
 bench: setup data
 	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python bench/run.py
-	$(MAKE) bench-faults bench-load bench-writes
+	$(MAKE) bench-faults bench-load bench-writes bench-wire
 
 # Fault injection and load on a local stack of their own (loopback only, stopped at the end).
 bench-writes: setup tools
