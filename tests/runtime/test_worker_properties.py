@@ -145,3 +145,23 @@ def mutated(draw, valid):
 def test_events_one_mutation_from_valid(worker_app, valid_event, data):
     event = data.draw(mutated(valid_event))
     check(worker_app.handler(event, Context()))
+
+
+def test_packed_arrays_floats_raw_integers_zlib_and_old_events_still_read():
+    import base64
+    import zlib
+
+    from squash.errors import InputError
+    from squash.runtime.codec import pack_array, unpack_array
+
+    q = np.random.default_rng(0).random((3, 5)).astype(np.float32)
+    ids = np.arange(40, dtype=np.int64)
+    assert pack_array(q)["codec"] == "raw" and pack_array(ids)["codec"] == "zlib"
+    np.testing.assert_array_equal(unpack_array(pack_array(q), "q"), q)
+    np.testing.assert_array_equal(unpack_array(pack_array(ids), "ids"), ids)
+    old = {"dtype": "float32", "shape": [3, 5], "data": base64.b64encode(zlib.compress(q.tobytes())).decode()}
+    np.testing.assert_array_equal(unpack_array(old, "q"), q)  # an event from before "codec"
+    with pytest.raises(InputError):
+        unpack_array(pack_array(q) | {"codec": "lz4"}, "q")
+    with pytest.raises(InputError):
+        unpack_array(pack_array(q) | {"codec": "zlib"}, "q")  # raw bytes claimed compressed

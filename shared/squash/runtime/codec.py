@@ -1,4 +1,4 @@
-"""numpy arrays inside JSON Lambda payloads: raw little-endian bytes, zlib, base64.
+"""numpy arrays inside JSON Lambda payloads: raw little-endian bytes (integers zlib-compressed), base64.
 
 Lambda's synchronous payloads are JSON and capped at 6 MB each way, so query vectors,
 (partition, query) pairs and top-k results travel as compressed binary instead of lists of
@@ -23,15 +23,20 @@ _DTYPES = {"float32", "int64", "int32", "uint8"}
 
 
 def pack_array(arr: np.ndarray) -> dict[str, Any]:
-    """``{"dtype", "shape", "data"}``: little-endian bytes, zlib level 1, base64."""
+    """``{"dtype", "shape", "data", "codec"}``: little-endian bytes, base64; integer arrays
+    zlib level 1 first (ids and pairs shrink several times), float arrays raw (``"codec":
+    "raw"``): their bytes barely compress, and zlib on a 1,000 × 784 batch costs ~110 ms at
+    every hop of the tree."""
     arr = np.ascontiguousarray(arr)
     if arr.dtype.name not in _DTYPES:
         raise TypeError(f"cannot pack dtype {arr.dtype}")
     raw = arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
+    packed = arr.dtype.kind == "f"
     return {
         "dtype": arr.dtype.name,
         "shape": list(arr.shape),
-        "data": base64.b64encode(zlib.compress(raw, 1)).decode("ascii"),
+        "data": base64.b64encode(raw if packed else zlib.compress(raw, 1)).decode("ascii"),
+        "codec": "raw" if packed else "zlib",
     }
 
 
@@ -42,7 +47,12 @@ def unpack_array(obj: Any, name: str) -> np.ndarray:
         if obj["dtype"] not in _DTYPES:
             raise ValueError(f"dtype {obj['dtype']!r} not allowed")
         shape = tuple(int(s) for s in obj["shape"])
-        raw = zlib.decompress(base64.b64decode(obj["data"], validate=True))
+        codec = obj.get("codec", "zlib")  # events of squash before "codec" are all zlib
+        if codec not in ("zlib", "raw"):
+            raise ValueError(f"codec {codec!r} not allowed")
+        raw = base64.b64decode(obj["data"], validate=True)
+        if codec == "zlib":
+            raw = zlib.decompress(raw)
         if any(s < 0 for s in shape) or len(raw) != int(np.prod(shape)) * dtype.itemsize:
             raise ValueError("shape does not match the data")
         return np.frombuffer(raw, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="), copy=False)
