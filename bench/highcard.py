@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -54,8 +53,6 @@ def run(n: int, urls: int, out: Path) -> dict:
     build_s = time.perf_counter() - started
     folder = work / "stack"
     stack_latency.INDEX = "highcard"
-    up = [sys.executable, str(stack_latency.STACK), "up", "--dir", str(folder), "--branching", "4"]
-    subprocess.run([*up, "--depth", "1"], check=True, capture_output=True, timeout=120)
     doc_ids = table.column("doc_id").to_pylist()
     url_col = table.column("url").to_pylist()
     some = [int(i) for i in rng.choice(n, 5, replace=False)]
@@ -70,9 +67,7 @@ def run(n: int, urls: int, out: Path) -> dict:
         "no filter": (None, None),
     }
     results = {}
-    try:
-        endpoints = json.loads((folder / "endpoints.json").read_text())
-        stack_latency._upload(work / "index", endpoints)
+    with stack_latency.running_stack(folder, 4, 1, work / "index") as endpoints:
         url = f"{endpoints['api_url']}/indexes/highcard/query"
         q = rng.normal(size=(10, D)).astype(np.float32).tolist()
         for name, (filt, column) in cases.items():
@@ -97,8 +92,6 @@ def run(n: int, urls: int, out: Path) -> dict:
                 "warm_ms": round(seconds * 1e3, 1),
             }
             print(f"{name:<28} {results[name]}")
-    finally:
-        subprocess.run([sys.executable, str(stack_latency.STACK), "down", "--dir", str(folder)], timeout=120)
     dict_bytes = sum(p.stat().st_size for p in (work / "index").rglob("dictionaries.arrow"))
     doc = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),

@@ -11,6 +11,7 @@ cold containers, warm single-query latency (p50/p95), and throughput for batches
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import os
@@ -20,6 +21,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -77,15 +79,25 @@ def _upload(index_dir: Path, endpoints: dict) -> None:
         s3.put_object(Bucket=endpoints["bucket"], Key=key, Body=path.read_bytes())
 
 
-def measure_shape(
-    branching: int, depth: int, index_dir: Path, queries: np.ndarray, singles: int, batches: list[int]
-) -> dict:
-    folder = Path(tempfile.mkdtemp(prefix=f"squash-stack-b{branching}l{depth}-"))
+@contextlib.contextmanager
+def running_stack(folder: Path, branching: int, depth: int, index_dir: Path) -> Iterator[dict]:
+    """A local stack in ``folder`` with the ``file://`` index ``index_dir`` copied into its
+    bucket as :data:`INDEX`; yields its endpoints and stops it afterwards, whatever happens."""
     up = [sys.executable, str(STACK), "up", "--dir", str(folder), "--branching", str(branching)]
     subprocess.run([*up, "--depth", str(depth)], check=True, capture_output=True, timeout=120)
     try:
         endpoints = json.loads((folder / "endpoints.json").read_text())
         _upload(index_dir, endpoints)
+        yield endpoints
+    finally:
+        subprocess.run([sys.executable, str(STACK), "down", "--dir", str(folder)], check=False, timeout=120)
+
+
+def measure_shape(
+    branching: int, depth: int, index_dir: Path, queries: np.ndarray, singles: int, batches: list[int]
+) -> dict:
+    folder = Path(tempfile.mkdtemp(prefix=f"squash-stack-b{branching}l{depth}-"))
+    with running_stack(folder, branching, depth, index_dir) as endpoints:
         url = f"{endpoints['api_url']}/indexes/{INDEX}/query"
         out, cold_s = _post(url, {"vector": queries[0].tolist(), "k": 10})
         cold = {"seconds": cold_s, "nodes": out["stats"]["nodes"], "s3": out["stats"]["s3"]}
@@ -113,8 +125,6 @@ def measure_shape(
             "warm_stats_example": warm_stats,
             "batch_throughput": throughput,
         }
-    finally:
-        subprocess.run([sys.executable, str(STACK), "down", "--dir", str(folder)], check=False, timeout=120)
 
 
 WARM_P50_MS = 50.0  # issue #4, target 4: b=4, l=1, Fashion-MNIST, through HTTP

@@ -13,7 +13,6 @@ import argparse
 import base64
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,7 +24,7 @@ if __package__ in (None, ""):
 
 import numpy as np
 
-from bench.stack_latency import INDEX, STACK, _upload, signed
+from bench.stack_latency import INDEX, running_stack, signed
 
 RUNS = 7
 
@@ -71,11 +70,7 @@ def _query(url: str, q: np.ndarray, binary: bool) -> tuple[np.ndarray, float, di
 
 def measure(index_dir: Path, queries: np.ndarray, batches: list[int], branching: int, depth: int) -> dict:
     folder = Path(tempfile.mkdtemp(prefix="squash-wire-"))
-    up = [sys.executable, str(STACK), "up", "--dir", str(folder), "--branching", str(branching)]
-    subprocess.run([*up, "--depth", str(depth)], check=True, capture_output=True, timeout=120)
-    try:
-        endpoints = json.loads((folder / "endpoints.json").read_text())
-        _upload(index_dir, endpoints)
+    with running_stack(folder, branching, depth, index_dir) as endpoints:
         url = f"{endpoints['api_url']}/indexes/{INDEX}/query"
         _query(url, queries[: max(batches)], binary=True)  # every segment loaded once
         rows = {}
@@ -108,8 +103,6 @@ def measure(index_dir: Path, queries: np.ndarray, batches: list[int], branching:
             "client": _client_rows(endpoints["api_url"], queries, batches),
             "in_process": _in_process_rows(index_dir, queries, batches),
         }
-    finally:
-        subprocess.run([sys.executable, str(STACK), "down", "--dir", str(folder)], check=False, timeout=120)
 
 
 SINGLES = 60

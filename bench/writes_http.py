@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,13 +39,9 @@ def run(out_dir: Path) -> dict:
     build_index(ds.base, (work / "index").as_uri(), None, BuildOptions(seed=1))
     folder = work / "stack"
     stack_latency.INDEX = "writes"
-    up = [sys.executable, str(stack_latency.STACK), "up", "--dir", str(folder), "--branching", "2"]
-    subprocess.run([*up, "--depth", "1"], check=True, capture_output=True, timeout=120)
     rng = np.random.default_rng(5)
     doc: dict = {"n": 20_000, "dims": 64, "tree": {"branching": 2, "depth": 1}, "batches": {}}
-    try:
-        endpoints = json.loads((folder / "endpoints.json").read_text())
-        stack_latency._upload(work / "index", endpoints)
+    with stack_latency.running_stack(folder, 2, 1, work / "index") as endpoints:
         api = f"{endpoints['api_url']}/indexes/writes"
         stack_latency._post(f"{api}/query", {"vector": ds.queries[0].tolist(), "k": 1})  # warm
         next_id = 1_000_000
@@ -76,8 +71,6 @@ def run(out_dir: Path) -> dict:
                 "visible_ms_max": round(float(np.max(visible)) * 1e3, 1),
             }
             print(size, doc["batches"][str(size)])
-    finally:
-        subprocess.run([sys.executable, str(stack_latency.STACK), "down", "--dir", str(folder)], timeout=120)
     doc["machine"] = describe()
     (out_dir / "writes_http.json").write_text(json.dumps(doc, indent=1))
     return doc
