@@ -43,6 +43,7 @@ from .errors import (
 )
 from .index import SearchResult
 from .params import SearchParams
+from .runtime.wire import encode_array as pack  # the binary wire's one encoder
 
 __all__ = ["AuthError", "Client", "HTTPError", "Signer"]
 
@@ -269,16 +270,9 @@ class Signer:
         return dict(req.headers.items())
 
 
-def pack(arr: np.ndarray) -> dict[str, Any]:
-    """The binary wire's array: ``{"dtype", "shape", "data"}``, data = base64 of the
-    little-endian bytes, row-major, uncompressed."""
-    arr = np.ascontiguousarray(arr)
-    raw = arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
-    return {"dtype": arr.dtype.name, "shape": list(arr.shape), "data": base64.b64encode(raw).decode("ascii")}
-
-
 def unpack(obj: Any, name: str) -> np.ndarray:
-    """Inverse of :func:`pack` for the dtypes a server sends (int64, float32)."""
+    """Inverse of :func:`pack` (the server's :func:`~squash.runtime.wire.encode_array`) for
+    the dtypes a server sends (int64, float32)."""
     try:
         dtype = {"int64": np.dtype("<i8"), "float32": np.dtype("<f4")}[obj["dtype"]]
         shape = tuple(int(s) for s in obj["shape"])

@@ -436,13 +436,22 @@ def _answer_here(index: Index, q: np.ndarray, req: QueryRequest, plan: Plan, nod
     if "attributes" in req.include:
         for row_ids, row_attrs in zip(top.ids.tolist(), index.attributes_of(top.ids), strict=True):
             attrs |= {str(i): a for i, a in zip(row_ids, row_attrs, strict=False) if i >= 0}
-    ms = (time.perf_counter() - started) * 1e3
-    read = index.bytes_read - before
     s3 = {
-        "bytes_read": read,
+        "bytes_read": index.bytes_read - before,
         "segments_loaded": index.cache.misses - misses,
         "cache_hits": index.cache.hits - hits,
     }
+    s3 |= cold.reads.as_dict() | {"hot_bytes_resident": index.cache.nbytes}
+    return _uninvoked_answer(top, attrs, s3, (time.perf_counter() - started) * 1e3)
+
+
+def _idle_answer(q: int, k: int) -> dict[str, Any]:
+    """What the tree would answer for a chunk with no (partition, query) pair, uninvoked."""
+    return _uninvoked_answer(TopK.empty(q, k), {}, {}, 0.0)
+
+
+def _uninvoked_answer(top: TopK, attrs: dict[str, Any], s3: dict[str, int], ms: float) -> dict[str, Any]:
+    """A chunk's answer in the tree's shape, from work done without invoking any node."""
     return {
         "ids": pack_array(top.ids),
         "distances": pack_array(top.distances),
@@ -451,27 +460,9 @@ def _answer_here(index: Index, q: np.ndarray, req: QueryRequest, plan: Plan, nod
         "stats": {
             "nodes": {"invoked": 0, "cold": 0, "warm": 0},
             "positions": [],
-            "s3": s3 | cold.reads.as_dict() | {"hot_bytes_resident": index.cache.nbytes},
+            "s3": s3,
             "search_ms": ms,
             "max_node_ms": ms,
-        },
-    }
-
-
-def _idle_answer(q: int, k: int) -> dict[str, Any]:
-    """What the tree would answer for a chunk with no (partition, query) pair, uninvoked."""
-    top = TopK.empty(q, k)
-    return {
-        "ids": pack_array(top.ids),
-        "distances": pack_array(top.distances),
-        "stats_per_query": pack_array(top.stats),
-        "attributes": {},
-        "stats": {
-            "nodes": {"invoked": 0, "cold": 0, "warm": 0},
-            "positions": [],
-            "s3": {},
-            "search_ms": 0.0,
-            "max_node_ms": 0.0,
         },
     }
 

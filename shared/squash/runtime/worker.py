@@ -80,18 +80,7 @@ class NodeRequest:
         attributes = event.get("attributes", [])
         if not isinstance(attributes, list) or not all(isinstance(a, dict) for a in attributes):
             raise InputError("attributes must be a list of objects", field="attributes")
-        segments = _member(event, "segments", dict)
-        refs = {}
-        for p, ref in segments.items():
-            if not (isinstance(p, str) and p.isdigit() and len(p) < 10) or not isinstance(ref, dict):
-                raise InputError(
-                    f"segments must map partition numbers to file refs, got {p!r}", field="segments"
-                )
-            if set(ref) != {"key", "size", "sha256"} or not (
-                isinstance(ref["key"], str) and _is_int(ref["size"]) and isinstance(ref["sha256"], str)
-            ):
-                raise InputError(f"segment {p}: a file ref is {{key, size, sha256}}", field="segments")
-            refs[int(p)] = FileRef(**ref)
+        refs = _segment_refs(event)
         queries = unpack_array(event.get("queries"), "queries")
         query_ids = unpack_array(event.get("query_ids"), "query_ids")
         pairs = unpack_array(event.get("pairs"), "pairs")
@@ -207,16 +196,9 @@ class WorkerNode:
         load this position's hot segments into the cache (so the next query reads nothing)
         and answer what it cost; no search, no children."""
         uri = _member(event, "index", str)
-        segments = _member(event, "segments", dict)
         io = {"segments_loaded": 0, "cache_hits": 0, "bytes_read": 0}
-        for key, doc in segments.items():
-            if not (isinstance(key, str) and key.isdigit() and isinstance(doc, dict)):
-                raise InputError(f"segments: bad entry {key!r}", field="segments")
-            try:
-                ref = FileRef(**doc)
-            except TypeError as exc:
-                raise InputError(f"segments[{key}] is not a file reference", field="segments") from exc
-            _, hit, nbytes = self._segment(uri, int(key), ref)
+        for partition, ref in _segment_refs(event).items():
+            _, hit, nbytes = self._segment(uri, partition, ref)
             io["cache_hits" if hit else "segments_loaded"] += 1
             io["bytes_read"] += nbytes
         return {"warmed": True, "cold": cold, "s3": io | {"hot_bytes_resident": self.cache.nbytes}}
@@ -361,6 +343,20 @@ def _member(obj: dict[str, Any], name: str, kind: type) -> Any:
     if not isinstance(value, kind):
         raise InputError(f"{name} must be a {kind.__name__}, got {type(value).__name__}", field=name)
     return value
+
+
+def _segment_refs(event: dict[str, Any]) -> dict[int, FileRef]:
+    """The event's ``segments`` (partition number → ``{key, size, sha256}``), checked."""
+    refs = {}
+    for p, ref in _member(event, "segments", dict).items():
+        if not (isinstance(p, str) and p.isdigit() and len(p) < 10) or not isinstance(ref, dict):
+            raise InputError(f"segments must map partition numbers to file refs, got {p!r}", field="segments")
+        if set(ref) != {"key", "size", "sha256"} or not (
+            isinstance(ref["key"], str) and _is_int(ref["size"]) and isinstance(ref["sha256"], str)
+        ):
+            raise InputError(f"segment {p}: a file ref is {{key, size, sha256}}", field="segments")
+        refs[int(p)] = FileRef(**ref)
+    return refs
 
 
 def _int(obj: dict[str, Any], name: str, label: str | None = None) -> int:
