@@ -52,6 +52,7 @@ def functions(
         "SQUASH_TREE_DEPTH": str(depth),
         "SQUASH_INVOKE_TIMEOUT": str(timeout_s),  # template.yaml: FunctionTimeout
         "SQUASH_WRITES_ENABLED": "true",  # template.yaml: EnableWrites (a dev stack writes)
+        "SQUASH_BUILDS_ENABLED": "true",  # template.yaml: EnableBuilds (a dev stack builds)
         "POWERTOOLS_METRICS_NAMESPACE": "squash",
         "POWERTOOLS_LOG_LEVEL": "INFO",
         "POWERTOOLS_TRACE_DISABLED": "true",  # no X-Ray daemon locally

@@ -288,6 +288,11 @@ class AttributeColumns:
                 out[f"raw.{spec.name}"] = col
         return out
 
+    def segment_arrays(self) -> dict[str, np.ndarray]:
+        """Every array a segment stores for these rows, in file order: codes (``q.NAME``),
+        raw values and list offsets, validity."""
+        return {f"q.{k}": v for k, v in self.codes.items()} | self.stored_raw() | self.stored_valid()
+
     def take(self, rows: np.ndarray) -> AttributeColumns:
         return AttributeColumns(
             self.specs,
@@ -296,6 +301,17 @@ class AttributeColumns:
             self.dictionaries,
             {k: v[rows] for k, v in self.valid.items()},
         )
+
+
+@dataclass
+class StoredAttributes:
+    """Some rows' attribute arrays exactly as a segment stores them (what a build worker
+    receives from the build's driver in place of :class:`AttributeColumns`)."""
+
+    arrays: dict[str, np.ndarray]
+
+    def segment_arrays(self) -> dict[str, np.ndarray]:
+        return self.arrays
 
 
 def unpack_valid(packed: np.ndarray, n: int) -> np.ndarray:

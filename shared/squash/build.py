@@ -14,11 +14,17 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import os
 import re
+import shutil
+import signal
+import tempfile
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -27,20 +33,46 @@ from . import dictionaries
 from .arrays import to_arrow_bytes
 from .attribute_build import quantize_attributes, read_ids
 from .attributes import AttributeColumns
-from .calibration import DEFAULT_QUERIES, Calibration, calibrate, hard_queries, query_family
+from .build_partitions import LocalBuilder, PartitionBuilder, PartitionJob
+from .calibration import (
+    DEFAULT_QUERIES,
+    Calibration,
+    GroundTruth,
+    band_counts,
+    calibrate,
+    calibrate_from,
+    hard_queries,
+    query_family,
+)
 from .errors import IndexExistsError, IndexFormatError, IndexNotFoundError, InputError
 from .inputs import check_vectors, normalise_rows
 from .manifest import MANIFEST_KEY, FileRef, Manifest, is_squash_manifest
-from .metrics import METRICS, DotSpace, augment_queries, augment_rows, max_norm
+from .metrics import METRICS, DotSpace, augment_queries, augment_rows
 from .osq.klt import fit_klt
-from .osq.kmeans import REFINE_ROUNDS, balanced_kmeans, centroids_of
+from .osq.kmeans import (
+    FAR_ROUNDS,
+    REFINE_ROUNDS,
+    TOP,
+    balance_candidates,
+    balanced_kmeans,
+    best_bids,
+    centroids_of,
+    far_bids,
+    nearest,
+    place_leftovers,
+    raise_small,
+    size_bounds,
+    under_full,
+)
 from .progress import NoProgress, Progress
 from .ranking import RankingProbe
-from .segment import build_segment, write_segment
+from .sources import CHUNK_ROWS, ArraySource, VectorSource
+from .spill import BUFFER_BYTES, PartitionSpill
 from .storage import Storage, open_storage
 
 ROUTING_DIMS = 64  # k-means runs on the leading global KLT axes
 KLT_SAMPLE = 100_000
+KMEANS_ROWS_PER_PARTITION = 128  # the k-means sample: max(KLT_SAMPLE, this x partitions) rows
 KEEP_BUILDS = 2  # the current build and the one before it (for in-flight readers)
 DEFAULT_SKETCH_BITS = 32  # one uint32 word per row (the sketch serves the opt-in L2 only)
 MAX_SEED = 2**63 - 1
@@ -175,25 +207,29 @@ def calibration_sample(
     return q, exclude, query_family(n), "synthetic-hard"
 
 
-def prepare_rows(vectors: np.ndarray, metric: str, dot_max_norm: float | None) -> np.ndarray:
-    """Base rows in the metric's search space, before the rotation."""
+def prepare_rows(
+    vectors: np.ndarray, metric: str, dot_max_norm: float | None, first_row: int = 0
+) -> np.ndarray:
+    """Base rows in the metric's search space, before the rotation (``first_row``: the
+    global number of the first, for error messages)."""
     if metric == "cosine":
-        return normalise(vectors)
+        return normalise(vectors, first_row)
     if metric == "dot":
         return augment_rows(vectors, dot_max_norm)
     return np.ascontiguousarray(vectors, np.float32)
 
 
-def normalise(x: np.ndarray) -> np.ndarray:
+def normalise(x: np.ndarray, first_row: int = 0) -> np.ndarray:
     """Unit-normalise rows (cosine metric); a zero row is an InputError naming it."""
     out = np.empty(x.shape, dtype=np.float32)
     for start in range(0, x.shape[0], 65536):  # chunked: float64 work stays bounded
-        out[start : start + 65536] = normalise_rows(x[start : start + 65536], "vectors", first_row=start)
+        block = x[start : start + 65536]
+        out[start : start + 65536] = normalise_rows(block, "vectors", first_row=first_row + start)
     return out
 
 
 def build_index(
-    vectors: np.ndarray,
+    vectors: np.ndarray | VectorSource,
     index_uri: str | Storage,
     attributes: pa.Table | None = None,
     options: BuildOptions | None = None,
@@ -201,76 +237,113 @@ def build_index(
     calibration_queries: np.ndarray | None = None,
     *,
     replace: bool = False,
+    workers: int = 1,
+    scratch: str | Path | None = None,
+    builder: PartitionBuilder | None = None,
 ) -> BuildSummary:
-    """Build an index from validated float32 ``vectors`` (n, d) and optional attributes.
+    """Build an index from ``vectors`` (an (n, d) array, or a :class:`~squash.sources.VectorSource`
+    such as :func:`squash.sources.open_source` gives for files larger than memory) and
+    optional attributes (one row per vector).
 
-    ``calibration_queries`` (m, d): a sample of real queries to calibrate the planner with
+    The input is read a block at a time, in a few passes (see README, "Building large
+    indexes"): check every row and draw the sample; fit the rotation and the balanced
+    k-means on the sample; assign every row; spill each partition's rows to ``scratch`` (a
+    temporary folder by default, removed at the end); quantize and write the partitions
+    (``workers`` processes). Peak memory does not grow with the input beyond a few dozen
+    bytes per row. ``calibration_queries`` (m, d): real queries to calibrate the planner with
     (recommended); without them the build calibrates on a hard synthetic sample.
     ``replace``: a URI that already holds an index is an IndexExistsError unless this is
     set (then readers keep the old index until the new manifest is written).
+    ``builder``: who quantizes the partitions (default: this machine, ``workers`` processes;
+    :class:`squash.runtime.build_driver.LambdaBuilder` fans them out over deployed workers).
     """
     started = time.perf_counter()
     opts = options or BuildOptions()
     progress = progress or NoProgress()
     storage = open_storage(index_uri) if isinstance(index_uri, str) else index_uri
-    vectors = check_vectors(vectors)  # library callers get the CLI's checks too
-    n, d = vectors.shape
+    source = vectors if hasattr(vectors, "blocks") else ArraySource(vectors)
+    n, d = source.n, source.d
     validate_options(opts, n, d)
+    if not _is_int(workers) or workers < 1:
+        raise InputError(f"workers must be a positive integer, got {workers!r}", field="workers")
     sketch_bits = opts.resolve_sketch_bits(d)
-    dot_max_norm = max_norm(vectors) if opts.metric == "dot" else None
-    user_queries = None
-    if calibration_queries is not None:
-        user_queries = prepare_calibration_queries(calibration_queries, d, opts.metric, dot_max_norm)
     ids = read_ids(attributes, n)
     attrs = quantize_attributes(attributes, n)
     storage.check_writable()
     previous = _previous_build(storage, replace)
+    with scratch_folder(scratch) as tmp:
+        rng = np.random.default_rng(opts.seed)
+        p = opts.resolve_partitions(n)
+        want = min(n, max(KLT_SAMPLE, KMEANS_ROWS_PER_PARTITION * p))
+        sample_rows = np.sort(rng.choice(n, want, replace=False)) if want < n else np.arange(n)
+        with progress.step("check vectors", _blocks(n)) as advance:
+            raw_sample, peak = _scan(source, sample_rows, opts.metric, advance)
+        dot_max_norm = peak if opts.metric == "dot" else None
+        user_queries = None
+        if calibration_queries is not None:
+            user_queries = prepare_calibration_queries(calibration_queries, d, opts.metric, dot_max_norm)
+        _fault("scanned")
 
-    x = prepare_rows(vectors, opts.metric, dot_max_norm)
-    ds = x.shape[1]  # the index's space: d, or d + 1 for dot
-    rng = np.random.default_rng(opts.seed)
-    p = opts.resolve_partitions(n)
-    with progress.step("global KLT", 1) as advance:
-        sample = x[np.sort(rng.choice(n, KLT_SAMPLE, replace=False))] if n > KLT_SAMPLE else x
-        glob = fit_klt(sample)
-        # The index's space from here on: a pure rotation (no shift), so norms, distances and
-        # the unit sphere of cosine are kept; partitions centre their codes themselves.
-        glob = dataclasses.replace(glob, mean=np.zeros(ds, np.float32))
-        x = rotate(x, glob.mean, glob.rotation)
-        advance(1)
-    with progress.step("balanced k-means", 1 + REFINE_ROUNDS) as advance:
-        assign = balanced_kmeans(x[:, : min(ds, ROUTING_DIMS)], p, opts.seed, progress=advance)
-    order = np.argsort(assign, kind="stable")
+        sample = prepare_rows(raw_sample, opts.metric, dot_max_norm)
+        del raw_sample
+        ds = sample.shape[1]  # the index's space: d, or d + 1 for dot
+        with progress.step("global KLT", 1) as advance:
+            glob = fit_klt(
+                sample[np.sort(rng.choice(want, KLT_SAMPLE, replace=False))] if want > KLT_SAMPLE else sample
+            )
+            # The index's space from here on: a pure rotation (no shift), so norms, distances and
+            # the unit sphere of cosine are kept; partitions centre their codes themselves.
+            glob = dataclasses.replace(glob, mean=np.zeros(ds, np.float32))
+            sample = rotate(sample, glob.mean, glob.rotation)
+            advance(1)
+        route = min(ds, ROUTING_DIMS)
+        with progress.step("balanced k-means", 1 + REFINE_ROUNDS) as advance:
+            sample_assign = balanced_kmeans(sample[:, :route], p, opts.seed, progress=advance)
+            seeds = centroids_of(sample[:, :route], sample_assign, p)
+        cal_sample = truth = None
+        if opts.calibration_queries:
+            dot = DotSpace.of(opts.metric, glob.rotation, dot_max_norm or 0.0)
+            cal_sample = calibration_sample(sample, opts, rotate_queries(user_queries, glob), rng, dot)
+            cal_sample = _global_exclude(cal_sample, sample_rows)
+            truth = GroundTruth(cal_sample[0], opts.seed, cal_sample[1])
+        del sample
+
+        def rotated() -> Iterator[tuple[int, np.ndarray]]:
+            for start, block in source.blocks():
+                yield (
+                    start,
+                    rotate(prepare_rows(block, opts.metric, dot_max_norm, start), glob.mean, glob.rotation),
+                )
+
+        assign = _assign(rotated, n, seeds, route, truth, progress)
+        _fault("assigned")
+        spill = PartitionSpill(tmp / "partitions", p, ds)
+        with progress.step("spill partitions", _blocks(n)) as advance:
+            for start, xb in rotated():
+                spill.add(assign[start : start + xb.shape[0]], np.arange(start, start + xb.shape[0]), xb)
+                advance(1)
+            spill.flush()
+        _fault("spilled")
+
+        build_id = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+        prefix = f"builds/{build_id}"
+        budget = round(opts.bits_per_dim * ds)
+        job = PartitionJob(spill, storage, prefix, ids, attrs, budget, sketch_bits)
+        if cal_sample is not None:
+            job.probe_queries, job.probe_exclude = cal_sample[0], cal_sample[1]
+        with progress.step("quantize partitions", p) as advance:
+            results, probe = (builder or LocalBuilder(workers))(job, p, advance)
+    _fault("partitions")
+    segments = [r.segment for r in results]
+    colds = [r.cold for r in results]
+    hot_bytes = sum(r.size for r in segments)
+    cold_total = sum(r.size for r in colds)
+    centroids = np.stack([r.centroid for r in results])
     sizes = np.bincount(assign, minlength=p)
     offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-    centroids = centroids_of(x, assign, p)
-    cal_sample = None
-    if opts.calibration_queries:
-        dot = DotSpace.of(opts.metric, glob.rotation, dot_max_norm or 0.0)
-        cal_sample = calibration_sample(x, opts, rotate_queries(user_queries, glob), rng, dot)
-
-    build_id = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
-    prefix = f"builds/{build_id}"
-    budget = round(opts.bits_per_dim * ds)
-    segments: list[FileRef] = []
-    colds: list[FileRef] = []
-    hot_bytes = cold_total = 0
-    probe = None if cal_sample is None else RankingProbe(cal_sample[0], cal_sample[1])
-    with progress.step("quantize partitions", p) as advance:
-        for part in range(p):  # one partition at a time keeps peak memory at one segment
-            rows = order[offsets[part] : offsets[part + 1]]
-            hot, cold = build_segment(
-                x[rows], centroids[part], ids[rows], attrs.take(rows), budget, sketch_bits
-            )
-            ref, cold_ref = write_segment(storage, f"{prefix}/partitions/{part:05d}.arrow", hot, cold)
-            if probe is not None:
-                probe.add(hot, ref.key, x[rows], rows)
-            segments.append(ref)
-            colds.append(cold_ref)
-            hot_bytes += ref.size
-            cold_total += cold_ref.size
-            advance(1)
+    order = np.argsort(assign, kind="stable")
     router = router_bytes(centroids, glob.mean, glob.rotation, offsets, ids[order], attrs.take(order))
+    del order
     router_ref = FileRef.of(f"{prefix}/router.arrow", router)
     storage.write(router_ref.key, router)
     dict_ref = None
@@ -282,12 +355,16 @@ def build_index(
     attribute_bytes = sum(c.nbytes for c in [*attrs.codes.values(), *attrs.stored_raw().values()])
 
     calibration = None
-    if cal_sample is not None:
+    if truth is not None and cal_sample is not None and probe is not None:
         with progress.step("calibrate", 1) as advance:
-            cal_q, exclude, families, source = cal_sample
-            calibration = calibrate(x, assign, centroids, cal_q, source, opts.seed, exclude, families)
+            radius = float(max(np.median([r.rms for r in results]), 1e-12))
+            counts = band_counts(opts.seed, assign, p)
+            calibration = calibrate_from(
+                truth, assign, centroids, counts, radius, cal_sample[3], cal_sample[2]
+            )
             calibration = dataclasses.replace(calibration, ranking=probe.recall())
             advance(1)
+    _fault("router")
 
     bits_per_vector = float(budget if budget <= 8 * ds else 8 * ds)
     seconds = time.perf_counter() - started
@@ -309,6 +386,7 @@ def build_index(
             "seed": opts.seed,
             "sketch_bits": sketch_bits,
             "routing_dims": int(glob.rotation.shape[1]),
+            "sample_rows": int(want),
             "previous_builds": previous[-(KEEP_BUILDS - 1) :],
         }
         | ({} if dot_max_norm is None else {"dot_max_norm": dot_max_norm}),
@@ -341,6 +419,152 @@ def build_index(
         cold_bytes=cold_total,
         attribute_bytes=attribute_bytes,
     )
+
+
+#: Bytes per row the build holds however it reads its input: the rows' nearest centroids
+#: (TOP x (int32 + float32)) and the balancing's float32 cost matrix beside them, the
+#: assignment, ids, the router's sort order and its copy of ids.
+BYTES_PER_ROW = TOP * 8 * 2 + 4 + 8 + 8 + 8
+BASE_BYTES = 250 * 2**20  # the interpreter with numpy, pyarrow and squash imported
+BLOCK_BYTES = 64 * 2**20  # each bounded work block (nearest, ground truth, rotation)
+
+
+def memory_estimate(
+    n: int, d: int, partitions: int | None = None, workers: int = 1, attribute_bytes_per_row: float = 0.0
+) -> dict[str, int]:
+    """Predicted peak resident bytes of a build (the formula in README, "Building large
+    indexes"): a fixed base, the sample, a few bounded blocks, the spill buffer, a few dozen
+    bytes per row (plus the attributes' codes), and per worker one partition. The input's
+    size enters only through ``n``, never through ``n x d``."""
+    p = BuildOptions(partitions=partitions).resolve_partitions(n)
+    ds = d + 1
+    sample = min(n, max(KLT_SAMPLE, KMEANS_ROWS_PER_PARTITION * p))
+    part_rows = -(-n // p) * 1.1
+    out = {
+        "base": BASE_BYTES,
+        "sample": int(sample * ds * 4 * 3),  # as read, prepared, rotated
+        "blocks": int(4 * BLOCK_BYTES + CHUNK_ROWS * ds * (4 + 8 + 4)),
+        "spill_buffer": int(2 * BUFFER_BYTES),  # the buffer and its sorted copy at a flush
+        "per_row": int(n * (BYTES_PER_ROW + attribute_bytes_per_row)),
+        "partitions": int(max(workers, 1) * part_rows * ds * 4 * 8),  # rows, codes, files
+    }
+    out["total"] = sum(out.values())
+    return out
+
+
+def _blocks(n: int) -> int:
+    return -(-n // CHUNK_ROWS)
+
+
+def _scan(
+    source: VectorSource, sample_rows: np.ndarray, metric: str, advance: Callable[[int], None]
+) -> tuple[np.ndarray, float]:
+    """Pass 1: every block checked (the source checks values; cosine: no zero rows), the
+    sample's rows (as given, float32) and the largest row norm (dot's M)."""
+    sample = np.empty((sample_rows.size, source.d), np.float32)
+    best = 0.0
+    for start, block in source.blocks():
+        end = start + block.shape[0]
+        a, b = np.searchsorted(sample_rows, [start, end])
+        sample[a:b] = block[sample_rows[a:b] - start]
+        sq = np.einsum("ij,ij->i", block, block, dtype=np.float64)
+        best = max(best, float(sq.max(initial=0.0)))
+        if metric == "cosine" and not sq.all():
+            raise InputError(
+                f"vectors: row {start + int(np.flatnonzero(sq == 0)[0])} is all zeros; the cosine metric "
+                "needs non-zero vectors (a zero vector has no direction)",
+                field="vectors",
+            )
+        advance(1)
+    return sample, float(np.sqrt(best))
+
+
+def _assign(
+    rotated: Callable[[], Iterator[tuple[int, np.ndarray]]],
+    n: int,
+    seeds: np.ndarray,
+    route: int,
+    truth: GroundTruth | None,
+    progress: Progress,
+) -> np.ndarray:
+    """Every row's partition, balanced (±10 %): pass 2 keeps each row's nearest ``TOP``
+    centroids and feeds the ground truth; the auction balances from those alone; extra
+    passes (rare) place rows whose candidates were all full and top up partitions few rows
+    have as a candidate. Memory: ``TOP`` × 8 bytes per row."""
+    p = seeds.shape[0]
+    t = min(TOP, p)
+    cand = np.empty((n, t), np.int32)
+    dist = np.empty((n, t), np.float32)
+    with progress.step("assign rows", _blocks(n)) as advance:
+        for start, xb in rotated():
+            end = start + xb.shape[0]
+            cand[start:end], dist[start:end] = nearest(xb[:, :route], seeds, t)
+            if truth is not None:
+                truth.add(start, xb)
+            advance(1)
+    assign = balance_candidates(cand, dist, p)
+    del cand, dist
+    lo, hi = size_bounds(n, p)
+    if (assign < 0).any():
+        sizes = np.bincount(assign[assign >= 0], minlength=p)
+        for start, xb in rotated():  # rows whose candidates were all full, in row order
+            mine = assign[start : start + xb.shape[0]]
+            free = np.flatnonzero(mine < 0)
+            mine[free] = place_leftovers(xb[free, :route], seeds, sizes, hi)
+    for _ in range(FAR_ROUNDS):
+        under = under_full(assign, p, lo)
+        if under.size == 0:
+            break
+        need = lo - np.bincount(assign, minlength=p)[under]
+        bids = [far_bids(xb[:, :route], seeds, assign, under, lo, start) for start, xb in rotated()]
+        assign = raise_small(best_bids(bids, under, need), assign, lo, p)
+    return assign
+
+
+def _global_exclude(cal_sample: tuple, sample_rows: np.ndarray) -> tuple:
+    """Calibration queries made from sample rows exclude those rows by their global number."""
+    q, exclude, families, source = cal_sample
+    if exclude is not None:
+        exclude = np.where(exclude >= 0, sample_rows[np.maximum(exclude, 0)], -1)
+    return q, exclude, families, source
+
+
+def _fault(point: str) -> None:
+    """Crash-test hook: ``SQUASH_BUILD_FAULT=<point>`` kills the build there (SIGKILL), as a
+    lost machine would. Points: scanned, assigned, spilled, partitions, router."""
+    if os.environ.get("SQUASH_BUILD_FAULT") == point:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def scratch_folder(parent: str | Path | None) -> Iterator[Path]:
+    """A private folder for the spilled partitions, removed at the end (also on errors).
+    A build killed outright leaves ``squash-build-<pid>-*`` behind; the next build in the
+    same parent removes those whose process is gone."""
+    base = Path(parent) if parent is not None else Path(tempfile.gettempdir())
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+        _remove_stale(base)
+        folder = Path(tempfile.mkdtemp(prefix=f"squash-build-{os.getpid()}-", dir=base))
+    except OSError as exc:
+        raise InputError(f"cannot use scratch folder {str(base)!r}: {exc.strerror}", field="scratch") from exc
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _remove_stale(base: Path) -> None:
+    for old in base.glob("squash-build-*-*"):
+        pid = old.name.split("-")[2]
+        if not pid.isdigit() or not old.is_dir():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(old, ignore_errors=True)
+        except PermissionError:
+            pass  # another user's live process
 
 
 def rotate(x: np.ndarray, mean: np.ndarray, rotation: np.ndarray) -> np.ndarray:

@@ -233,6 +233,69 @@ def routing_scores(d2: np.ndarray, valid: np.ndarray, radius: float) -> np.ndarr
         return np.where(np.isfinite(dist), (dist - nearest) / radius, np.inf)
 
 
+def band_u(seed: int, first_row: int, rows: int) -> np.ndarray:
+    """Each row's uniform draw that puts it in the selectivity bands (``u < band``): one
+    stream per build seed, cut at any row (so every pass over the rows sees the same)."""
+    gen = np.random.PCG64(seed + 7919)
+    gen.advance(first_row)
+    return np.random.Generator(gen).random(rows)
+
+
+class GroundTruth:
+    """Exact top-``max(KS)`` rows of each calibration query in every band, over row blocks.
+
+    ``queries`` and the blocks are in the search space (normalised for cosine, augmented
+    for dot: L2 there ranks as the metric does). ``exclude[i]`` is a row query ``i`` must
+    not count as a neighbour (a held-out query's own row), or −1. Memory: one block's
+    distances at a time plus (Q, 2·max(KS)) per band."""
+
+    def __init__(self, queries: np.ndarray, seed: int, exclude: np.ndarray | None = None) -> None:
+        self.queries, self.seed, self.exclude = queries, seed, exclude
+        self.q_sq = np.einsum("ij,ij->i", queries, queries)
+        q, width = queries.shape[0], max(KS)
+        self.best = [(np.full((q, 0), np.inf, np.float32), np.full((q, 0), -1, np.int64)) for _ in BANDS]
+        self.rows = np.zeros(len(BANDS), np.int64)  # rows seen per band
+        self.width = width
+
+    def add(self, first_row: int, x: np.ndarray) -> None:
+        u = band_u(self.seed, first_row, x.shape[0])
+        x_sq = np.einsum("ij,ij->i", x, x)
+        step = max(1, _CHUNK_ELEMENTS // max(self.queries.shape[0], 1))
+        for start in range(0, x.shape[0], step):  # bounded (queries x rows) blocks
+            xs, us = x[start : start + step], u[start : start + step]
+            dist = self.q_sq[:, None] - 2.0 * (self.queries @ xs.T) + x_sq[None, start : start + step]
+            rows = np.arange(first_row + start, first_row + start + xs.shape[0])
+            if self.exclude is not None:
+                own = np.flatnonzero((self.exclude >= rows[0]) & (self.exclude <= rows[-1]))
+                dist[own, self.exclude[own] - rows[0]] = np.inf
+            for bi, band in enumerate(BANDS):
+                cols = np.flatnonzero(us < band) if band < 1 else slice(None)
+                sub = dist[:, cols]
+                self.rows[bi] += sub.shape[1]
+                self._merge(bi, sub, rows[cols])
+
+    def _merge(self, bi: int, dist: np.ndarray, rows: np.ndarray) -> None:
+        old_d, old_i = self.best[bi]
+        cat_d = np.concatenate([old_d, dist.astype(np.float32)], axis=1)
+        cat_i = np.concatenate([old_i, np.broadcast_to(rows, dist.shape)], axis=1)
+        if cat_d.shape[1] > self.width:
+            keep = np.argpartition(cat_d, self.width - 1, axis=1)[:, : self.width]
+            cat_d, cat_i = np.take_along_axis(cat_d, keep, 1), np.take_along_axis(cat_i, keep, 1)
+        self.best[bi] = (cat_d, cat_i)
+
+    def truths(self, bi: int) -> np.ndarray:
+        """(Q, min(max(KS), rows in band)) row numbers of band ``bi``, nearest first."""
+        dist, rows = self.best[bi]
+        order = np.argsort(dist, axis=1, kind="stable")
+        return np.take_along_axis(rows, order, axis=1)
+
+
+def band_counts(seed: int, assign: np.ndarray, p: int) -> np.ndarray:
+    """(bands, P) rows per partition in each selectivity band."""
+    u = band_u(seed, 0, assign.shape[0])
+    return np.stack([np.bincount(assign[u < s] if s < 1 else assign, minlength=p) for s in BANDS])
+
+
 def calibrate(
     x: np.ndarray,
     assign: np.ndarray,
@@ -243,65 +306,66 @@ def calibrate(
     exclude: np.ndarray | None = None,
     families: np.ndarray | None = None,
 ) -> Calibration:
-    """Measure the recall curves of ``queries`` on rows ``x`` (N, d) partitioned by ``assign``.
+    """Measure the recall curves of ``queries`` on rows ``x`` (N, d) partitioned by ``assign``
+    (all in memory; a streaming build feeds :class:`GroundTruth` block by block and calls
+    :func:`calibrate_from`)."""
+    import time
 
-    ``x`` and ``queries`` are in the search space (normalised for cosine, augmented for dot:
-    L2 there ranks as the metric does). One GEMM per chunk of queries serves every band:
-    band masks are nested (``u < s``). ``exclude[i]`` is a row query ``i`` must not count
-    as a neighbour (a held-out query's own row), or −1.
+    started = time.perf_counter()
+    truth = GroundTruth(queries, seed, exclude)
+    for start in range(0, x.shape[0], 65536):
+        truth.add(start, x[start : start + 65536])
+    radius = partition_radius(x, assign, centroids)
+    counts = band_counts(seed, assign, centroids.shape[0])
+    return calibrate_from(truth, assign, centroids, counts, radius, source, families, started)
+
+
+def calibrate_from(
+    truth: GroundTruth,
+    assign: np.ndarray,
+    centroids: np.ndarray,
+    counts: np.ndarray,
+    radius: float,
+    source: str,
+    families: np.ndarray | None = None,
+    started: float | None = None,
+) -> Calibration:
+    """The recall curves from exact neighbours ``truth``, the rows' partitions ``assign``,
+    the rows per partition per band ``counts`` and the median partition ``radius``.
+
     With ``families`` (Q,) each family of queries must reach a level on its own: the stored
     threshold is the largest of the families' (a mean would let easy queries hide hard ones).
     """
     import time
 
-    started = time.perf_counter()
-    n, q = x.shape[0], queries.shape[0]
-    p = centroids.shape[0]
-    radius = partition_radius(x, assign, centroids)
-    u = np.random.default_rng(seed + 7919).random(n)
-    x_sq = np.einsum("ij,ij->i", x, x)
+    started = time.perf_counter() if started is None else started
+    queries = truth.queries
+    q = queries.shape[0]
     c_sq = np.einsum("ij,ij->i", centroids, centroids)
-    q_sq = np.einsum("ij,ij->i", queries, queries)
-    d2c = q_sq[:, None] - 2.0 * (queries @ centroids.T) + c_sq[None, :]
-    scores: list[list[list[np.ndarray]]] = [[[] for _ in KS] for _ in BANDS]
-    covers: list[list[list[np.ndarray]]] = [[[] for _ in KS] for _ in BANDS]
-    masks = [u < s for s in BANDS]
-    band_rows = [np.flatnonzero(m) for m in masks]
-    band_counts = [np.bincount(assign[r], minlength=p) for r in band_rows]
-    step = max(1, _CHUNK_ELEMENTS // max(n, 1))
-    for start in range(0, q, step):
-        qs = queries[start : start + step]
-        dist = q_sq[start : start + step, None] - 2.0 * (qs @ x.T) + x_sq[None, :]
-        if exclude is not None:
-            own = exclude[start : start + step]
-            dist[np.flatnonzero(own >= 0), own[own >= 0]] = np.inf
-        for bi, rows in enumerate(band_rows):
-            if rows.size < MIN_MATCHES_PER_K * KS[0]:
+    d2c = truth.q_sq[:, None] - 2.0 * (queries @ centroids.T) + c_sq[None, :]
+    scores: list[list[np.ndarray | None]] = [[None for _ in KS] for _ in BANDS]
+    covers: list[list[np.ndarray | None]] = [[None for _ in KS] for _ in BANDS]
+    for bi in range(len(BANDS)):
+        matches = int(truth.rows[bi])
+        if matches < MIN_MATCHES_PER_K * KS[0]:
+            continue
+        part = assign[truth.truths(bi)]  # (Q, kmax)
+        sc = routing_scores(d2c, counts[bi][None, :] > 0, radius)
+        truth_scores = np.take_along_axis(sc, part, axis=1)
+        truth_cover = _coverage_through(sc, counts[bi], part)
+        for ki, k in enumerate(KS):
+            if matches < MIN_MATCHES_PER_K * k:
                 continue
-            sub = dist if rows.size == n else dist[:, rows]
-            kk = [min(k, rows.size) for k in KS]
-            top = np.argpartition(sub, sorted({k - 1 for k in kk}), axis=1)[:, : max(kk)]
-            top_d = np.take_along_axis(sub, top, axis=1)
-            order = np.argsort(top_d, axis=1, kind="stable")
-            top = np.take_along_axis(top, order, axis=1)
-            part = assign[top if rows.size == n else rows[top]]  # (chunk, kmax)
-            sc = routing_scores(d2c[start : start + step], band_counts[bi][None, :] > 0, radius)
-            truth_scores = np.take_along_axis(sc, part, axis=1)
-            truth_cover = _coverage_through(sc, band_counts[bi], part)
-            for ki, k in enumerate(kk):
-                if rows.size < MIN_MATCHES_PER_K * KS[ki]:
-                    continue
-                scores[bi][ki].append(truth_scores[:, :k])
-                covers[bi][ki].append(truth_cover[:, :k])
-        del dist
+            kk = min(k, part.shape[1])
+            scores[bi][ki], covers[bi][ki] = truth_scores[:, :kk], truth_cover[:, :kk]
     fam = np.zeros(q, dtype=np.int64) if families is None else np.asarray(families)
     tables = []
     for found in (scores, covers):
         table = np.full((len(BANDS), len(KS), len(LEVELS)), np.inf)
         for bi in range(len(BANDS)):
             for ki in range(len(KS)):
-                if found[bi][ki]:
-                    per_query = np.concatenate(found[bi][ki])  # (Q, k): each query's truths
+                per_query = found[bi][ki]  # (Q, k): each query's truths
+                if per_query is not None:
                     table[bi, ki] = np.max(
                         [_curve_thresholds(per_query[fam == f]) for f in np.unique(fam)], axis=0
                     )

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from .build import BuildOptions, build_index, calibrate_index
+from .build import BuildOptions, build_index, calibrate_index, scratch_folder
 from .calibration import DEFAULT_QUERIES
 from .cli_query import add_query_command, load_filter
 from .compact import compact
@@ -30,13 +30,18 @@ from .index import open_index
 from .inputs import read_table, read_vectors
 from .metrics import METRICS
 from .progress import NoProgress, TqdmProgress
+from .sources import open_source
 from .upserts import upsert
 
 
 def _vectors_and_attributes(args: argparse.Namespace):
-    """--vectors (+ their Parquet attribute columns) and --attributes, as build reads them."""
+    """--vectors (+ their Parquet attribute columns) and --attributes, as upsert reads them."""
     vin = read_vectors(args.vectors, args.vector_column)
-    attrs = vin.attributes
+    return vin, _attributes(args, vin.attributes)
+
+
+def _attributes(args: argparse.Namespace, attrs):
+    """The vectors file's own attribute columns, or --attributes (not both)."""
     if attrs is not None and attrs.num_columns == 0:
         attrs = None
     if args.attributes:
@@ -47,7 +52,7 @@ def _vectors_and_attributes(args: argparse.Namespace):
                 field="attributes",
             )
         attrs = read_table(args.attributes, "attributes")
-    return vin, attrs
+    return attrs
 
 
 def _upsert(args: argparse.Namespace) -> int:
@@ -65,7 +70,12 @@ def _upsert(args: argparse.Namespace) -> int:
 
 
 def _build(args: argparse.Namespace) -> int:
-    vin, attrs = _vectors_and_attributes(args)
+    with scratch_folder(args.scratch) as tmp:
+        source, attrs = open_source(args.vectors, args.vector_column, tmp)
+        return _build_from(args, source, _attributes(args, attrs), tmp)
+
+
+def _build_from(args: argparse.Namespace, source, attrs, scratch) -> int:
     opts = BuildOptions(
         partitions=args.partitions,
         bits_per_dim=args.bits_per_dim,
@@ -76,9 +86,27 @@ def _build(args: argparse.Namespace) -> int:
     )
     cal_queries = _read_calibration(args.calibration_queries)
     progress = NoProgress() if args.quiet else TqdmProgress()
+    builder = None
+    if args.on == "lambda":
+        if not args.stack:
+            raise InputError("--on lambda needs --stack NAME (the deployed stack's name)", field="stack")
+        from .runtime.build_driver import LambdaBuilder  # the driver sits above the core
+
+        builder = LambdaBuilder(args.stack, concurrency=args.workers)
+    elif args.stack:
+        raise InputError("--stack applies to --on lambda only", field="stack")
     try:
         summary = build_index(
-            vin.vectors, args.index_uri, attrs, opts, progress, cal_queries, replace=args.replace
+            source,
+            args.index_uri,
+            attrs,
+            opts,
+            progress,
+            cal_queries,
+            replace=args.replace,
+            workers=args.workers,
+            scratch=scratch,
+            builder=builder,
         )
     except IndexExistsError as exc:  # the library's advice is replace=True; here it is a flag
         raise InputError(
@@ -87,6 +115,14 @@ def _build(args: argparse.Namespace) -> int:
             field="index_uri",
         ) from exc
     print("\n".join(summary.lines()))
+    if builder is not None:
+        st = builder.stats
+        print(
+            f"on lambda    {st['invocations']} invocations of {st['function']} "
+            f"({st['concurrency']} at a time); "
+            f"inputs {st['input_bytes_uploaded'] / 2**20:.1f} MiB up, "
+            f"segments {st['function_bytes_written'] / 2**20:.1f} MiB written by the functions"
+        )
     return 0
 
 
@@ -229,7 +265,12 @@ def parser() -> argparse.ArgumentParser:
     uri_help = "file:///abs/path, s3://bucket/prefix or a local path"
 
     b = sub.add_parser("build", help="build an index from vectors (+ attributes)", **fmt)
-    b.add_argument("--vectors", required=True, help=".npy, .fvecs, .bvecs or .parquet")
+    b.add_argument(
+        "--vectors",
+        required=True,
+        help=".npy, .fvecs, .bvecs or .parquet; a folder or glob of Parquet files; or s3://bucket/key "
+        "(read a block at a time: inputs larger than memory are fine)",
+    )
     b.add_argument("--index-uri", required=True, metavar="URI", help=uri_help)
     b.add_argument("--attributes", help="Parquet or CSV, one row per vector (optional 'id' column)")
     b.add_argument("--vector-column", help="the vectors' column in a Parquet file with several lists")
@@ -259,6 +300,27 @@ def parser() -> argparse.ArgumentParser:
         "--replace",
         action="store_true",
         help="rebuild an index that already exists at --index-uri (without it, that is an error)",
+    )
+    b.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes that quantize partitions in parallel (each holds one partition at a "
+        "time); with --on lambda, concurrent function invocations",
+    )
+    b.add_argument(
+        "--on",
+        choices=("local", "lambda"),
+        default="local",
+        help="where partitions are quantized: this machine, or the deployed worker functions of "
+        "--stack (needs EnableBuilds=true and an s3:// --index-uri under the stack's bucket/prefix)",
+    )
+    b.add_argument("--stack", help="the deployed stack's name (its workers are <stack>-worker-<n>)")
+    b.add_argument(
+        "--scratch",
+        metavar="DIR",
+        help="folder for the spilled partitions (about the size of the float32 input; default: "
+        "the system temp folder); removed when the build ends",
     )
     _calibration_options(b, "calibration queries used (0 = no calibration)")
     b.set_defaults(run=_build)

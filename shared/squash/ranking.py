@@ -43,13 +43,25 @@ class RankingProbe:
         for kind, dist in scored.items():
             if self.exclude is not None:
                 dist[self.exclude[:, None] == rows[None, :]] = np.inf
-            old_d, old_i = self._best[kind]
-            cat_d = np.concatenate([old_d, dist], axis=1)
-            cat_i = np.concatenate([old_i, np.broadcast_to(rows, dist.shape)], axis=1)
-            if cat_d.shape[1] > self._width:
-                keep = np.argpartition(cat_d, self._width - 1, axis=1)[:, : self._width]
-                cat_d, cat_i = np.take_along_axis(cat_d, keep, 1), np.take_along_axis(cat_i, keep, 1)
-            self._best[kind] = (cat_d, cat_i)
+            self._keep(kind, dist, np.broadcast_to(rows, dist.shape))
+
+    def state(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """The running top-k lists, to send from a build worker process to the parent."""
+        return self._best
+
+    def merge(self, state: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+        """Fold in another probe's :meth:`state` (same queries, other partitions)."""
+        for kind, (dist, ids) in state.items():
+            self._keep(kind, dist, ids)
+
+    def _keep(self, kind: str, dist: np.ndarray, ids: np.ndarray) -> None:
+        old_d, old_i = self._best[kind]
+        cat_d = np.concatenate([old_d, dist], axis=1)
+        cat_i = np.concatenate([old_i, ids], axis=1)
+        if cat_d.shape[1] > self._width:
+            keep = np.argpartition(cat_d, self._width - 1, axis=1)[:, : self._width]
+            cat_d, cat_i = np.take_along_axis(cat_d, keep, 1), np.take_along_axis(cat_i, keep, 1)
+        self._best[kind] = (cat_d, cat_i)
 
     def recall(self) -> dict[str, float]:
         """{"10": recall@10, "100": recall@100} of the code ranking against the truth."""

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .arrays import from_arrow_bytes, to_arrow_bytes
-from .attributes import AttributeColumns, AttrTable, ListColumn, Raw, validity_arrays
+from .attributes import AttributeColumns, AttrTable, ListColumn, Raw, StoredAttributes, validity_arrays
 from .cache import SegmentCache
 from .errors import IndexFormatError, IndexNotFoundError
 from .manifest import FileRef
@@ -51,7 +51,7 @@ def build_segment(
     rows: np.ndarray,
     centroid: np.ndarray,
     ids: np.ndarray,
-    attrs: AttributeColumns,
+    attrs: AttributeColumns | StoredAttributes,
     budget_bits: int,
     sketch_bits: int,
 ) -> tuple[bytes, bytes]:
@@ -93,7 +93,7 @@ def _segment_files(
     half: bool,
     sketch_dims: np.ndarray,
     ids: np.ndarray,
-    attrs: AttributeColumns,
+    attrs: AttributeColumns | StoredAttributes,
 ) -> tuple[bytes, bytes]:
     v = rows.astype(np.float64) - centroid
     codes8, codes4, residual_sq = encode(v, code)
@@ -115,10 +115,7 @@ def _segment_files(
         "sketch": sign_sketch(v[:, sketch_dims], bits),
         "cold_crc": block_crcs(cold, 4 * rows.shape[1]),
     }
-    for name, col in attrs.codes.items():
-        arrays[f"q.{name}"] = col
-    arrays.update(attrs.stored_raw())
-    arrays.update(attrs.stored_valid())
+    arrays.update(attrs.segment_arrays())
     return to_arrow_bytes(arrays), cold
 
 

@@ -403,3 +403,35 @@ def test_cli_query_over_http_prints_the_in_process_answer(stack, data, tmp_path,
     assert [[h["id"] for h in row] for row in rows] == filtered.ids.tolist()
     assert main([*argv[:-4], "--queries", str(path), "--attributes", "nope"]) != 0
     assert "nope" in capsys.readouterr().err
+
+
+def test_build_fanned_out_over_the_stack_writes_the_local_builds_bytes(stack, data, tmp_path, monkeypatch):
+    """`squash build --on lambda`: the stack's worker functions quantize the partitions
+    (through the real Invoke path); the files equal a local build's, byte for byte."""
+    if (stack["branching"], stack["depth"]) != SHAPES[-1]:
+        pytest.skip("one tree shape is enough: the build invokes worker 0 only")
+    if "lambda_endpoint" not in stack:
+        pytest.skip("needs the stack's Lambda endpoint")
+    import pyarrow.parquet as pq
+    from build_files import assert_same_index, local_files, s3_files
+
+    from squash.cli import main
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL_LAMBDA", stack["lambda_endpoint"])
+    np.save(tmp_path / "v.npy", data.base)
+    pq.write_table(data.attributes, tmp_path / "a.parquet")
+    common = ["--vectors", str(tmp_path / "v.npy"), "--attributes", str(tmp_path / "a.parquet")]
+    common += ["--partitions", "24", "--seed", "3", "--calibration-size", "60", "--quiet"]
+    uri = f"s3://{stack['bucket']}/indexes/fanout"
+    assert main(["build", *common, "--index-uri", str(tmp_path / "local")]) == 0
+    assert (
+        main(["build", *common, "--index-uri", uri, "--on", "lambda", "--stack", "squash", "--workers", "2"])
+        == 0
+    )
+    fanned = s3_files(stack["bucket"], "indexes/fanout/")
+    assert not [k for k in fanned if "/inputs/" in k]
+    assert_same_index(local_files(tmp_path / "local"), fanned)
+    ids = squash.open_index(uri).search(data.queries, k=10).ids
+    np.testing.assert_array_equal(
+        ids, squash.open_index(str(tmp_path / "local")).search(data.queries, k=10).ids
+    )

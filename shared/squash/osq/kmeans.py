@@ -13,7 +13,11 @@ from collections.abc import Callable
 import numpy as np
 
 CHUNK = 16384
+BLOCK_ELEMENTS = 1 << 24  # (rows x centroids) distances per block in nearest()
 REFINE_ROUNDS = 2
+TOP = 8  # candidate centroids per row the balancing chooses among
+FAR_BIDS = 4  # bids kept per missing row of an under-full partition
+FAR_ROUNDS = 4  # passes of far bids (each over every row)
 
 
 def _sq_norms(x: np.ndarray) -> np.ndarray:
@@ -26,8 +30,9 @@ def nearest(x: np.ndarray, centroids: np.ndarray, top: int) -> tuple[np.ndarray,
     c_norm = _sq_norms(centroids)
     idx = np.empty((x.shape[0], top), dtype=np.int32)
     dist = np.empty((x.shape[0], top), dtype=np.float32)
-    for start in range(0, x.shape[0], CHUNK):
-        block = x[start : start + CHUNK]
+    step = max(256, min(CHUNK, BLOCK_ELEMENTS // centroids.shape[0]))  # a (rows x P) block <= 64 MB
+    for start in range(0, x.shape[0], step):
+        block = x[start : start + step]
         d2 = c_norm[None, :] - 2.0 * (block @ centroids.T) + _sq_norms(block)[:, None]
         if top < centroids.shape[0]:
             part = np.argpartition(d2, top - 1, axis=1)[:, :top]
@@ -35,8 +40,8 @@ def nearest(x: np.ndarray, centroids: np.ndarray, top: int) -> tuple[np.ndarray,
             part = np.broadcast_to(np.arange(top), d2.shape)
         part_d = np.take_along_axis(d2, part, axis=1)
         order = np.argsort(part_d, axis=1, kind="stable")
-        idx[start : start + CHUNK] = np.take_along_axis(part, order, axis=1)
-        dist[start : start + CHUNK] = np.maximum(np.take_along_axis(part_d, order, axis=1), 0)
+        idx[start : start + step] = np.take_along_axis(part, order, axis=1)
+        dist[start : start + step] = np.maximum(np.take_along_axis(part_d, order, axis=1), 0)
     return idx, dist
 
 
@@ -74,26 +79,61 @@ def balanced_assign(
     x: np.ndarray,
     centroids: np.ndarray,
     tolerance: float = 0.10,
-    top: int = 8,
+    top: int = TOP,
     rounds: int = 60,
 ) -> np.ndarray:
     """Assign rows of ``x`` to centroids with every partition size within ±tolerance of N/P."""
     n, k = x.shape[0], centroids.shape[0]
     if k == 1:
         return np.zeros(n, dtype=np.int32)
-    lo, hi = size_bounds(n, k, tolerance)
     cand, dist = nearest(x, centroids, top)
-    prices = np.zeros(k, dtype=np.float64)
-    scale = float(np.median(dist[:, -1] - dist[:, 0])) / 20 or 1.0
+    assign = balance_candidates(cand, dist, k, tolerance, rounds)
+    lo, hi = size_bounds(n, k, tolerance)
+    free = np.flatnonzero(assign < 0)
+    if free.size:
+        sizes = np.bincount(assign[assign >= 0], minlength=k)
+        assign[free] = place_leftovers(x[free], centroids, sizes, hi)
+    return raise_far(x, centroids, assign, lo)
+
+
+def raise_far(x: np.ndarray, centroids: np.ndarray, assign: np.ndarray, lo: int) -> np.ndarray:
+    """Top up partitions still under-full (few rows have them among their candidates) with
+    bids from every row, a block at a time."""
+    k = centroids.shape[0]
+    for _ in range(FAR_ROUNDS):
+        under = under_full(assign, k, lo)
+        if under.size == 0:
+            break
+        need = lo - np.bincount(assign[assign >= 0], minlength=k)[under]
+        bids = [
+            far_bids(x[s : s + CHUNK], centroids, assign, under, lo, s) for s in range(0, x.shape[0], CHUNK)
+        ]
+        assign = raise_small(best_bids(bids, under, need), assign, lo, k)
+    return assign
+
+
+def balance_candidates(
+    cand: np.ndarray, dist: np.ndarray, k: int, tolerance: float = 0.10, rounds: int = 60
+) -> np.ndarray:
+    """A balanced assignment from each row's nearest centroids alone: ``cand``/``dist`` (n, t)
+    from :func:`nearest`. Rows whose every candidate is full get −1; give them to
+    :func:`place_leftovers`, which needs their vectors (a streaming build has them only on
+    its next pass). Under-full partitions are topped up from rows that have them as a
+    candidate, so only ``cand``/``dist`` are needed here."""
+    n = cand.shape[0]
+    if k == 1:
+        return np.zeros(n, dtype=np.int32)
+    lo, hi = size_bounds(n, k, tolerance)
+    prices = np.zeros(k, dtype=np.float32)
+    scale = np.float32(float(np.median(dist[:, -1] - dist[:, 0])) / 20 or 1.0)
     for _ in range(rounds):
         choice = np.argmin(dist + prices[cand], axis=1)
-        sizes = np.bincount(cand[np.arange(n), choice], minlength=k)
+        sizes = np.bincount(np.take_along_axis(cand, choice[:, None], 1)[:, 0], minlength=k)
         if sizes.min() >= lo and sizes.max() <= hi:
             break
-        prices += scale * ((sizes > hi).astype(np.float64) - (sizes < lo))
-    assign = _capacitated(cand, dist + prices[cand].astype(np.float32), hi, k)
-    assign = _fill_unassigned(x, centroids, assign, hi)
-    return _raise_small(x, centroids, assign, lo)
+        prices += scale * ((sizes > hi).astype(np.float32) - (sizes < lo))
+    assign = _capacitated(cand, dist + prices[cand], hi, k)
+    return raise_small(candidate_bids(cand, dist, assign, lo, k), assign, lo, k)
 
 
 def _capacitated(cand: np.ndarray, cost: np.ndarray, hi: int, k: int) -> np.ndarray:
@@ -118,38 +158,113 @@ def _capacitated(cand: np.ndarray, cost: np.ndarray, hi: int, k: int) -> np.ndar
     return assign
 
 
-def _fill_unassigned(x: np.ndarray, centroids: np.ndarray, assign: np.ndarray, hi: int) -> np.ndarray:
-    free = np.flatnonzero(assign < 0)
-    if free.size == 0:
-        return assign
-    k = centroids.shape[0]
-    sizes = np.bincount(assign[assign >= 0], minlength=k)
-    order, _ = nearest(x[free], centroids, k)
-    for row, prefs in zip(free, order, strict=True):  # rare leftovers only
+def place_leftovers(x: np.ndarray, centroids: np.ndarray, sizes: np.ndarray, hi: int) -> np.ndarray:
+    """Partitions for rows whose candidates were all full, in row order: each goes to its
+    nearest partition with room. ``sizes`` is updated in place, so calling this block by
+    block in row order gives the same answer as one call for every row."""
+    out = np.empty(x.shape[0], dtype=np.int32)
+    if x.shape[0] == 0:
+        return out
+    order, _ = nearest(x, centroids, centroids.shape[0])
+    for i, prefs in enumerate(order):  # rare leftovers only
         p = prefs[np.argmax(sizes[prefs] < hi)]
-        assign[row] = p
+        out[i] = p
         sizes[p] += 1
-    return assign
+    return out
 
 
-def _raise_small(x: np.ndarray, centroids: np.ndarray, assign: np.ndarray, lo: int) -> np.ndarray:
-    k = centroids.shape[0]
-    sizes = np.bincount(assign, minlength=k)
-    for p in np.flatnonzero(sizes < lo):  # loop over partitions, vectorised inside
-        need = lo - sizes[p]
-        donors = np.flatnonzero(sizes[assign] > lo)
-        d_new = _sq_norms(x[donors] - centroids[p])
-        d_old = _sq_norms(x[donors] - centroids[assign[donors]])
-        order = donors[np.argsort(d_new - d_old, kind="stable")]
-        taken = 0
-        for row in order:  # stops after `need` moves
-            if sizes[assign[row]] > lo:
-                sizes[assign[row]] -= 1
-                assign[row] = p
-                sizes[p] += 1
-                taken += 1
-                if taken == need:
-                    break
+def under_full(assign: np.ndarray, k: int, lo: int) -> np.ndarray:
+    """Partitions holding fewer than ``lo`` rows."""
+    return np.flatnonzero(np.bincount(assign[assign >= 0], minlength=k) < lo).astype(np.int32)
+
+
+def far_bids(
+    x: np.ndarray, centroids: np.ndarray, assign: np.ndarray, parts: np.ndarray, lo: int, first_row: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Bids ``(rows, targets, delta)`` of rows ``x`` (global numbers from ``first_row``) for
+    the under-full partitions ``parts``: for each, the rows whose move there costs least
+    (distance increase), a few times its need. Merge blocks with :func:`best_bids`."""
+    sizes = np.bincount(assign[assign >= 0], minlength=centroids.shape[0])
+    mine = assign[first_row : first_row + x.shape[0]]
+    own = np.zeros(x.shape[0], np.float32)
+    ok = (mine >= 0) & (sizes[np.maximum(mine, 0)] > lo)  # only rows that can be given
+    own[ok] = _sq_norms(x[ok] - centroids[mine[ok]])
+    sub = centroids[parts]
+    d2 = _sq_norms(sub)[None, :] - 2.0 * (x @ sub.T) + _sq_norms(x)[:, None]
+    delta = np.where(ok[:, None], np.maximum(d2, 0) - own[:, None], np.inf)
+    want = np.minimum(FAR_BIDS * (lo - sizes[parts]), x.shape[0])
+    rows, targets, costs = [], [], []
+    for j, t in enumerate(parts):  # few partitions, vectorised inside
+        col = delta[:, j]
+        top = np.argpartition(col, want[j] - 1)[: want[j]] if want[j] < col.size else np.arange(col.size)
+        top = top[np.isfinite(col[top])]
+        rows.append(top + first_row)
+        targets.append(np.full(top.size, t, np.int32))
+        costs.append(col[top])
+    return np.concatenate(rows), np.concatenate(targets), np.concatenate(costs).astype(np.float32)
+
+
+def best_bids(
+    bids: list[tuple[np.ndarray, np.ndarray, np.ndarray]], parts: np.ndarray, need: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The cheapest ``FAR_BIDS * need`` bids per partition among blocks' bids."""
+    rows, targets, costs = (np.concatenate(c) for c in zip(*bids, strict=True))
+    order = np.lexsort((costs, targets))
+    rows, targets, costs = rows[order], targets[order], costs[order]
+    rank = np.arange(targets.size) - np.searchsorted(targets, targets, side="left")
+    limit = np.zeros(int(parts.max()) + 1, np.int64)
+    limit[parts] = FAR_BIDS * need
+    keep = rank < limit[targets]
+    return rows[keep], targets[keep], costs[keep]
+
+
+def candidate_bids(
+    cand: np.ndarray, dist: np.ndarray, assign: np.ndarray, lo: int, k: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Bids of rows for the under-full partitions among their own candidates."""
+    sizes = np.bincount(assign[assign >= 0], minlength=k)
+    here = cand == assign[:, None]
+    col = np.argmax(here, axis=1)[:, None]
+    own = np.where(here.any(axis=1), np.take_along_axis(dist, col, 1)[:, 0], np.inf)
+    rows, cols = np.nonzero((sizes[cand] < lo) & np.isfinite(own)[:, None])
+    return rows, cand[rows, cols], (dist[rows, cols] - own[rows]).astype(np.float32)
+
+
+def raise_small(
+    bids: tuple[np.ndarray, np.ndarray, np.ndarray], assign: np.ndarray, lo: int, k: int
+) -> np.ndarray:
+    """Move the cheapest bidding rows into under-full partitions, vectorised. Each round a
+    row's cheapest open bid counts; a partition takes its cheapest bids up to its need, a
+    donor gives at most what it holds above ``lo``; a moved row moves no more. (Rows without
+    a partition yet, −1, neither give nor count.)"""
+    rows, targets, costs = bids
+    for _ in range(16):
+        sizes = np.bincount(assign[assign >= 0], minlength=k)
+        need = lo - sizes
+        if need.max() <= 0 or rows.size == 0:
+            break
+        src = assign[rows]
+        live = (need[targets] > 0) & (src >= 0) & (sizes[np.maximum(src, 0)] > lo)
+        r, t, c = rows[live], targets[live], costs[live]
+        by_cost = np.lexsort((t, c))
+        r, t, c = r[by_cost], t[by_cost], c[by_cost]
+        first = np.sort(np.unique(r, return_index=True)[1])  # each row's cheapest bid
+        r, t, c = r[first], t[first], c[first]
+        by_target = np.lexsort((c, t))
+        r, t, c = r[by_target], t[by_target], c[by_target]
+        rank = np.arange(t.size) - np.searchsorted(t, t, side="left")
+        take = rank < need[t]
+        r, t, c = r[take], t[take], c[take]
+        s = assign[r]
+        by_source = np.lexsort((c, s))
+        r, t, s = r[by_source], t[by_source], s[by_source]
+        rank = np.arange(s.size) - np.searchsorted(s, s, side="left")
+        give = rank < sizes[s] - lo
+        if not give.any():
+            break
+        assign[r[give]] = t[give]
+        moved = np.isin(rows, r[give])
+        rows, targets, costs = rows[~moved], targets[~moved], costs[~moved]
     return assign
 
 

@@ -52,6 +52,7 @@ class RuntimeConfig:
     manifest_check_s: float = 2.0  # how stale a coordinator's view of an index may be
     cache_bytes: int = 1 << 30  # worker segment cache budget
     writes_enabled: bool = False  # template.yaml EnableWrites: the coordinator may write indexes
+    builds_enabled: bool = False  # template.yaml EnableBuilds: workers may write built partitions
     # Indexes whose hot tier is at most this many bytes are searched by the coordinator
     # itself, no tree (one invocation per request); 0: always the tree.
     local_max_bytes: int = 0
@@ -75,6 +76,7 @@ class RuntimeConfig:
             deadline_margin_s=_int(env, "SQUASH_DEADLINE_MARGIN_MS", 1000) / 1000.0,
             manifest_check_s=float(env.get("SQUASH_MANIFEST_CHECK_SECONDS", "2") or 2),
             writes_enabled=env.get("SQUASH_WRITES_ENABLED", "").strip().lower() in ("true", "1"),
+            builds_enabled=env.get("SQUASH_BUILDS_ENABLED", "").strip().lower() in ("true", "1"),
             local_max_bytes=_int(env, "SQUASH_LOCAL_MAX_MB", DEFAULT_LOCAL_MAX_MB) << 20,
             cache_bytes=cache_mb << 20,
         )

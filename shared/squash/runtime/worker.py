@@ -35,8 +35,10 @@ from ..results import TopK, merge
 from ..search import search_partitions
 from ..segment import Segment, load_segment, read_indexed_file
 from ..storage import Storage, open_storage
+from . import build_worker
 from . import deadline as deadlines
 from .codec import pack_array, unpack_array
+from .config import RuntimeConfig
 from .invoke import Invoker
 from .tree import TreeLayout, function_name
 
@@ -179,6 +181,8 @@ class WorkerNode:
         try:
             if isinstance(event, dict) and event.get("action") == "warm":
                 return self.warm(event, cold)
+            if isinstance(event, dict) and event.get("action") == "build":
+                return build_worker.handle(event, RuntimeConfig.from_env(), self._storage)
             return self._handle(event, cold, deadline)
         except UpstreamError as exc:
             return _error(exc.status, exc.code, exc.message)
