@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: help setup tools data datasets test lint openapi demo bench bench-stack bench-faults bench-load bench-writes bench-highcard bench-wire clean
+.PHONY: help setup tools data datasets test lint openapi demo bench bench-stack bench-faults bench-load bench-writes bench-highcard bench-wire bench-build clean
 
 help:
 	@echo "make setup   create .venv and install pinned dependencies"
@@ -19,6 +19,7 @@ help:
 	@echo "make bench-writes  upserts/s, QPS and recall with 0/1/10 % of rows in deltas and after compact (~5 min)"
 	@echo "make bench-wire    JSON vs binary wire: body parsing, HTTP batch QPS (~3 min) -> bench/results"
 	@echo "make bench-highcard  1M- and 200k-distinct string filters through the local stack (~10 min)"
+	@echo "make bench-build   streaming builds: 2M x 64 and 10M x 128 .npy, wall time and peak RSS (~40 min)"
 	@echo "make openapi  regenerate functions/coordinator/openapi.json from the coordinator's models"
 	@echo "make local-up / local-down   start / stop the Docker-free local stack (.local/)"
 	@echo "make template-lint / sam-build / package-size   check, build and size the SAM app"
@@ -77,7 +78,11 @@ datasets: setup
 
 bench: setup data
 	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python bench/run.py
-	$(MAKE) bench-faults bench-load bench-writes bench-wire
+	$(MAKE) bench-faults bench-load bench-writes bench-wire bench-build
+
+# Streaming builds of 2M x 64 and 10M x 128 synthetic .npy files (about 40 min; 6 GB of disk).
+bench-build: setup
+	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 $(BIN)/python bench/build_scale.py --out bench/results
 
 # Fault injection and load on a local stack of their own (loopback only, stopped at the end).
 bench-writes: setup tools

@@ -33,6 +33,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "shared"))
+sys.path.insert(0, str(REPO / "tests" / "helpers"))  # build_files: equal-index comparison
+sys.path.insert(0, str(REPO))  # bench.stack_latency
 
 import squash  # noqa: E402
 from squash.build import memory_estimate  # noqa: E402
@@ -149,11 +151,64 @@ def run_size(n: int, d: int, tmp: Path) -> dict[str, Any]:
     }
 
 
+def fanout_run(n: int, d: int, tmp: Path, concurrency: int = 4) -> dict[str, Any]:
+    """The same build on this machine (one process) and fanned out over the local stack's
+    worker functions (``--on lambda``): wall times, invocations, bytes moved, equal files."""
+    from build_files import assert_same_index, local_files, s3_files
+
+    from bench.stack_latency import running_stack
+    from squash.build import BuildOptions, build_index
+    from squash.runtime.build_driver import LambdaBuilder
+    from squash.sources import NpySource
+
+    path = tmp / f"fanout-{n}x{d}.npy"
+    write_input(path, n, d, seed=1)
+    opts = BuildOptions(seed=1)
+    t = time.perf_counter()
+    build_index(NpySource(path), str(tmp / "fanout-local"), options=opts)
+    local_s = time.perf_counter() - t
+    with running_stack(tmp / "fanout-stack", 1, 0, tmp / "fanout-local") as endpoints:
+        env = {
+            "AWS_ENDPOINT_URL_S3": endpoints["s3_endpoint"],
+            "AWS_ENDPOINT_URL_LAMBDA": endpoints["lambda_endpoint"],
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": endpoints.get("region", "us-east-1"),
+        }
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        try:
+            builder = LambdaBuilder("squash", concurrency=concurrency)
+            t = time.perf_counter()
+            build_index(
+                NpySource(path), f"s3://{endpoints['bucket']}/indexes/fanout", options=opts, builder=builder
+            )
+            lambda_s = time.perf_counter() - t
+            assert_same_index(
+                local_files(tmp / "fanout-local"), s3_files(endpoints["bucket"], "indexes/fanout/")
+            )
+        finally:
+            for k, v in saved.items():
+                os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    path.unlink()
+    return {
+        "n": n,
+        "d": d,
+        "local_one_process_seconds": round(local_s, 1),
+        "lambda_seconds": round(lambda_s, 1),
+        "files_equal": True,
+        **builder.stats,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="2000000x64,10000000x128", help="comma-separated NxD")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     ap.add_argument("--tmp", type=Path, default=None, help="where inputs and indexes go (default: temp)")
+    ap.add_argument(
+        "--fanout", default="300000x64", help="NxD of the fanned-out build on the local stack ('' skips)"
+    )
     args = ap.parse_args(argv)
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
     rows = []
@@ -162,11 +217,18 @@ def main(argv: list[str] | None = None) -> int:
             print(f"build_scale: {n:,} x {d} ...", flush=True)
             rows.append(run_size(n, d, Path(tmp)))
             print(json.dumps({k: v for k, v in rows[-1].items() if k != "summary"}), flush=True)
+        fanout = None
+        if args.fanout:
+            n, d = (int(v) for v in args.fanout.split("x"))
+            print(f"build_scale: fanned out over the local stack, {n:,} x {d} ...", flush=True)
+            fanout = fanout_run(n, d, Path(tmp))
+            print(json.dumps(fanout), flush=True)
     doc = {
         "date": datetime.now(UTC).date().isoformat(),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
         f"numpy {np.__version__}, one BLAS thread, --workers {WORKERS}",
         "builds": rows,
+        "fanout": fanout,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "build_scale.json").write_text(json.dumps(doc, indent=2) + "\n")

@@ -41,6 +41,8 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         )
     elif out.get("warmed"):  # the warm job: segments loaded, no search
         metrics.add_metric(name="SegmentsLoaded", unit=MetricUnit.Count, value=out["s3"]["segments_loaded"])
+    elif "built" in out:  # a fanned-out build's partitions (squash build --on lambda)
+        metrics.add_metric(name="PartitionsBuilt", unit=MetricUnit.Count, value=len(out["built"]))
     else:
         s3 = out["stats"]["s3"]
         metrics.add_metric(name="SegmentsLoaded", unit=MetricUnit.Count, value=s3["segments_loaded"])

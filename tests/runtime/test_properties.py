@@ -20,7 +20,7 @@ from squash.filters import FIELD_OPS
 
 SETTINGS = settings(
     max_examples=200,
-    deadline=3000,  # ms per example: one query through a 3-node tree takes a few ms
+    deadline=None,  # a property, not a timing: a loaded CI machine must not fail it (perf lives in bench)
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 KNOBS = ["routing_factor", "min_candidates", "min_partitions", "max_partitions", "sketch_keep"]
