@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import multiprocessing
 import os
 import re
 import shutil
@@ -21,7 +22,9 @@ import signal
 import tempfile
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,10 +42,12 @@ from .calibration import (
     Calibration,
     GroundTruth,
     band_counts,
+    band_u,
     calibrate,
     calibrate_from,
     hard_queries,
     query_family,
+    sample_bounds,
 )
 from .errors import IndexExistsError, IndexFormatError, IndexNotFoundError, InputError
 from .inputs import check_vectors, normalise_rows
@@ -277,7 +282,7 @@ def build_index(
         want = min(n, max(KLT_SAMPLE, KMEANS_ROWS_PER_PARTITION * p))
         sample_rows = np.sort(rng.choice(n, want, replace=False)) if want < n else np.arange(n)
         with progress.step("check vectors", _blocks(n)) as advance:
-            raw_sample, peak = _scan(source, sample_rows, opts.metric, advance)
+            raw_sample, sample_u, peak = _scan(source, sample_rows, opts.metric, opts.seed, advance)
         dot_max_norm = peak if opts.metric == "dot" else None
         user_queries = None
         if calibration_queries is not None:
@@ -305,7 +310,8 @@ def build_index(
             dot = DotSpace.of(opts.metric, glob.rotation, dot_max_norm or 0.0)
             cal_sample = calibration_sample(sample, opts, rotate_queries(user_queries, glob), rng, dot)
             cal_sample = _global_exclude(cal_sample, sample_rows)
-            truth = GroundTruth(cal_sample[0], opts.seed, cal_sample[1])
+            bounds = sample_bounds(cal_sample[0], sample, sample_u, sample_rows, cal_sample[1])
+            truth = GroundTruth(cal_sample[0], opts.seed, cal_sample[1], bounds)
         del sample
 
         def rotated() -> Iterator[tuple[int, np.ndarray]]:
@@ -315,7 +321,7 @@ def build_index(
                     rotate(prepare_rows(block, opts.metric, dot_max_norm, start), glob.mean, glob.rotation),
                 )
 
-        assign = _assign(rotated, n, seeds, route, truth, progress)
+        assign = _assign(rotated, n, seeds, route, truth, progress, workers)
         _fault("assigned")
         spill = PartitionSpill(tmp / "partitions", p, ds)
         with progress.step("spill partitions", _blocks(n)) as advance:
@@ -457,16 +463,18 @@ def _blocks(n: int) -> int:
 
 
 def _scan(
-    source: VectorSource, sample_rows: np.ndarray, metric: str, advance: Callable[[int], None]
-) -> tuple[np.ndarray, float]:
+    source: VectorSource, sample_rows: np.ndarray, metric: str, seed: int, advance: Callable[[int], None]
+) -> tuple[np.ndarray, np.ndarray, float]:
     """Pass 1: every block checked (the source checks values; cosine: no zero rows), the
-    sample's rows (as given, float32) and the largest row norm (dot's M)."""
+    sample's rows (as given, float32) and band draws, and the largest row norm (dot's M)."""
     sample = np.empty((sample_rows.size, source.d), np.float32)
+    sample_u = np.empty(sample_rows.size)
     best = 0.0
     for start, block in source.blocks():
         end = start + block.shape[0]
         a, b = np.searchsorted(sample_rows, [start, end])
         sample[a:b] = block[sample_rows[a:b] - start]
+        sample_u[a:b] = band_u(seed, start, block.shape[0])[sample_rows[a:b] - start]
         sq = np.einsum("ij,ij->i", block, block, dtype=np.float64)
         best = max(best, float(sq.max(initial=0.0)))
         if metric == "cosine" and not sq.all():
@@ -476,7 +484,7 @@ def _scan(
                 field="vectors",
             )
         advance(1)
-    return sample, float(np.sqrt(best))
+    return sample, sample_u, float(np.sqrt(best))
 
 
 def _assign(
@@ -486,6 +494,7 @@ def _assign(
     route: int,
     truth: GroundTruth | None,
     progress: Progress,
+    workers: int = 1,
 ) -> np.ndarray:
     """Every row's partition, balanced (±10 %): pass 2 keeps each row's nearest ``TOP``
     centroids and feeds the ground truth; the auction balances from those alone; extra
@@ -496,11 +505,10 @@ def _assign(
     cand = np.empty((n, t), np.int32)
     dist = np.empty((n, t), np.float32)
     with progress.step("assign rows", _blocks(n)) as advance:
-        for start, xb in rotated():
-            end = start + xb.shape[0]
-            cand[start:end], dist[start:end] = nearest(xb[:, :route], seeds, t)
+        for start, c, dd, part in _block_candidates(rotated, seeds, route, truth, workers):
+            cand[start : start + c.shape[0]], dist[start : start + c.shape[0]] = c, dd
             if truth is not None:
-                truth.add(start, xb)
+                truth.merge(part)
             advance(1)
     assign = balance_candidates(cand, dist, p)
     del cand, dist
@@ -519,6 +527,45 @@ def _assign(
         bids = [far_bids(xb[:, :route], seeds, assign, under, lo, start) for start, xb in rotated()]
         assign = raise_small(best_bids(bids, under, need), assign, lo, p)
     return assign
+
+
+_PASS: tuple | None = None  # what forked assignment workers share: (seeds, route, truth)
+
+
+def _one_block(start: int, xb: np.ndarray) -> tuple:
+    assert _PASS is not None
+    seeds, route, truth = _PASS
+    cand, dist = nearest(xb[:, :route], seeds, min(TOP, seeds.shape[0]))
+    return start, cand, dist, None if truth is None else truth.block(start, xb)
+
+
+def _block_candidates(
+    rotated: Callable[[], Iterator[tuple[int, np.ndarray]]],
+    seeds: np.ndarray,
+    route: int,
+    truth: GroundTruth | None,
+    workers: int,
+) -> Iterator[tuple]:
+    """Each block's nearest centroids and ground-truth entries, in block order; with
+    ``workers > 1`` computed by forked processes (blocks are independent, so the answer is
+    the same), at most two blocks per worker in flight."""
+    global _PASS
+    _PASS = (seeds, route, truth)
+    try:
+        if workers <= 1:
+            for start, xb in rotated():
+                yield _one_block(start, xb)
+            return
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork")) as pool:
+            pending: deque = deque()
+            for start, xb in rotated():
+                pending.append(pool.submit(_one_block, start, xb))
+                while len(pending) >= 2 * workers:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+    finally:
+        _PASS = None
 
 
 def _global_exclude(cal_sample: tuple, sample_rows: np.ndarray) -> tuple:

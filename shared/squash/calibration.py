@@ -246,21 +246,38 @@ class GroundTruth:
 
     ``queries`` and the blocks are in the search space (normalised for cosine, augmented
     for dot: L2 there ranks as the metric does). ``exclude[i]`` is a row query ``i`` must
-    not count as a neighbour (a held-out query's own row), or −1. Memory: one block's
-    distances at a time plus (Q, 2·max(KS)) per band."""
+    not count as a neighbour (a held-out query's own row), or −1. ``bounds`` (bands, Q):
+    an upper bound on each query's ``max(KS)``-th distance in each band (from a sample of
+    the rows, :func:`sample_bounds`; inf: none), so a block keeps only the few rows under
+    it. Blocks are independent (:meth:`block` can run in another process) and the result
+    does not depend on the order they are merged in: ties are broken by row number."""
 
-    def __init__(self, queries: np.ndarray, seed: int, exclude: np.ndarray | None = None) -> None:
+    def __init__(
+        self,
+        queries: np.ndarray,
+        seed: int,
+        exclude: np.ndarray | None = None,
+        bounds: np.ndarray | None = None,
+    ) -> None:
         self.queries, self.seed, self.exclude = queries, seed, exclude
         self.q_sq = np.einsum("ij,ij->i", queries, queries)
-        q, width = queries.shape[0], max(KS)
-        self.best = [(np.full((q, 0), np.inf, np.float32), np.full((q, 0), -1, np.int64)) for _ in BANDS]
+        self.width = max(KS)
+        self.bounds = np.full((len(BANDS), queries.shape[0]), np.inf) if bounds is None else bounds
         self.rows = np.zeros(len(BANDS), np.int64)  # rows seen per band
-        self.width = width
+        self._found: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [[] for _ in BANDS]
 
     def add(self, first_row: int, x: np.ndarray) -> None:
+        self.merge(self.block(first_row, x))
+
+    def block(self, first_row: int, x: np.ndarray) -> tuple[np.ndarray, list]:
+        """One block's contribution: rows per band, and per band the (query, distance, row)
+        entries under the bounds."""
         u = band_u(self.seed, first_row, x.shape[0])
         x_sq = np.einsum("ij,ij->i", x, x)
         step = max(1, _CHUNK_ELEMENTS // max(self.queries.shape[0], 1))
+        counts = np.array([int((u < band).sum()) for band in BANDS], np.int64)
+        found: list[list] = [[] for _ in BANDS]
+        limit = (self.bounds * (1 + 1e-5) + 1e-6)[:, :, None]  # float noise never drops a truth
         for start in range(0, x.shape[0], step):  # bounded (queries x rows) blocks
             xs, us = x[start : start + step], u[start : start + step]
             dist = self.q_sq[:, None] - 2.0 * (self.queries @ xs.T) + x_sq[None, start : start + step]
@@ -269,25 +286,65 @@ class GroundTruth:
                 own = np.flatnonzero((self.exclude >= rows[0]) & (self.exclude <= rows[-1]))
                 dist[own, self.exclude[own] - rows[0]] = np.inf
             for bi, band in enumerate(BANDS):
-                cols = np.flatnonzero(us < band) if band < 1 else slice(None)
+                cols = np.flatnonzero(us < band)
                 sub = dist[:, cols]
-                self.rows[bi] += sub.shape[1]
-                self._merge(bi, sub, rows[cols])
+                q, c = np.nonzero(sub <= limit[bi])
+                found[bi].append((q, sub[q, c].astype(np.float32), rows[cols[c]]))
+        return counts, [tuple(np.concatenate(part) for part in zip(*f, strict=True)) for f in found]
 
-    def _merge(self, bi: int, dist: np.ndarray, rows: np.ndarray) -> None:
-        old_d, old_i = self.best[bi]
-        cat_d = np.concatenate([old_d, dist.astype(np.float32)], axis=1)
-        cat_i = np.concatenate([old_i, np.broadcast_to(rows, dist.shape)], axis=1)
-        if cat_d.shape[1] > self.width:
-            keep = np.argpartition(cat_d, self.width - 1, axis=1)[:, : self.width]
-            cat_d, cat_i = np.take_along_axis(cat_d, keep, 1), np.take_along_axis(cat_i, keep, 1)
-        self.best[bi] = (cat_d, cat_i)
+    def merge(self, part: tuple[np.ndarray, list]) -> None:
+        counts, found = part
+        self.rows += counts
+        for bi, entries in enumerate(found):
+            self._found[bi].append(entries)
+            if sum(e[0].size for e in self._found[bi]) > 4 * self.width * self.queries.shape[0]:
+                self._found[bi] = [self._best(bi)]  # bounded: keep each query's best only
+
+    def _best(self, bi: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        q, d, r = (np.concatenate(c) for c in zip(*self._found[bi], strict=True))
+        order = np.lexsort((r, d, q))
+        q, d, r = q[order], d[order], r[order]
+        rank = np.arange(q.size) - np.searchsorted(q, q, side="left")
+        keep = rank < self.width
+        return q[keep], d[keep], r[keep]
 
     def truths(self, bi: int) -> np.ndarray:
         """(Q, min(max(KS), rows in band)) row numbers of band ``bi``, nearest first."""
-        dist, rows = self.best[bi]
-        order = np.argsort(dist, axis=1, kind="stable")
-        return np.take_along_axis(rows, order, axis=1)
+        if not self._found[bi]:
+            return np.zeros((self.queries.shape[0], 0), np.int64)
+        q, _, r = self._best(bi)
+        per = np.bincount(q, minlength=self.queries.shape[0])
+        width = int(per.min())  # every query has the same rows, hence the same count
+        rank = np.arange(q.size) - np.searchsorted(q, q, side="left")
+        out = np.full((self.queries.shape[0], width), -1, np.int64)
+        keep = rank < width
+        out[q[keep], rank[keep]] = r[keep]
+        return out
+
+
+def sample_bounds(
+    queries: np.ndarray, x: np.ndarray, u: np.ndarray, rows: np.ndarray, exclude: np.ndarray | None = None
+) -> np.ndarray:
+    """(bands, Q) each query's ``max(KS)``-th smallest distance among sample rows ``x``
+    (global numbers ``rows``, band draws ``u``) in each band, or inf where the sample holds
+    fewer: an upper bound on the same over all rows, since those include the sample's."""
+    width = max(KS)
+    q_sq = np.einsum("ij,ij->i", queries, queries)
+    x_sq = np.einsum("ij,ij->i", x, x)
+    best = [np.full((queries.shape[0], 0), np.inf) for _ in BANDS]
+    step = max(1, _CHUNK_ELEMENTS // max(queries.shape[0], 1))
+    for start in range(0, x.shape[0], step):
+        xs = x[start : start + step]
+        dist = q_sq[:, None] - 2.0 * (queries @ xs.T) + x_sq[None, start : start + step]
+        if exclude is not None:
+            mine = rows[start : start + step]
+            hit = exclude[:, None] == mine[None, :]
+            dist[hit] = np.inf
+        for bi, band in enumerate(BANDS):
+            sub = dist[:, u[start : start + step] < band]
+            cat = np.concatenate([best[bi], sub], axis=1)
+            best[bi] = np.partition(cat, width - 1, axis=1)[:, :width] if cat.shape[1] > width else cat
+    return np.stack([b.max(axis=1) if b.shape[1] >= width else np.full(b.shape[0], np.inf) for b in best])
 
 
 def band_counts(seed: int, assign: np.ndarray, p: int) -> np.ndarray:
@@ -312,7 +369,10 @@ def calibrate(
     import time
 
     started = time.perf_counter()
-    truth = GroundTruth(queries, seed, exclude)
+    n = x.shape[0]
+    rows = np.sort(np.random.default_rng(seed).choice(n, min(n, 200_000), replace=False))
+    bounds = sample_bounds(queries, x[rows], band_u(seed, 0, n)[rows], rows, exclude)
+    truth = GroundTruth(queries, seed, exclude, bounds)
     for start in range(0, x.shape[0], 65536):
         truth.add(start, x[start : start + 65536])
     radius = partition_radius(x, assign, centroids)

@@ -46,7 +46,7 @@ class LambdaBuilder:
     ) -> tuple[list[PartitionResult], RankingProbe | None]:
         if not job.storage.uri.startswith("s3://"):
             raise InputError(
-                "a build on Lambda needs an s3:// --index-uri (the functions write there)", field="index_uri"
+                "a build on Lambda needs an s3:// index URI (the functions write there)", field="index_uri"
             )
         started = time.perf_counter()
         uploaded = 0
