@@ -2,6 +2,9 @@
 of 100 and 1,000 (b=4, l=1, Fashion-MNIST when installed), counting what a client pays too:
 encoding the body, sending it, decoding the answer. ``outside_search_ms`` is that time less
 the coordinator's search (``stats.timings_ms.total``), which is what the encoding changes.
+The stack runs with its defaults (``served_by`` says whether the coordinator searched the
+index alone, as it does for hot tiers within CoordinatorServesUpToMB), then once more with
+``--local-max-mb 0`` (``tree``: every query through the worker tree), in the same run.
 Writes ``wire_http.json``.
 
     python bench/wire_http.py --out bench/results [--quick]
@@ -68,9 +71,31 @@ def _query(url: str, q: np.ndarray, binary: bool) -> tuple[np.ndarray, float, di
     )
 
 
-def measure(index_dir: Path, queries: np.ndarray, batches: list[int], branching: int, depth: int) -> dict:
+def _coordinator_peak_rss_mb(endpoints: dict) -> float | None:
+    """Peak resident memory (VmHWM) of the coordinator's runtime process(es), MB."""
+    with urllib.request.urlopen(f"{endpoints['lambda_endpoint']}/_local/functions", timeout=10) as resp:
+        info = json.loads(resp.read())
+    peaks = []
+    for proc in info.get(endpoints.get("coordinator", "squash-coordinator"), {}).get("processes", []):
+        try:
+            status = Path(f"/proc/{proc['runtime_pid']}/status").read_text()
+        except (OSError, TypeError):
+            continue
+        peaks += [int(line.split()[1]) / 1024 for line in status.splitlines() if line.startswith("VmHWM")]
+    return round(max(peaks), 1) if peaks else None
+
+
+def measure(
+    index_dir: Path,
+    queries: np.ndarray,
+    batches: list[int],
+    branching: int,
+    depth: int,
+    extra: tuple[str, ...] = (),
+    in_process: bool = True,
+) -> dict:
     folder = Path(tempfile.mkdtemp(prefix="squash-wire-"))
-    with running_stack(folder, branching, depth, index_dir) as endpoints:
+    with running_stack(folder, branching, depth, index_dir, extra) as endpoints:
         url = f"{endpoints['api_url']}/indexes/{INDEX}/query"
         _query(url, queries[: max(batches)], binary=True)  # every segment loaded once
         rows = {}
@@ -95,21 +120,28 @@ def measure(index_dir: Path, queries: np.ndarray, batches: list[int], branching:
                     "server_ms": round(server, 1),  # the coordinator's search, after parsing
                     "outside_search_ms": round(overhead, 1),  # encode, send, parse, answer, decode
                 } | {k: got[0][2][k] for k in ("request_bytes", "response_bytes")}
-        return {
+        client, served_by = _client_rows(endpoints["api_url"], queries, batches)
+        out = {
             "branching": branching,
             "depth": depth,
+            "stack_options": list(extra),
+            "served_by": served_by,
             "runs": RUNS,
             "results": rows,
-            "client": _client_rows(endpoints["api_url"], queries, batches),
-            "in_process": _in_process_rows(index_dir, queries, batches),
+            "client": client,
+            "coordinator_peak_rss_mb": _coordinator_peak_rss_mb(endpoints),
         }
+    if in_process:
+        out["in_process"] = _in_process_rows(index_dir, queries, batches)
+    return out
 
 
 SINGLES = 60
 
 
-def _client_rows(api_url: str, queries: np.ndarray, batches: list[int]) -> dict:
-    """squash.Client (SigV4, binary wire, keep-alive): batch QPS and warm single-query p50."""
+def _client_rows(api_url: str, queries: np.ndarray, batches: list[int]) -> tuple[dict, str]:
+    """squash.Client (SigV4, binary wire, keep-alive): batch QPS and warm single-query p50;
+    and who searched ("coordinator" alone or the "tree", from the answers' node counts)."""
     import boto3
 
     from squash import Client
@@ -125,15 +157,16 @@ def _client_rows(api_url: str, queries: np.ndarray, batches: list[int]) -> dict:
                 client.query(INDEX, queries[:b], k=10)
                 times.append(time.perf_counter() - started)
             out[f"batch_{b}_qps"] = round(b / float(np.median(times)), 1)
-        times = []
+        times, invoked = [], 0
         for i in range(SINGLES):
             started = time.perf_counter()
-            client.query(INDEX, queries[i % len(queries)], k=10)
+            got = client.query(INDEX, queries[i % len(queries)], k=10)
             times.append((time.perf_counter() - started) * 1e3)
+            invoked += got.stats["nodes"]["invoked"]
     warm = np.asarray(times[5:])
     out["single_p50_ms"] = round(float(np.median(warm)), 2)
     out["single_p95_ms"] = round(float(np.percentile(warm, 95)), 2)
-    return out
+    return out, "tree" if invoked else "coordinator"
 
 
 def _in_process_rows(index_dir: Path, queries: np.ndarray, batches: list[int]) -> dict:
@@ -174,20 +207,34 @@ def main() -> int:
         ds, batches = demo_dataset(n_queries=1000), [100, 1000]
     index_dir = Path(tempfile.mkdtemp(prefix="squash-wire-index-"))
     squash.build_index(ds.base, index_dir.as_uri(), ds.attributes, squash.BuildOptions(seed=0))
-    doc = {"date": time.strftime("%Y-%m-%d"), "dataset": ds.name, "n": int(ds.base.shape[0])}
-    doc |= {"dims": int(ds.base.shape[1])} | measure(index_dir, ds.queries, batches, 4, 1)
-    top = max(batches)
     from bench.machine import describe
 
-    doc["machine"] = describe()
-    doc["http_binary_vs_in_process"] = round(
-        doc["results"][f"{top}/binary"]["qps"] / doc["in_process"][f"batch_{top}_qps"], 3
-    )
+    machine = describe()  # the load average before the run
+    doc = {"date": time.strftime("%Y-%m-%d"), "dataset": ds.name, "n": int(ds.base.shape[0])}
+    manifest = squash.open_index(index_dir.as_uri()).manifest
+    hot = sum(r.size for r in manifest.segments)
+    doc |= {"dims": int(ds.base.shape[1]), "hot_tier_mib": round(hot / 2**20, 1)}
+    doc |= measure(index_dir, ds.queries, batches, 4, 1)
+    doc["tree"] = measure(index_dir, ds.queries, batches, 4, 1, ("--local-max-mb", "0"), in_process=False)
+    top = max(batches)
+    doc["machine"] = machine
+    inproc = doc["in_process"][f"batch_{top}_qps"]
+    doc["http_binary_vs_in_process"] = round(doc["results"][f"{top}/binary"]["qps"] / inproc, 3)
+    tree_qps = doc["tree"]["results"][f"{top}/binary"]["qps"]
+    doc["tree"]["http_binary_vs_in_process"] = round(tree_qps / inproc, 3)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "wire_http.json").write_text(json.dumps(doc, indent=1) + "\n")
     print(f"in-process: {doc['in_process']}")
-    print(f"client:     {doc['client']}")
-    print(f"HTTP binary / in-process at batch {top}: {doc['http_binary_vs_in_process']:.0%}")
+    for name, part in (("defaults", doc), ("tree", doc["tree"])):
+        rss = part["coordinator_peak_rss_mb"]
+        print(f"--- {name}: served by {part['served_by']}, coordinator peak RSS {rss} MB")
+        print(f"client:     {part['client']}")
+        print(f"HTTP binary / in-process at batch {top}: {part['http_binary_vs_in_process']:.0%}")
+        _print_rows(part)
+    return 0
+
+
+def _print_rows(doc: dict) -> None:
     for row in doc["results"].values():
         print(
             f"B={row['batch']:>5} {row['encoding']:>6}: {row['qps']:>8,.0f} QPS, "
@@ -196,7 +243,6 @@ def main() -> int:
             f"request {row['request_bytes'] / 1e6:.2f} MB, "
             f"answer {row['response_bytes'] / 1e6:.2f} MB"
         )
-    return 0
 
 
 if __name__ == "__main__":
