@@ -93,22 +93,33 @@ def measure(
     branching: int,
     depth: int,
     extra: tuple[str, ...] = (),
-    in_process: bool = True,
 ) -> dict:
+    """HTTP JSON, HTTP binary and squash.Client against in-process ``Index.search`` on the
+    same index, their runs interleaved (a drifting machine load hits all of them alike)."""
+    import squash
+
+    index = squash.open_index(index_dir.as_uri())
+    index.search(queries[: max(batches)], k=10)  # every segment loaded once
     folder = Path(tempfile.mkdtemp(prefix="squash-wire-"))
     with running_stack(folder, branching, depth, index_dir, extra) as endpoints:
         url = f"{endpoints['api_url']}/indexes/{INDEX}/query"
         _query(url, queries[: max(batches)], binary=True)  # every segment loaded once
-        rows = {}
+        rows, local, same = {}, {}, True
         for b in batches:
             q = queries[:b]
             ids_json = _query(url, q, binary=False)[0]
             ids_bin = _query(url, q, binary=True)[0]
             assert np.array_equal(ids_json, ids_bin), "binary and JSON answers differ"
+            same = same and bool(np.array_equal(ids_bin, index.search(q, k=10).ids))
             runs: dict[bool, list] = {False: [], True: []}
-            for _ in range(RUNS):  # alternated, so a drifting machine load hits both alike
+            here = []
+            for _ in range(RUNS):
                 for binary in (False, True):
                     runs[binary].append(_query(url, q, binary))
+                started = time.perf_counter()
+                index.search(q, k=10)
+                here.append(time.perf_counter() - started)
+            local[f"batch_{b}_qps"] = round(b / float(np.median(here)), 1)
             for binary, got in runs.items():
                 seconds = float(np.median([r[1] for r in got]))
                 server = float(np.median([r[2]["server_ms"] for r in got]))
@@ -121,8 +132,8 @@ def measure(
                     "server_ms": round(server, 1),  # the coordinator's search, after parsing
                     "outside_search_ms": round(overhead, 1),  # encode, send, parse, answer, decode
                 } | {k: got[0][2][k] for k in ("request_bytes", "response_bytes")}
-        client, served_by = _client_rows(endpoints["api_url"], queries, batches)
-        out = {
+        client, served_by, single = _client_rows(endpoints["api_url"], queries, batches, index)
+        return {
             "branching": branching,
             "depth": depth,
             "stack_options": list(extra),
@@ -130,19 +141,19 @@ def measure(
             "runs": RUNS,
             "results": rows,
             "client": client,
+            "in_process": local | {"single_p50_ms": single},
+            "answers_equal_in_process": same,  # ids of every batch above, HTTP vs Index.search
             "coordinator_peak_rss_mb": _coordinator_peak_rss_mb(endpoints),
         }
-    if in_process:
-        out["in_process"] = _in_process_rows(index_dir, queries, batches)
-    return out
 
 
 SINGLES = 60
 
 
-def _client_rows(api_url: str, queries: np.ndarray, batches: list[int]) -> tuple[dict, str]:
+def _client_rows(api_url: str, queries: np.ndarray, batches: list[int], index) -> tuple[dict, str, float]:
     """squash.Client (SigV4, binary wire, keep-alive): batch QPS and warm single-query p50;
-    and who searched ("coordinator" alone or the "tree", from the answers' node counts)."""
+    who searched ("coordinator" alone or the "tree", from the answers' node counts); and the
+    in-process single-query p50 of ``index``, its queries interleaved with the client's."""
     import boto3
 
     from squash import Client
@@ -158,39 +169,19 @@ def _client_rows(api_url: str, queries: np.ndarray, batches: list[int]) -> tuple
                 client.query(INDEX, queries[:b], k=10)
                 times.append(time.perf_counter() - started)
             out[f"batch_{b}_qps"] = round(b / float(np.median(times)), 1)
-        times, invoked = [], 0
+        times, here, invoked = [], [], 0
         for i in range(SINGLES):
             started = time.perf_counter()
             got = client.query(INDEX, queries[i % len(queries)], k=10)
             times.append((time.perf_counter() - started) * 1e3)
             invoked += got.stats["nodes"]["invoked"]
+            started = time.perf_counter()
+            index.search(queries[i % len(queries)], k=10)
+            here.append((time.perf_counter() - started) * 1e3)
     warm = np.asarray(times[5:])
     out["single_p50_ms"] = round(float(np.median(warm)), 2)
     out["single_p95_ms"] = round(float(np.percentile(warm, 95)), 2)
-    return out, "tree" if invoked else "coordinator"
-
-
-def _in_process_rows(index_dir: Path, queries: np.ndarray, batches: list[int]) -> dict:
-    """The same index and queries through Index.search in this process (one thread)."""
-    import squash
-
-    index = squash.open_index(index_dir.as_uri())
-    index.search(queries[: max(batches)], k=10)  # every segment loaded once
-    out: dict = {}
-    for b in batches:
-        times = []
-        for _ in range(RUNS):
-            started = time.perf_counter()
-            index.search(queries[:b], k=10)
-            times.append(time.perf_counter() - started)
-        out[f"batch_{b}_qps"] = round(b / float(np.median(times)), 1)
-    times = []
-    for i in range(SINGLES):
-        started = time.perf_counter()
-        index.search(queries[i % len(queries)], k=10)
-        times.append((time.perf_counter() - started) * 1e3)
-    out["single_p50_ms"] = round(float(np.median(times[5:])), 2)
-    return out
+    return out, "tree" if invoked else "coordinator", round(float(np.median(here[5:])), 2)
 
 
 def main() -> int:
@@ -216,20 +207,20 @@ def main() -> int:
     hot = sum(r.size for r in manifest.segments)
     doc |= {"dims": int(ds.base.shape[1]), "hot_tier_mib": round(hot / 2**20, 1)}
     doc |= measure(index_dir, ds.queries, batches, 4, 1)
-    doc["tree"] = measure(index_dir, ds.queries, batches, 4, 1, ("--local-max-mb", "0"), in_process=False)
+    doc["tree"] = measure(index_dir, ds.queries, batches, 4, 1, ("--local-max-mb", "0"))
     top = max(batches)
     doc["machine"] = machine
-    inproc = doc["in_process"][f"batch_{top}_qps"]
-    doc["http_binary_vs_in_process"] = round(doc["results"][f"{top}/binary"]["qps"] / inproc, 3)
-    tree_qps = doc["tree"]["results"][f"{top}/binary"]["qps"]
-    doc["tree"]["http_binary_vs_in_process"] = round(tree_qps / inproc, 3)
+    doc["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
+    for part in (doc, doc["tree"]):  # each against the in-process runs interleaved with it
+        inproc = part["in_process"][f"batch_{top}_qps"]
+        part["http_binary_vs_in_process"] = round(part["results"][f"{top}/binary"]["qps"] / inproc, 3)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "wire_http.json").write_text(json.dumps(doc, indent=1) + "\n")
-    print(f"in-process: {doc['in_process']}")
     for name, part in (("defaults", doc), ("tree", doc["tree"])):
         rss = part["coordinator_peak_rss_mb"]
         print(f"--- {name}: served by {part['served_by']}, coordinator peak RSS {rss} MB")
         print(f"client:     {part['client']}")
+        print(f"in-process: {part['in_process']} (answers equal: {part['answers_equal_in_process']})")
         print(f"HTTP binary / in-process at batch {top}: {part['http_binary_vs_in_process']:.0%}")
         _print_rows(part)
     return 0
