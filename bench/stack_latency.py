@@ -80,10 +80,13 @@ def _upload(index_dir: Path, endpoints: dict) -> None:
 
 
 @contextlib.contextmanager
-def running_stack(folder: Path, branching: int, depth: int, index_dir: Path) -> Iterator[dict]:
+def running_stack(
+    folder: Path, branching: int, depth: int, index_dir: Path, extra: tuple[str, ...] = ()
+) -> Iterator[dict]:
     """A local stack in ``folder`` with the ``file://`` index ``index_dir`` copied into its
-    bucket as :data:`INDEX`; yields its endpoints and stops it afterwards, whatever happens."""
-    up = [sys.executable, str(STACK), "up", "--dir", str(folder), "--branching", str(branching)]
+    bucket as :data:`INDEX`; yields its endpoints and stops it afterwards, whatever happens.
+    ``extra``: more ``stack.py up`` options (e.g. ``("--local-max-mb", "0")``)."""
+    up = [sys.executable, str(STACK), "up", "--dir", str(folder), "--branching", str(branching), *extra]
     subprocess.run([*up, "--depth", str(depth)], check=True, capture_output=True, timeout=120)
     try:
         endpoints = json.loads((folder / "endpoints.json").read_text())

@@ -22,7 +22,7 @@ from pathlib import Path
 from urllib.parse import parse_qsl, quote, urlsplit
 
 import sigv4
-from procs import LOOPBACK, write_atomic
+from procs import LOOPBACK, connection_usable, write_atomic
 from serving import LocalHandler, log
 
 ACCOUNT = "000000000000"
@@ -277,10 +277,25 @@ class ApiServer(ThreadingHTTPServer):
         url = urlsplit(lambda_endpoint)
         self.lambda_host, self.lambda_port = url.hostname or LOOPBACK, url.port or 80
         self.function, self.timeout_s, self.body_timeout_s = function, timeout_s, body_timeout_s
+        # Kept-alive connections to the Lambda router (API Gateway keeps its integration
+        # connections too): a new TCP connection and router thread per request cost ~1-3 ms.
+        self._idle: list[http.client.HTTPConnection] = []
+        self._idle_lock = threading.Lock()
+
+    def _connection(self) -> http.client.HTTPConnection:
+        while True:
+            with self._idle_lock:
+                conn = self._idle.pop() if self._idle else None
+            if conn is None:
+                return http.client.HTTPConnection(self.lambda_host, self.lambda_port, timeout=self.timeout_s)
+            if connection_usable(conn):
+                return conn
+            conn.close()
 
     def invoke(self, payload: bytes) -> tuple[int, str | None, bytes]:
         """(HTTP status from the Invoke API, X-Amz-Function-Error, body); 504 when it took too long."""
-        conn = http.client.HTTPConnection(self.lambda_host, self.lambda_port, timeout=self.timeout_s)
+        conn = self._connection()
+        keep = False
         try:
             conn.request(
                 "POST",
@@ -289,14 +304,20 @@ class ApiServer(ThreadingHTTPServer):
                 headers={"Content-Type": "application/json"},
             )
             resp = conn.getresponse()
-            return resp.status, resp.getheader("X-Amz-Function-Error"), resp.read()
+            out = resp.status, resp.getheader("X-Amz-Function-Error"), resp.read()
+            keep = not resp.will_close
+            return out
         except TimeoutError:
             return 504, None, b""
         except (OSError, http.client.HTTPException) as exc:
             log(f"invoke {self.function} failed: {exc!r}")
             return 502, None, b""
         finally:
-            conn.close()
+            if keep:
+                with self._idle_lock:
+                    self._idle.append(conn)
+            else:
+                conn.close()
 
 
 def main(argv: list[str] | None = None) -> int:

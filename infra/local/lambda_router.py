@@ -39,6 +39,7 @@ ACCOUNT = "000000000000"
 ASYNC_PAYLOAD_LIMIT = 1_048_576  # Event invocations (1 MB since 2025; 256 KB before)
 ASYNC_WAIT_S = 600.0  # queued Event invocations wait this long for a free process
 _INVOKE = re.compile(r"^/2015-03-31/functions/([^/]+)/invocations$")
+UNMARSHAL_ERROR = "Runtime.UnmarshalError"  # awslambdaric's errorType for an event it cannot parse
 _DISCARD_LIMIT = 64 * 1024 * 1024  # oversized bodies up to this are drained, larger ones drop the connection
 
 
@@ -165,13 +166,15 @@ class InvokeHandler(LocalHandler):
         payload = self.rfile.read(length) if length else b""
         if not payload.strip():
             payload = b"{}"  # an empty payload reaches the handler as {} on Lambda
-        try:
-            json.loads(payload)
-        except ValueError as exc:
-            self._error(
-                400, "InvalidRequestContentException", f"Could not parse request body into json: {exc}"
-            )
-            return
+        # A synchronous payload is parsed once, by the runtime: its Runtime.UnmarshalError is
+        # answered as Lambda answers JSON it cannot parse (_invoke). Parsing it here as well
+        # cost ~8 ms per 4 MB event at every hop of the tree.
+        if invocation_type != "RequestResponse":
+            try:
+                json.loads(payload)
+            except ValueError as exc:
+                self._invalid_json(str(exc))
+                return
         if invocation_type == "DryRun":
             self._send(204, b"", {"x-amzn-RequestId": str(uuid.uuid4())})
             return
@@ -207,6 +210,13 @@ class InvokeHandler(LocalHandler):
             log(f"launch failed: {exc}")
             self._error(500, "ServiceException", str(exc))
             return
+        if outcome.error_type == UNMARSHAL_ERROR:  # never a handler's: a class name has no dot
+            try:
+                detail = str(json.loads(outcome.body).get("errorMessage", ""))
+            except (ValueError, AttributeError):
+                detail = ""
+            self._invalid_json(detail.removeprefix("Unable to unmarshal input: "))
+            return
         headers = {"X-Amz-Executed-Version": "$LATEST", "x-amzn-RequestId": request_id}
         if outcome.error_type:
             headers["X-Amz-Function-Error"] = "Unhandled"
@@ -218,6 +228,10 @@ class InvokeHandler(LocalHandler):
             f" {outcome.error_type or 'ok'} qualifier={qs.get('Qualifier', ['$LATEST'])[0]}"
         )
         self._send(200, outcome.body, headers)
+
+    def _invalid_json(self, detail: str) -> None:
+        message = f"Could not parse request body into json: {detail}"
+        self._error(400, "InvalidRequestContentException", message)
 
     def _drain(self) -> None:
         """Read (or, past a sanity bound, refuse) the request body so the connection stays usable."""

@@ -8,7 +8,9 @@ whose session id is one of the recorded PIDs". That is what `stack.py down` kill
 from __future__ import annotations
 
 import contextlib
+import http.client
 import os
+import select
 import signal
 import socket
 import time
@@ -35,6 +37,19 @@ def port_open(port: int, host: str = LOOPBACK, timeout: float = 0.2) -> bool:
             return True
     except OSError:
         return False
+
+
+def connection_usable(conn: http.client.HTTPConnection | None) -> bool:
+    """Whether a kept-alive connection can carry another request: connected, and the peer has
+    neither closed it nor sent anything unasked (an idle HTTP/1.1 socket is never readable)."""
+    sock = getattr(conn, "sock", None)
+    if sock is None:
+        return False
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return False
+    return not readable
 
 
 def owns_listener(pid: int, port: int) -> bool:

@@ -211,14 +211,12 @@ class Client:
 
     def _vectors(self, rows: np.ndarray) -> Any:
         if self.wire == "binary":
-            return pack(rows.astype(np.float32, copy=False))
+            return _Packed(pack(rows.astype(np.float32, copy=False)))
         return rows.tolist()
 
     def _call(self, method: str, path: str, body: Any = None) -> Any:
         """One API call: sign, send, retry 429/503 with full-jitter backoff, decode."""
-        data = (
-            None if body is None else json.dumps(body, separators=(",", ":"), default=_json_default).encode()
-        )
+        data = None if body is None else _dumps(body)
         headers = {"accept": "application/json"}
         if data is not None:
             headers["content-type"] = "application/json"
@@ -325,6 +323,35 @@ def _attribute_rows(attributes: Any) -> list[dict[str, Any]]:
     raise InputError(
         "attributes must be a pyarrow Table, a dict of columns or a list of dicts", field="attributes"
     )
+
+
+class _Packed(dict):
+    """A packed array this client made (:func:`pack`): its ``data`` is standard base64,
+    which JSON holds verbatim (A-Z, a-z, 0-9, +, /, =), so :func:`_dumps` splices it in."""
+
+
+def _dumps(body: Any) -> bytes:
+    """Compact JSON of a request body. The base64 of packed arrays is spliced into the text
+    instead of passing json.dumps' per-character escaping (~10-20 ms for the 4.2 MB of a
+    1,000 x 784 batch on the 2-core VM, against a copy)."""
+    spliced: dict[str, str] = {}
+    if isinstance(body, dict):
+        body = dict(body)
+        for key, value in body.items():
+            if isinstance(value, _Packed) and isinstance(value.get("data"), str):
+                mark = f"squash-packed-{len(spliced)}-{random.getrandbits(64):016x}"
+                spliced[mark] = value["data"]
+                body[key] = dict(value) | {"data": mark}
+    text = json.dumps(body, separators=(",", ":"), default=_json_default)
+    if not spliced:
+        return text.encode()
+    parts = [text]
+    for mark, data in spliced.items():
+        head, sep, tail = parts.pop().partition(f'"{mark}"')
+        if not sep:  # pragma: no cover (the mark is in the text by construction)
+            raise AssertionError("packed array mark lost")
+        parts += [head, f'"{data}"', tail]
+    return "".join(parts).encode()
 
 
 def _json_default(value: Any) -> Any:

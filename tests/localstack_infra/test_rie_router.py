@@ -177,8 +177,14 @@ def test_response_over_6mb_is_a_function_error(client, size):
 
 
 def test_invalid_json_is_invalid_request_content(client):
-    with pytest.raises(client.exceptions.InvalidRequestContentException):
-        client.invoke(FunctionName="echo", Payload=b"{not json")
+    """Parsed once, by the runtime (the router does not parse synchronous payloads itself):
+    its unmarshal error is still Lambda's 400, and the process stays warm for the next call."""
+    for bad in (b"{not json", b'{"a": 1,}', b"[1, 2"):
+        with pytest.raises(client.exceptions.InvalidRequestContentException) as err:
+            client.invoke(FunctionName="echo", Payload=bad)
+        assert "Could not parse request body into json" in str(err.value)
+    resp, out = invoke(client, "echo", {"after": "bad json"})
+    assert "FunctionError" not in resp and out["event"] == {"after": "bad json"}
 
 
 def test_event_and_dry_run_invocations(router, client):

@@ -225,14 +225,15 @@ class Coordinator:
         _check_answer_can_fit(q.shape[0], req, int(plan.sure_counts.sum()), columns)
         planned = time.perf_counter()
 
-        base = self._base_event(name, index, req, plan, node)
-        if deadline is not None:
-            base["deadline"] = deadlines.for_child(deadline)
         local = self._serves_here(index)
-        visits = plan.visit.sum(axis=1)
-        if local:  # no worker payloads to fit: one pass
+        if local:  # no worker payloads to build or fit: one pass
+            base: dict[str, Any] = {}
             size = q.shape[0]
         else:
+            base = self._base_event(name, index, req, plan, node)
+            if deadline is not None:
+                base["deadline"] = deadlines.for_child(deadline)
+            visits = plan.visit.sum(axis=1)
             size = self._chunk_size(q.shape[0], index.manifest.space_dims, req, visits, encoded_size(base))
         chunks = [np.arange(s, min(s + size, q.shape[0])) for s in range(0, q.shape[0], size)]
         event_sizes: list[int] = []
@@ -261,11 +262,9 @@ class Coordinator:
                 answers = list(pool.map(run, chunks))
         searched = time.perf_counter()
 
-        ids = np.concatenate([unpack_array(a["ids"], "ids") for a in answers])
-        dist = index.user_distances(
-            np.concatenate([unpack_array(a["distances"], "distances") for a in answers]), req.vectors
-        )
-        per_query = np.concatenate([unpack_array(a["stats_per_query"], "stats_per_query") for a in answers])
+        ids = np.concatenate([_array(a, "ids") for a in answers])
+        dist = index.user_distances(np.concatenate([_array(a, "distances") for a in answers]), req.vectors)
+        per_query = np.concatenate([_array(a, "stats_per_query") for a in answers])
         attributes: dict[str, Any] = {}
         for a in answers:
             attributes |= a.get("attributes", {})
@@ -451,11 +450,12 @@ def _idle_answer(q: int, k: int) -> dict[str, Any]:
 
 
 def _uninvoked_answer(top: TopK, attrs: dict[str, Any], s3: dict[str, int], ms: float) -> dict[str, Any]:
-    """A chunk's answer in the tree's shape, from work done without invoking any node."""
+    """A chunk's answer in the tree's shape, from work done without invoking any node (its
+    arrays stay arrays: they never cross a Lambda boundary, see :func:`_array`)."""
     return {
-        "ids": pack_array(top.ids),
-        "distances": pack_array(top.distances),
-        "stats_per_query": pack_array(top.stats),
+        "ids": top.ids,
+        "distances": top.distances,
+        "stats_per_query": top.stats,
         "attributes": attrs,
         "stats": {
             "nodes": {"invoked": 0, "cold": 0, "warm": 0},
@@ -465,6 +465,12 @@ def _uninvoked_answer(top: TopK, attrs: dict[str, Any], s3: dict[str, int], ms: 
             "max_node_ms": ms,
         },
     }
+
+
+def _array(answer: dict[str, Any], key: str) -> np.ndarray:
+    """``answer[key]`` as an array: packed in a worker's answer, as is in one made here."""
+    value = answer[key]
+    return value if isinstance(value, np.ndarray) else unpack_array(value, key)
 
 
 def _stats(
