@@ -77,7 +77,7 @@ from .storage import Storage, open_storage
 
 ROUTING_DIMS = 64  # k-means runs on the leading global KLT axes
 KLT_SAMPLE = 100_000
-KMEANS_ROWS_PER_PARTITION = 128  # the k-means sample: max(KLT_SAMPLE, this x partitions) rows
+KMEANS_ROWS_PER_PARTITION = 64  # the k-means sample: max(KLT_SAMPLE, this x partitions) rows
 KEEP_BUILDS = 2  # the current build and the one before it (for in-flight readers)
 DEFAULT_SKETCH_BITS = 32  # one uint32 word per row (the sketch serves the opt-in L2 only)
 MAX_SEED = 2**63 - 1

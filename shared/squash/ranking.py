@@ -56,6 +56,20 @@ class RankingProbe:
 
     def _keep(self, kind: str, dist: np.ndarray, ids: np.ndarray) -> None:
         old_d, old_i = self._best[kind]
+        if old_d.shape[1] == self._width:  # full: only entries below a query's worst kept count
+            q, c = np.nonzero(dist < old_d.max(axis=1)[:, None])
+            if q.size == 0:
+                return
+            hit = np.unique(q)
+            w = self._width
+            cat_q = np.concatenate([np.repeat(hit, w), q])
+            cat_d = np.concatenate([old_d[hit].ravel(), dist[q, c]])
+            cat_i = np.concatenate([old_i[hit].ravel(), ids[q, c]])
+            order = np.lexsort((cat_i, cat_d, cat_q))  # ties by row: the same whatever the order
+            cat_q, cat_d, cat_i = cat_q[order], cat_d[order], cat_i[order]
+            keep = (np.arange(cat_q.size) - np.searchsorted(cat_q, cat_q, side="left")) < w
+            old_d[hit], old_i[hit] = cat_d[keep].reshape(hit.size, w), cat_i[keep].reshape(hit.size, w)
+            return
         cat_d = np.concatenate([old_d, dist], axis=1)
         cat_i = np.concatenate([old_i, ids], axis=1)
         if cat_d.shape[1] > self._width:
