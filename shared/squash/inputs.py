@@ -124,44 +124,54 @@ def read_xvecs(path: str | Path) -> np.ndarray:
 
 def _read_parquet_vectors(path: Path, column: str | None) -> tuple[np.ndarray, pa.Table]:
     table = read_table(path, "vectors")
-    list_cols = [
-        f.name
-        for f in table.schema
-        if pa.types.is_fixed_size_list(f.type) or pa.types.is_list(f.type) or pa.types.is_large_list(f.type)
-    ]
+    column = pick_vector_column(table.schema, column, path.name)
+    arr = list_vectors(table.column(column).combine_chunks(), path.name, column)
+    return arr, table.drop_columns([column])
+
+
+def is_list_type(typ: pa.DataType) -> bool:
+    return pa.types.is_fixed_size_list(typ) or pa.types.is_list(typ) or pa.types.is_large_list(typ)
+
+
+def pick_vector_column(schema: pa.Schema, column: str | None, name: str) -> str:
+    """The vectors' column: ``column``, or the one list column there is."""
+    lists = [f.name for f in schema if is_list_type(f.type)]
     if column is None:
-        if len(list_cols) != 1:
+        if len(lists) != 1:
             raise InputError(
-                f"{path.name}: expected exactly one list column of vectors, found "
-                f"{len(list_cols)} ({', '.join(list_cols) or 'none'}); name it with vector_column",
+                f"{name}: expected exactly one list column of vectors, found "
+                f"{len(lists)} ({', '.join(lists) or 'none'}); name it with vector_column",
                 field="vectors",
             )
-        column = list_cols[0]
-    if column not in list_cols:
-        raise InputError(f"{path.name}: no list column named {column!r}", field="vectors")
-    col = table.column(column).combine_chunks()
+        return lists[0]
+    if column not in lists:
+        raise InputError(f"{name}: no list column named {column!r}", field="vectors")
+    return column
+
+
+def list_vectors(col: pa.Array, name: str, column: str, first_row: int = 0) -> np.ndarray:
+    """A list column's rows as a 2-D array (unchecked values), with errors naming the row
+    (``first_row``: the global number of the first)."""
     if col.null_count:
-        raise InputError(f"{path.name}: column {column!r} has null vectors", field="vectors")
+        raise InputError(f"{name}: column {column!r} has null vectors", field="vectors")
     if pa.types.is_fixed_size_list(col.type):
         d = col.type.list_size
-        values = col.flatten()
     else:
         lengths = col.value_lengths().to_numpy(zero_copy_only=False)
         if lengths.size and np.any(lengths != lengths[0]):
             bad = int(np.flatnonzero(lengths != lengths[0])[0])
             raise InputError(
-                f"{path.name}: vector {bad} has {int(lengths[bad])} values, expected "
+                f"{name}: vector {first_row + bad} has {int(lengths[bad])} values, expected "
                 f"{int(lengths[0])} (ragged vectors)",
                 field="vectors",
             )
         d = int(lengths[0]) if lengths.size else 0
-        values = col.flatten()
+    values = col.flatten()
     if not (pa.types.is_floating(values.type) or pa.types.is_integer(values.type)):
-        raise InputError(f"{path.name}: vector values of type {values.type} are not numeric", field="vectors")
+        raise InputError(f"{name}: vector values of type {values.type} are not numeric", field="vectors")
     if values.null_count:
-        raise InputError(f"{path.name}: vectors contain null values", field="vectors")
-    arr = values.to_numpy(zero_copy_only=False).reshape(len(col), d) if d else np.zeros((len(col), 0))
-    return arr, table.drop_columns([column])
+        raise InputError(f"{name}: vectors contain null values", field="vectors")
+    return values.to_numpy(zero_copy_only=False).reshape(len(col), d) if d else np.zeros((len(col), 0))
 
 
 def read_table(path: str | Path, what: str = "attributes") -> pa.Table:

@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 
 from .errors import InputError
-from .inputs import VECTOR_DTYPES, check_magnitude
+from .inputs import VECTOR_DTYPES, check_magnitude, list_vectors, pick_vector_column
 
 CHUNK_ROWS = 65536  # rows per block: every pass of the build works a block at a time
 _PARQUET = (".parquet", ".pq")
@@ -216,17 +216,7 @@ class ParquetSource:
                 )
             self.n += meta.metadata.num_rows
         assert schema is not None
-        lists = [f.name for f in schema if _is_list(f.type)]
-        if column is None:
-            if len(lists) != 1:
-                raise InputError(
-                    f"{paths[0].name}: expected exactly one list column of vectors, found "
-                    f"{len(lists)} ({', '.join(lists) or 'none'}); name it with vector_column",
-                    field="vectors",
-                )
-            column = lists[0]
-        if column not in lists:
-            raise InputError(f"{paths[0].name}: no list column named {column!r}", field="vectors")
+        column = pick_vector_column(schema, column, paths[0].name)
         self.column = column
         typ = schema.field(column).type
         self.d = typ.list_size if pa.types.is_fixed_size_list(typ) else self._first_length()
@@ -261,7 +251,7 @@ class ParquetSource:
         seen = 0
         for path in self.paths:
             for batch in pq.ParquetFile(path).iter_batches(batch_size=CHUNK_ROWS, columns=[self.column]):
-                yield path.name, _list_values(batch.column(0), path.name, self.column, seen)
+                yield path.name, list_vectors(batch.column(0), path.name, self.column, seen)
                 seen += batch.num_rows
 
     def blocks(self) -> Iterator[tuple[int, np.ndarray]]:
@@ -288,34 +278,6 @@ def _cut(pending: list[np.ndarray], rows: int) -> tuple[np.ndarray, list[np.ndar
     whole = np.concatenate(pending) if len(pending) > 1 else pending[0]
     rest = whole[rows:]
     return whole[:rows], ([rest] if rest.shape[0] else []), int(rest.shape[0])
-
-
-def _is_list(typ: pa.DataType) -> bool:
-    return pa.types.is_fixed_size_list(typ) or pa.types.is_list(typ) or pa.types.is_large_list(typ)
-
-
-def _list_values(col: pa.Array, name: str, column: str, first_row: int) -> np.ndarray:
-    """A list column's rows as a 2-D array, with errors naming the global row."""
-    if col.null_count:
-        raise InputError(f"{name}: column {column!r} has null vectors", field="vectors")
-    if pa.types.is_fixed_size_list(col.type):
-        d = col.type.list_size
-    else:
-        lengths = col.value_lengths().to_numpy(zero_copy_only=False)
-        if lengths.size and np.any(lengths != lengths[0]):
-            bad = int(np.flatnonzero(lengths != lengths[0])[0])
-            raise InputError(
-                f"{name}: vector {first_row + bad} has {int(lengths[bad])} values, expected "
-                f"{int(lengths[0])} (ragged vectors)",
-                field="vectors",
-            )
-        d = int(lengths[0]) if lengths.size else 0
-    values = col.flatten()
-    if not (pa.types.is_floating(values.type) or pa.types.is_integer(values.type)):
-        raise InputError(f"{name}: vector values of type {values.type} are not numeric", field="vectors")
-    if values.null_count:
-        raise InputError(f"{name}: vectors contain null values", field="vectors")
-    return values.to_numpy(zero_copy_only=False).reshape(len(col), d)
 
 
 def expand_inputs(spec: str) -> list[Path]:
