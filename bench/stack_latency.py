@@ -80,10 +80,15 @@ def _upload(index_dir: Path, endpoints: dict) -> None:
 
 
 @contextlib.contextmanager
-def running_stack(folder: Path, branching: int, depth: int, index_dir: Path) -> Iterator[dict]:
+def running_stack(
+    folder: Path, branching: int, depth: int, index_dir: Path, local_max_mb: int | None = None
+) -> Iterator[dict]:
     """A local stack in ``folder`` with the ``file://`` index ``index_dir`` copied into its
-    bucket as :data:`INDEX`; yields its endpoints and stops it afterwards, whatever happens."""
+    bucket as :data:`INDEX`; yields its endpoints and stops it afterwards, whatever happens.
+    ``local_max_mb`` as ``stack.py up --local-max-mb`` (0: every query goes through the tree)."""
     up = [sys.executable, str(STACK), "up", "--dir", str(folder), "--branching", str(branching)]
+    if local_max_mb is not None:
+        up += ["--local-max-mb", str(local_max_mb)]
     subprocess.run([*up, "--depth", str(depth)], check=True, capture_output=True, timeout=120)
     try:
         endpoints = json.loads((folder / "endpoints.json").read_text())

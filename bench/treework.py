@@ -22,13 +22,15 @@ from squash.search import search_partitions
 
 @dataclass
 class BatchWork:
-    """One batch: plan milliseconds and (partition ids, milliseconds, query visits) per partition."""
+    """One batch: plan milliseconds and (partition ids, milliseconds, query visits) per partition;
+    ``queries`` (when recorded) the batch rows each partition is searched for."""
 
     size: int
     plan_ms: float
     partitions: np.ndarray
     ms: np.ndarray
     visits: np.ndarray
+    queries: list[np.ndarray] | None = None
 
     def node_ms(self, tree: TreeLayout) -> np.ndarray:
         """Own search milliseconds of every tree position for this batch."""
@@ -56,8 +58,10 @@ def measure(
         parts = np.asarray(plan.partitions, dtype=np.int64)
         ms = np.empty(parts.size)
         visits = np.empty(parts.size, dtype=np.int64)
+        rows = []
         for i, p in enumerate(parts):
             qidx = plan.queries_of(int(p))
+            rows.append(np.asarray(qidx, dtype=np.int64))
             start = time.perf_counter()
             search_partitions(
                 lambda part: index.segment(part)[0],
@@ -70,7 +74,7 @@ def measure(
             )
             ms[i] = (time.perf_counter() - start) * 1e3
             visits[i] = qidx.size
-        out.append(BatchWork(batch, plan_ms, parts, ms, visits))
+        out.append(BatchWork(batch, plan_ms, parts, ms, visits, rows))
     return out
 
 
