@@ -114,10 +114,12 @@ def counted_run(
     coord = Coordinator(cfg, invoker)
     coord.query("econ", parse_query({"vectors": queries[:batch].tolist(), "k": K}))  # warm every cache
     invoker.calls.clear()
-    found, invoked, requests, visited = [], [], 0, []
+    found, invoked, requests, visited, wall = [], [], 0, [], []
     for start in range(0, n_queries, batch):
         rows = queries[start : start + batch]
+        t0 = time.perf_counter()
         out = coord.query("econ", parse_query({"vectors": rows.tolist(), "k": K}))
+        wall.append((time.perf_counter() - t0) * 1e3)
         found += [[h["id"] for h in hits] + [-1] * (K - len(hits)) for hits in out["results"]]
         invoked.append(out["stats"]["nodes"]["invoked"])
         visited.append(out["stats"]["partitions_visited"])
@@ -137,6 +139,8 @@ def counted_run(
         "counted_by_invoker_per_request": 1 + len(invoker.calls) / requests,
         "stats_and_invoker_agree": sum(invoked) == len(invoker.calls),
         "partitions_visited_per_request": float(np.mean(visited)),
+        # in one process on one core; for the coordinator alone this is its whole handler
+        "request_ms_p50": float(np.median(wall)),
     }
     return row, invoker.calls
 
@@ -174,6 +178,7 @@ def overheads(results: Path) -> tuple[tree_sim.Overheads, list[tree_sim.Overhead
             ms_per_request_kb=max(f["ms_per_request_kb"], 0.0),
             ms_per_response_kb=max(f["ms_per_response_kb"], 0.0),
             launch_ms=f["caller_cpu_ms"],
+            launch_ms_per_kb=max(f.get("caller_cpu_ms_per_request_kb", 0.0), 0.0),
         )
     else:  # not measured: say so in the label
         local = tree_sim.Overheads("local stack NOT MEASURED (defaults)", 5.0, 0.06, 0.2, 1.3)
@@ -184,6 +189,7 @@ def overheads(results: Path) -> tuple[tree_sim.Overheads, list[tree_sim.Overhead
             ms_per_request_kb=local.ms_per_request_kb,
             ms_per_response_kb=local.ms_per_response_kb,
             launch_ms=local.launch_ms,
+            launch_ms_per_kb=local.launch_ms_per_kb,
         )
         for ms in (tree_sim.AWS_INVOKE_MS, *tree_sim.AWS_INVOKE_RANGE_MS)
     ]
@@ -227,7 +233,17 @@ def scenarios(
     return out
 
 
-def targets(sims: dict[str, Any]) -> list[dict]:
+def alone_measured(row: dict, dims: int, segment_bytes: np.ndarray) -> dict[str, float]:
+    """$ per million of the coordinator alone from its measured in-process request time."""
+    cfg = tree_sim.SimConfig()
+    mem = tree_sim.alone_mb(segment_bytes, cfg)
+    ms = row["request_ms_p50"] * tree_sim.cpu_factor(mem) + cfg.handler_ms
+    r = tree_sim.BatchResult(ms, ms, np.zeros(0), 0, 0.0, 0.0)
+    d = tree_sim.batch_dollars(r, row["batch"], dims, mem, mem, Prices(), cfg)
+    return {k: v / row["batch"] * 1e6 for k, v in d.items()} | {"p50_ms": ms, "memory_mb": mem}
+
+
+def targets(sims: dict[str, Any], measured_alone: dict[int, dict]) -> list[dict]:
     """Issue #14's cost targets on the SIFT1M-sized index, AWS overhead (assumed), cheapest shapes."""
     sift = sims[next(iter(sims))]["aws"]
     out = []
@@ -238,8 +254,12 @@ def targets(sims: dict[str, Any]) -> list[dict]:
         tree_rows = [r for r in b["all"]]
         cheapest = min(tree_rows, key=lambda r: r["per_million"])
         alone = b["alone"]
+        rows = [("coordinator alone (simulated)", alone["per_million"]["total"], alone)]
+        if batch in measured_alone:
+            m = measured_alone[batch]
+            rows.append(("coordinator alone (measured request time)", m["total"], m))
         for label, cost, detail in (
-            ("coordinator alone", alone["per_million"]["total"], alone),
+            *rows,
             (
                 f"cheapest tree ({cheapest['shape']}, {cheapest['nodes']} nodes)",
                 cheapest["per_million"],
@@ -356,7 +376,12 @@ def run(quick: bool, out: Path) -> dict[str, Any]:
         "paper": tree_sim.PAPER_SIFT1M,
         "sims": sims,
     }
-    doc["targets"] = targets(sims)
+    seg = np.array([ref.size for ref in index.manifest.segments], dtype=np.float64)
+    measured_alone = {
+        r["batch"]: alone_measured(r, d, seg) for r in counted if r["shape"] == "coordinator alone"
+    }
+    doc["alone_measured"] = {str(b): v for b, v in measured_alone.items()}
+    doc["targets"] = targets(sims, measured_alone)
     doc["seconds"] = time.perf_counter() - started
     return doc
 

@@ -170,12 +170,23 @@ def plot(doc: dict[str, Any], path: Path) -> Path:
             env = doc["sims"][name]["aws"]["by_batch"].get(batch)
             if env is None:
                 continue
-            xs = [r["nodes"] for r in env["envelope"]]
-            kw = {"color": colour, "ls": styles[i % 2], "marker": "o", "ms": 3}
+            rows = env["envelope"]
             label = f"{short}, B={batch}"
-            axes[0].plot(xs, [r["ms_per_query"] for r in env["envelope"]], label=label, **kw)
-            axes[1].plot(xs, [r["per_million"]["total"] for r in env["envelope"]], label=label, **kw)
-            axes[2].plot(xs, [r["p50_ms"] for r in env["envelope"]], label=label, **kw)
+            if batch == "1":  # no tree beats one node: show the stars (l=1) instead of the envelope
+                rows = sorted(
+                    (
+                        r | {"per_million": {"total": r["per_million"]}, "ms_per_query": r["p50_ms"]}
+                        for r in env["all"]
+                        if r["shape"].endswith("l=1") or r["shape"] == "b=1 l=0"
+                    ),
+                    key=lambda r: r["nodes"],
+                )
+                label += " (stars b=1..1023, l=1)"
+            xs = [r["nodes"] for r in rows]
+            kw = {"color": colour, "ls": styles[i % 2], "marker": "o", "ms": 3}
+            axes[0].plot(xs, [r["ms_per_query"] for r in rows], label=label, **kw)
+            axes[1].plot(xs, [r["per_million"]["total"] for r in rows], label=label, **kw)
+            axes[2].plot(xs, [r["p50_ms"] for r in rows], label=label, **kw)
             k = env["knee"]
             if k:
                 for ax, key in ((axes[0], "ms_per_query"), (axes[2], "p50_ms")):

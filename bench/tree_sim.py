@@ -14,13 +14,15 @@ Inputs, all measured except where a parameter says otherwise:
 What it models is what the runtime does (``squash.runtime.worker`` / ``coordinator``):
 partition p is searched by position ``p % size``; a node invokes only the children whose
 subtree has a pair (the coordinator invokes the root only if there is one); it launches
-those children one after the other (``launch_ms`` each, serial CPU in the parent), searches
-its own partitions, waits for the children and merges. A node's duration is therefore
+those children one after the other (``launch(c) = launch_ms + launch_ms_per_kb *
+request_kb(c)`` each, serial CPU in the parent), searches its own partitions, waits for the
+children and merges. With ``S_j`` the launches of the first j invoked children summed, a
+node's duration is therefore
 
-    D(p) = handler_ms + max(n_kids * launch_ms + own(p),  max_j (j * launch_ms + hop(c_j) + D(c_j)))
+    D(p) = handler_ms + max(S_last + own(p),  max_j (S_j + hop(c_j) + D(c_j)))
 
 with ``hop(c) = fixed_ms + ms_per_request_kb * request_kb(c) + ms_per_response_kb * response_kb(c)``,
-and the coordinator's is ``handler_ms + plan_ms + launch_ms + hop(root) + D(root)``. Billing:
+and the coordinator's is ``handler_ms + plan_ms + launch(root) + hop(root) + D(root)``. Billing:
 ceil(ms) x memory for the coordinator and every *invoked* node; one Lambda request fee per
 invocation (1 + invoked nodes per batch); one API Gateway request per batch, metered in
 512 KB steps of the body. ``QPS = B / latency`` (one batch in flight; the paper's "latency"
@@ -71,6 +73,7 @@ class Overheads:
     ms_per_request_kb: float = 0.0
     ms_per_response_kb: float = 0.0
     launch_ms: float = 0.0  # the caller's CPU per child launched (children start one by one)
+    launch_ms_per_kb: float = 0.0  # ... and per KB of the child's event (encode, send)
 
     def hop(self, request_bytes: np.ndarray | float, response_bytes: np.ndarray | float) -> Any:
         return (
@@ -192,17 +195,17 @@ def simulate_batch(
         rows = np.minimum(pairs, w.size)
     req = pay.request(rows, pairs, nparts)
     hop = over.hop(req, pay.response(rows))
+    launch = over.launch_ms + over.launch_ms_per_kb * req / 1024
     dur = np.zeros(n)
     for p in np.flatnonzero(pairs > 0)[::-1].tolist():  # children before parents
         kids = [c for c in tree.children(p) if pairs[c] > 0]
-        wait = max(((j + 1) * over.launch_ms + hop[c] + dur[c] for j, c in enumerate(kids)), default=0.0)
-        dur[p] = cfg.handler_ms + max(len(kids) * over.launch_ms + own[p], wait)
+        started = np.cumsum(launch[kids]) if kids else np.zeros(0)  # launched one after another
+        wait = max((started[j] + hop[c] + dur[c] for j, c in enumerate(kids)), default=0.0)
+        dur[p] = cfg.handler_ms + max((started[-1] if kids else 0.0) + own[p], wait)
     plan = w.plan_ms * cpu_factor(cfg.coordinator_mb)
     invoked = pairs > 0
-    if pairs[0] > 0:
-        coord = cfg.handler_ms + plan + over.launch_ms + hop[0] + dur[0]
-    else:
-        coord = cfg.handler_ms + plan
+    tree_ms = launch[0] + hop[0] + dur[0] if pairs[0] > 0 else 0.0  # nothing invoked without pairs
+    coord = cfg.handler_ms + plan + tree_ms
     return BatchResult(
         latency_ms=float(coord),
         coordinator_ms=float(coord),
