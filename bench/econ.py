@@ -53,6 +53,7 @@ K = 10
 TARGET_BATCH1 = 2.5  # $ per million, batch 1 through API Gateway (issue #14)
 TARGET_BATCH100 = 0.10  # $ per million, batch 100
 RECALL = 0.95
+REPEATS = 5  # each partition's search timed this many times, the fastest kept (shared machine)
 #: Shapes run through the real runtime to count invocations (None: the coordinator alone).
 COUNTED = (None, (1, 0), (4, 1), (16, 1), (4, 2))
 
@@ -294,7 +295,11 @@ def run(quick: bool, out: Path) -> dict[str, Any]:
     )
     params = squash.SearchParams()
     plan = {1: 50, 100: 2, 1000: 1} if quick else {1: 200, 100: 10, 1000: 1}
-    work = {b: treework.measure(index, ds.queries, K, None, params, b, nb) for b, nb in plan.items()}
+    load_start = Path("/proc/loadavg").read_text().split()[:3]
+    work = {
+        b: treework.measure(index, ds.queries, K, None, params, b, nb, repeats=REPEATS)
+        for b, nb in plan.items()
+    }
     log("econ: per-partition work measured " + ", ".join(f"B={b}" for b in work))
 
     counted, calls = [], []
@@ -366,6 +371,8 @@ def run(quick: bool, out: Path) -> dict[str, Any]:
             "build": build,
         },
         "search_params": params.to_dict(),
+        "timing": f"fastest of {REPEATS} timings per partition search; load average at start "
+        f"{' '.join(load_start)}, at end {' '.join(Path('/proc/loadavg').read_text().split()[:3])}",
         "tree_work": [treework.summary(w) for w in work.values()],
         "counted": counted,
         "model_vs_counted_invocations": check,

@@ -43,6 +43,7 @@ def markdown(doc: dict[str, Any]) -> str:
         f"versions {', '.join(f'{k} {v}' for k, v in doc['versions'].items())}.",
         f"Index: {ix['n']:,} x {ix['dims']} SYNTHETIC (Gaussian mixture), {ix['partitions']} partitions, "
         f"hot tier {ix['hot_bytes'] / 2**20:.1f} MiB; search at the defaults ({doc['search_params']}).",
+        f"Timing: {doc.get('timing', 'one timing per partition search')}.",
         "",
         "## Invocations counted from the runtime's stats (in-process coordinator and workers, JSON boundary)",
         "",
