@@ -113,9 +113,10 @@ def counted_run(
     cfg = _FileConfig(bucket="unused", tree=tree, local_max_bytes=local, uri=uri)
     invoker = CountingTree(cfg.worker_prefix, tree.size)
     coord = Coordinator(cfg, invoker)
-    coord.query("econ", parse_query({"vectors": queries[:batch].tolist(), "k": K}))  # warm every cache
+    # warm every cache these queries need (one batch of all of them), so no hot segment loads below
+    coord.query("econ", parse_query({"vectors": queries[:n_queries].tolist(), "k": K}))
     invoker.calls.clear()
-    found, invoked, requests, visited, wall = [], [], 0, [], []
+    found, invoked, requests, visited, wall, gets, modes = [], [], 0, [], [], 0, set()
     for start in range(0, n_queries, batch):
         rows = queries[start : start + batch]
         t0 = time.perf_counter()
@@ -124,6 +125,8 @@ def counted_run(
         found += [[h["id"] for h in hits] + [-1] * (K - len(hits)) for hits in out["results"]]
         invoked.append(out["stats"]["nodes"]["invoked"])
         visited.append(out["stats"]["partitions_visited"])
+        gets += out["stats"]["s3"]["refine_gets"]  # cold-tier range GETs (float32 re-rank)
+        modes.add(out["stats"]["rerank"])
         requests += 1
     ids = np.array(found)
     recall = float(np.mean([np.isin(t, f).sum() / K for f, t in zip(ids, truth[:n_queries], strict=True)]))
@@ -142,6 +145,8 @@ def counted_run(
         "partitions_visited_per_request": float(np.mean(visited)),
         # in one process on one core; for the coordinator alone this is its whole handler
         "request_ms_p50": float(np.median(wall)),
+        "rerank": sorted(modes),
+        "refine_gets_per_query": gets / n_queries,
     }
     return row, invoker.calls
 
@@ -241,11 +246,16 @@ def alone_measured(row: dict, dims: int, segment_bytes: np.ndarray) -> dict[str,
     ms = row["request_ms_p50"] * tree_sim.cpu_factor(mem) + cfg.handler_ms
     r = tree_sim.BatchResult(ms, ms, np.zeros(0), 0, 0.0, 0.0)
     d = tree_sim.batch_dollars(r, row["batch"], dims, mem, mem, Prices(), cfg)
-    return {k: v / row["batch"] * 1e6 for k, v in d.items()} | {"p50_ms": ms, "memory_mb": mem}
+    return {k: v / row["batch"] * 1e6 for k, v in d.items()} | {
+        "p50_ms": ms,
+        "memory_mb": mem,
+        "refine_gets_per_million": row["refine_gets_per_query"] * Prices().s3_get_per_thousand * 1e3,
+    }
 
 
 def targets(sims: dict[str, Any], measured_alone: dict[int, dict]) -> list[dict]:
-    """Issue #14's cost targets on the SIFT1M-sized index, AWS overhead (assumed), cheapest shapes."""
+    """Issue #14's cost targets on the SIFT1M-sized index, AWS overhead (assumed), cheapest shapes;
+    each also with the cold-tier GETs the defaults' float32 re-rank makes (counted from stats)."""
     sift = sims[next(iter(sims))]["aws"]
     out = []
     for batch, limit in ((1, TARGET_BATCH1), (100, TARGET_BATCH100)):
@@ -259,6 +269,7 @@ def targets(sims: dict[str, Any], measured_alone: dict[int, dict]) -> list[dict]
         if batch in measured_alone:
             m = measured_alone[batch]
             rows.append(("coordinator alone (measured request time)", m["total"], m))
+        gets = measured_alone.get(batch, {}).get("refine_gets_per_million", 0.0)
         for label, cost, detail in (
             *rows,
             (
@@ -276,6 +287,20 @@ def targets(sims: dict[str, Any], measured_alone: dict[int, dict]) -> list[dict]
                     "p50_ms": detail["p50_ms"],
                     "met": cost <= limit,
                     "by": "" if cost <= limit else f"${cost - limit:.3f} over ({cost / limit:.2f}x)",
+                }
+            )
+            with_gets = cost + gets
+            out.append(
+                {
+                    "target": f"$ per million <= {limit:g}, batch {batch}, through API Gateway, "
+                    f"recall >= {RECALL}, with the cold-tier GETs counted",
+                    "serving": label,
+                    "measured": with_gets,
+                    "p50_ms": detail["p50_ms"],
+                    "met": with_gets <= limit,
+                    "by": ""
+                    if with_gets <= limit
+                    else f"${with_gets - limit:.3f} over ({with_gets / limit:.2f}x)",
                 }
             )
     return out

@@ -48,14 +48,16 @@ def markdown(doc: dict[str, Any]) -> str:
         "## Invocations counted from the runtime's stats (in-process coordinator and workers, JSON boundary)",
         "",
         "| serving | batch | queries | recall@10 | invocations / request | invocations / query "
-        "| stats = invoker count | partitions / request |",
-        "|---|---|---|---|---|---|---|---|",
+        "| stats = invoker count | partitions / request | re-rank | cold-tier GETs / query |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in doc["counted"]:
         out.append(
             f"| {r['shape']} | {r['batch']} | {r['queries']} | {r['recall_at_10']:.4f} | "
             f"{r['invocations_per_request']:.2f} | {r['invocations_per_query']:.3f} | "
-            f"{'yes' if r['stats_and_invoker_agree'] else 'NO'} | {r['partitions_visited_per_request']:.1f} |"
+            f"{'yes' if r['stats_and_invoker_agree'] else 'NO'} | "
+            f"{r['partitions_visited_per_request']:.1f} | "
+            f"{', '.join(r.get('rerank', []))} | {r.get('refine_gets_per_query', 0):.2f} |"
         )
     chk = doc["model_vs_counted_invocations"]
     if chk:
