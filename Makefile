@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: help setup tools data datasets test lint openapi demo bench bench-stack bench-faults bench-load bench-writes bench-highcard bench-wire bench-build clean
+.PHONY: help setup tools data datasets test lint openapi demo bench bench-stack bench-faults bench-load bench-writes bench-highcard bench-wire bench-econ bench-build clean
 
 help:
 	@echo "make setup   create .venv and install pinned dependencies"
@@ -18,6 +18,7 @@ help:
 	@echo "make bench-load    bounded load test on the local stack -> bench/results/load.json (~1.5 min)"
 	@echo "make bench-writes  upserts/s, QPS and recall with 0/1/10 % of rows in deltas and after compact (~5 min)"
 	@echo "make bench-wire    JSON vs binary wire: body parsing, HTTP batch QPS (~3 min) -> bench/results"
+	@echo "make bench-econ    invoke overhead on the local stack, invocations counted, \$$/M, simulated trees 1-1,024 nodes (~15 min; first run builds 1M x 128, +8 min)"
 	@echo "make bench-highcard  1M- and 200k-distinct string filters through the local stack (~10 min)"
 	@echo "make bench-build   streaming builds: 2M x 64 and 10M x 128 .npy, wall time and peak RSS (~40 min)"
 	@echo "make openapi  regenerate functions/coordinator/openapi.json from the coordinator's models"
@@ -78,11 +79,19 @@ datasets: setup
 
 bench: setup data
 	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python bench/run.py
-	$(MAKE) bench-faults bench-load bench-writes bench-wire bench-build
+	$(MAKE) bench-faults bench-load bench-writes bench-wire bench-econ bench-build
 
 # Streaming builds of 2M x 64 and 10M x 128 synthetic .npy files (about 40 min; 6 GB of disk).
 bench-build: setup
 	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 $(BIN)/python bench/build_scale.py --out bench/results
+
+# Issue #14's economics: per-invoke overhead on a local stack of its own (loopback, stopped at
+# the end) -> invoke_overhead.json; then invocations counted from the runtime's stats on the
+# SIFT1M-sized index (cached in ~/.cache/squash-bench), $ per million and simulated trees of
+# 1-1,024 nodes for 1M- and 10M-sized indexes -> econ.json, ECON.md, econ.png.
+bench-econ: setup tools
+	OPENBLAS_NUM_THREADS=1 $(BIN)/python bench/invoke_overhead.py --out bench/results
+	OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 $(BIN)/python bench/econ.py --out bench/results
 
 # Fault injection and load on a local stack of their own (loopback only, stopped at the end).
 bench-writes: setup tools

@@ -3,17 +3,23 @@
 Model (every input is a parameter, reported with the figures):
 
 - Each tree position p searches the partitions it owns (``partition % size``) for the batch:
-  ``own[p]`` ms, measured in-process on one core (``treework``). A node invokes its children
-  concurrently, searches its own partitions meanwhile, then merges, so its billed duration is
-  ``handler_ms + max(own[p], max over children (D(child) + invoke_ms))``: interior nodes pay
-  for waiting on their subtree.
-- The coordinator is billed ``handler_ms + plan_ms + invoke_ms + D(root)``.
-- Lambda bills ceil(ms) x memory; one request per function invocation (1 + tree size per batch,
-  every child is invoked even without work); one HTTP API request per batch, metered in
-  512 KB increments of the request body (JSON, ~``json_bytes_per_float`` per number).
+  ``own[p]`` ms, measured in-process on one core (``treework``). A node invokes only the
+  children whose subtree has a (partition, query) pair (``squash.runtime.worker``: an idle
+  subtree is never invoked), concurrently, searches its own partitions meanwhile, then
+  merges, so its billed duration is ``handler_ms + max(own[p], max over invoked children
+  (D(child) + invoke_ms))``: interior nodes pay for waiting on their subtree.
+- The coordinator is billed ``handler_ms + plan_ms + invoke_ms + D(root)``, and invokes the
+  root only when the batch has a pair at all.
+- Lambda bills ceil(ms) x memory; one request per function invocation: 1 (the coordinator)
+  + the invoked nodes (:func:`invoked`, the runtime's rule; ``bench/econ.py`` checks it against
+  the answers' ``stats.nodes.invoked``); one HTTP API request per batch, metered in 512 KB
+  increments of the request body (JSON, ~``json_bytes_per_float`` per number).
 - Warm containers read nothing from S3. A cold tree reads every segment once (one GET each,
   plus manifest and router), at ``s3_mb_per_s`` per function; its cost is reported on its own
   and amortised over ``cold_every_queries`` queries.
+
+``bench/tree_sim.py`` extends this with measured invoke overheads, payload sizes and serial
+child launches, for trees of 1 to 1,024 nodes.
 """
 
 from __future__ import annotations
@@ -102,12 +108,27 @@ def sized_worker_mb(segment_bytes: np.ndarray, tree: TreeLayout) -> int:
     return int(max(512, 64 * math.ceil(need / 64)))
 
 
-def node_durations(own_ms: np.ndarray, tree: TreeLayout, a: Assumptions) -> np.ndarray:
-    """Unrounded duration (ms) of every position for one batch, leaves first."""
+def invoked(work: BatchWork, tree: TreeLayout) -> np.ndarray:
+    """Which positions a batch invokes: those whose subtree owns a planned partition (the
+    runtime invokes a child only when its subtree has a pair; the root when the batch has one)."""
+    busy = np.bincount(work.partitions % tree.size, minlength=tree.size) > 0
+    for pos in reversed(range(1, tree.size)):  # heap order: children have larger positions
+        busy[(pos - 1) // tree.branching] |= busy[pos]
+    return busy
+
+
+def node_durations(
+    own_ms: np.ndarray, tree: TreeLayout, a: Assumptions, busy: np.ndarray | None = None
+) -> np.ndarray:
+    """Unrounded duration (ms) of every position for one batch, leaves first; 0 for the
+    positions not invoked (``busy``: :func:`invoked`; None: every position)."""
     dur = np.zeros(tree.size)
+    busy = np.ones(tree.size, dtype=bool) if busy is None else busy
     own_ms = own_ms * max(1.0, LAMBDA_FULL_VCPU_MB / a.worker_mb)  # a vCPU share below 1769 MB
     for pos in reversed(range(tree.size)):  # heap order: children have larger positions
-        wait = max((dur[c] + a.invoke_ms for c in tree.children(pos)), default=0.0)
+        if not busy[pos]:
+            continue
+        wait = max((dur[c] + a.invoke_ms for c in tree.children(pos) if busy[c]), default=0.0)
         dur[pos] = a.handler_ms + max(float(own_ms[pos]), wait)
     return dur
 
@@ -116,12 +137,13 @@ def batch_cost(
     work: BatchWork, tree: TreeLayout, dims: int, prices: Prices, a: Assumptions
 ) -> dict[str, float]:
     """Dollars and billed milliseconds of one warm batch."""
-    workers = node_durations(work.node_ms(tree), tree, a)
-    coord = a.handler_ms + work.plan_ms + a.invoke_ms + workers[0]
-    worker_billed = float(np.ceil(workers).sum())
+    busy = invoked(work, tree)
+    workers = node_durations(work.node_ms(tree), tree, a, busy)
+    coord = a.handler_ms + work.plan_ms + (a.invoke_ms + workers[0] if busy[0] else 0.0)
+    worker_billed = float(np.ceil(workers[busy]).sum())
     coord_billed = float(math.ceil(coord))
     gb_s = (coord_billed * a.coordinator_mb + worker_billed * a.worker_mb) / 1024 / 1000
-    requests = 1 + tree.size
+    requests = 1 + int(busy.sum())
     body = work.size * dims * a.json_bytes_per_float
     api = math.ceil(body / a.apigw_increment_bytes) if a.api_gateway else 0
     compute = gb_s * prices.lambda_gb_second
@@ -129,6 +151,7 @@ def batch_cost(
     gateway = api * prices.apigw_http_per_million / 1e6
     return {
         "latency_ms": coord,
+        "invocations": requests,
         "coordinator_billed_ms": coord_billed,
         "workers_billed_ms": worker_billed,
         "compute": compute,
@@ -182,6 +205,7 @@ def per_million(
         "cold_tree": cold,
         "with_cold_per_million": warm["total"] + amortised,
         "mean_latency_ms": float(np.mean([c["latency_ms"] for c in costs])),
+        "invocations_per_query": sum(c["invocations"] for c in costs) / queries,
         "mean_coordinator_billed_ms": float(np.mean([c["coordinator_billed_ms"] for c in costs])),
         "mean_workers_billed_ms": float(np.mean([c["workers_billed_ms"] for c in costs])),
     }
@@ -192,8 +216,10 @@ def stack_cost(
 ) -> list[dict]:
     """Upper-bound $/M from the local stack's measured latencies (when stack.json exists).
 
-    Every function (coordinator and each node) is billed for the whole request: the warm
-    single-query p50 for batch 1, the median batch time for larger batches.
+    Every invoked function (the coordinator and each invoked node) is billed for the whole
+    request: the warm single-query p50 for batch 1, the median batch time for larger batches.
+    Invocations come from the warm answer's ``stats.nodes.invoked`` when stack.json has it
+    (a single query), else every node is counted.
     """
     prices, a = prices or Prices(), a or Assumptions()
     out = []
@@ -201,17 +227,26 @@ def stack_cost(
         nodes = shape.get("nodes")
         if not nodes:
             continue
+        counted = shape.get("warm_invoked")
         timings = {int(b): sec * 1e3 for b, sec in (shape.get("batch_seconds") or {}).items() if sec}
         if shape.get("warm_p50_ms") is not None:
             timings[1] = shape["warm_p50_ms"]  # the median of many single queries beats 3 batch runs
         for batch, ms in sorted(timings.items()):
             if ms is None:
                 continue
-            gb_s = math.ceil(ms) * (a.coordinator_mb + nodes * a.worker_mb) / 1024 / 1000
-            total = gb_s * prices.lambda_gb_second + (1 + nodes) * prices.lambda_per_million_requests / 1e6
+            used = counted if batch == 1 and counted is not None else nodes
+            gb_s = math.ceil(ms) * (a.coordinator_mb + used * a.worker_mb) / 1024 / 1000
+            total = gb_s * prices.lambda_gb_second + (1 + used) * prices.lambda_per_million_requests / 1e6
             total += prices.apigw_http_per_million / 1e6 if a.api_gateway else 0.0
             out.append(
-                {"nodes": nodes, "batch": batch, "ms": ms, "per_million_upper_bound": total / batch * 1e6}
+                {
+                    "nodes": nodes,
+                    "invoked": used,
+                    "invoked_counted": batch == 1 and counted is not None,
+                    "batch": batch,
+                    "ms": ms,
+                    "per_million_upper_bound": total / batch * 1e6,
+                }
             )
     return out
 

@@ -38,6 +38,7 @@ def _shape(raw: dict[str, Any]) -> dict[str, Any]:
         "cold_first_ms": cold["seconds"] * 1e3 if cold.get("seconds") is not None else None,
         "batch_qps": {str(b): v.get("qps") for b, v in tput.items()},
         "batch_seconds": {str(b): v.get("seconds") for b, v in tput.items()},
+        "warm_invoked": ((raw.get("warm_stats_example") or {}).get("nodes") or {}).get("invoked"),
     }
 
 
