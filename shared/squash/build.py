@@ -450,7 +450,7 @@ def memory_estimate(
         "base": BASE_BYTES,
         "sample": int(sample * ds * 4 * 3),  # as read, prepared, rotated
         "blocks": int(4 * BLOCK_BYTES + CHUNK_ROWS * ds * (4 + 8 + 4)),
-        "spill_buffer": int(2 * BUFFER_BYTES),  # the buffer and its sorted copy at a flush
+        "spill_buffer": int(3 * BUFFER_BYTES),  # the buffer, its concatenation and sorted copy
         "per_row": int(n * (BYTES_PER_ROW + attribute_bytes_per_row)),
         "partitions": int(max(workers, 1) * part_rows * ds * 4 * 8),  # rows, codes, files
     }

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-BUFFER_BYTES = 128 * 2**20
+BUFFER_BYTES = 64 * 2**20
 
 
 class PartitionSpill:

@@ -16,6 +16,7 @@ CHUNK = 16384
 BLOCK_ELEMENTS = 1 << 24  # (rows x centroids) distances per block in nearest()
 REFINE_ROUNDS = 2
 TOP = 8  # candidate centroids per row the balancing chooses among
+AUCTION_ROWS = 1 << 20  # rows per block of an auction round
 FAR_BIDS = 4  # bids kept per missing row of an under-full partition
 FAR_ROUNDS = 4  # passes of far bids (each over every row)
 
@@ -145,18 +146,22 @@ def balance_candidates(
     prices = np.zeros(k, dtype=np.float32)
     scale = np.float32(float(np.median(dist[:, -1] - dist[:, 0])) / 20 or 1.0)
     for _ in range(rounds):
-        choice = np.argmin(dist + prices[cand], axis=1)
-        sizes = np.bincount(np.take_along_axis(cand, choice[:, None], 1)[:, 0], minlength=k)
+        sizes = np.zeros(k, np.int64)
+        for a in range(0, n, AUCTION_ROWS):  # bounded temporaries: a block of rows at a time
+            c, d = cand[a : a + AUCTION_ROWS], dist[a : a + AUCTION_ROWS]
+            choice = np.argmin(d + prices[c], axis=1)
+            sizes += np.bincount(np.take_along_axis(c, choice[:, None], 1)[:, 0], minlength=k)
         if sizes.min() >= lo and sizes.max() <= hi:
             break
         prices += scale * ((sizes > hi).astype(np.float32) - (sizes < lo))
-    assign = _capacitated(cand, dist + prices[cand], hi, k)
+    assign = _capacitated(cand, dist, prices, hi, k)
     return raise_small(candidate_bids(cand, dist, assign, lo, k), assign, lo, k)
 
 
-def _capacitated(cand: np.ndarray, cost: np.ndarray, hi: int, k: int) -> np.ndarray:
+def _capacitated(cand: np.ndarray, dist: np.ndarray, prices: np.ndarray, hi: int, k: int) -> np.ndarray:
     """Rounds of proposals: each free row proposes to its next choice; a partition accepts
-    its cheapest proposers up to capacity. Vectorised with a lexsort per round."""
+    its cheapest proposers (distance + price) up to capacity. Vectorised with a lexsort per
+    round."""
     n, top = cand.shape
     assign = np.full(n, -1, dtype=np.int32)
     room = np.full(k, hi, dtype=np.int64)
@@ -165,7 +170,7 @@ def _capacitated(cand: np.ndarray, cost: np.ndarray, hi: int, k: int) -> np.ndar
         if free.size == 0:
             break
         part = cand[free, r]
-        order = np.lexsort((cost[free, r], part))
+        order = np.lexsort((dist[free, r] + prices[part], part))
         part_sorted = part[order]
         first = np.searchsorted(part_sorted, part_sorted, side="left")
         rank = np.arange(part_sorted.size) - first
@@ -240,11 +245,13 @@ def candidate_bids(
     cand: np.ndarray, dist: np.ndarray, assign: np.ndarray, lo: int, k: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Bids of rows for the under-full partitions among their own candidates."""
-    sizes = np.bincount(assign[assign >= 0], minlength=k)
+    under = np.bincount(assign[assign >= 0], minlength=k) < lo
+    if not under.any():
+        return np.zeros(0, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float32)
     here = cand == assign[:, None]
     col = np.argmax(here, axis=1)[:, None]
     own = np.where(here.any(axis=1), np.take_along_axis(dist, col, 1)[:, 0], np.inf)
-    rows, cols = np.nonzero((sizes[cand] < lo) & np.isfinite(own)[:, None])
+    rows, cols = np.nonzero(under[cand] & np.isfinite(own)[:, None])
     return rows, cand[rows, cols], (dist[rows, cols] - own[rows]).astype(np.float32)
 
 
