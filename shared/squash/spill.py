@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import InputError
+
 BUFFER_BYTES = 64 * 2**20
 
 
@@ -48,9 +50,16 @@ class PartitionSpill:
         parts, rec = parts[order], rec[order]
         present, starts = np.unique(parts, return_index=True)
         ends = np.append(starts[1:], parts.size)
-        for part, a, b in zip(present.tolist(), starts.tolist(), ends.tolist(), strict=True):
-            with self.path(part).open("ab") as fh:
-                rec[a:b].tofile(fh)
+        try:
+            for part, a, b in zip(present.tolist(), starts.tolist(), ends.tolist(), strict=True):
+                with self.path(part).open("ab") as fh:
+                    rec[a:b].tofile(fh)
+        except OSError as exc:  # a full disk is the user's to fix, not a traceback
+            raise InputError(
+                f"cannot write the build's spill to {self.folder}: {exc.strerror}; it needs about the "
+                "float32 size of the input — point --scratch at a folder with room",
+                field="scratch",
+            ) from exc
 
     def read(self, part: int) -> tuple[np.ndarray, np.ndarray]:
         """(global row numbers (m,), rotated rows (m, d) float32) of one partition."""
