@@ -4,9 +4,9 @@ For each size the input is written to disk a block at a time (a mixture of Gauss
 clusters), then built by the CLI in a child process (``--workers 2``), as a user would.
 Reported: wall time; peak memory as the sampled sum of PSS over the build and its workers
 (what the build holds in physical memory: a page shared after fork counts once), the build
-process's own sampled RSS, and the largest RSS of any one process (``RUSAGE_CHILDREN``; a
-forked worker's RSS includes the parent's pages it maps, so this double-counts); the
-memory formula's prediction
+process's own sampled RSS and the largest RSS of any one of them (``ru_maxrss`` is not
+used: a child's counts whatever the bench process held when it forked, before the exec);
+the memory formula's prediction
 (:func:`squash.build.memory_estimate`) beside them, and recall@10 of 200 queries against
 exact ground truth over the whole input. Targets (issue #14): 2M x 64 in <= 3 min with
 peak RSS <= 3x the input; 10M x 128 in <= 30 min with peak RSS <= 4 GiB.
@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -128,8 +127,6 @@ def build(path: Path, uri: str, scratch: Path) -> dict[str, Any]:
         raise RuntimeError(f"build failed ({proc.returncode}):\n{err[-4000:]}")
     return {
         "wall_seconds": round(wall, 1),
-        # ru_maxrss of the largest descendant: a forked worker counts the parent's pages it maps
-        "largest_rss_gib": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20, 3),
         "build_process_rss_gib": round(peak[0] / 2**30, 3),  # sampled every 0.25 s
         "peak_rss_gib": round(peak[1] / 2**30, 3),  # sampled sum of PSS: physical memory held
         "largest_rss_sampled_gib": round(peak[2] / 2**30, 3),
