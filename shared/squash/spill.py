@@ -57,7 +57,7 @@ class PartitionSpill:
         except OSError as exc:  # a full disk is the user's to fix, not a traceback
             raise InputError(
                 f"cannot write the build's spill to {self.folder}: {exc.strerror}; it needs about the "
-                "float32 size of the input — point --scratch at a folder with room",
+                "float32 size of the input: give the build a scratch folder with room",
                 field="scratch",
             ) from exc
 

@@ -37,6 +37,6 @@ def test_a_full_disk_names_the_scratch_folder(tmp_path, monkeypatch):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(Path, "open", full)
-    with pytest.raises(InputError, match=r"No space left on device.*--scratch") as err:
+    with pytest.raises(InputError, match=r"No space left on device.*scratch folder with room") as err:
         spill.flush()
     assert err.value.field == "scratch"
