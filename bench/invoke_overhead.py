@@ -37,22 +37,11 @@ if __package__ in (None, ""):
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "helpers"))
+from signed import local_lambda_client  # the stack's key and client, as the tests use them
+
 LABEL = "local stack (RIE on this VM)"
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _lambda_client(endpoint: str):
-    import boto3
-    from botocore.config import Config
-
-    return boto3.client(
-        "lambda",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        config=Config(connect_timeout=5, read_timeout=120, retries={"max_attempts": 0}),
-    )
 
 
 def _timed(invoke, fn: str, payload: dict) -> tuple[dict, float, float]:
@@ -101,7 +90,8 @@ def hops(endpoints: dict, queries: np.ndarray, batches: dict[int, int]) -> list[
     from squash.runtime.requests import parse_query
     from squash.runtime.tree import TreeLayout
 
-    inner = LambdaInvoker(retries=0, client=_lambda_client(endpoints["lambda_endpoint"]))
+    client = local_lambda_client(endpoints["lambda_endpoint"], read_timeout=120)
+    inner = LambdaInvoker(retries=0, client=client)
     records: list[dict] = []
 
     def recording(fn: str, payload: dict) -> dict:
@@ -184,7 +174,8 @@ def run(quick: bool) -> dict:
         }
         from squash.runtime.invoke import LambdaInvoker
 
-        invoke = LambdaInvoker(retries=0, client=_lambda_client(endpoints["lambda_endpoint"]))
+        client = local_lambda_client(endpoints["lambda_endpoint"], read_timeout=120)
+        invoke = LambdaInvoker(retries=0, client=client)
         if quick:
             b = bare(invoke, 20, [64, 1024], 3)
             h = hops(endpoints, ds.queries, {1: 5, 100: 2})

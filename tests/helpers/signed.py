@@ -15,3 +15,11 @@ LOCAL_SESSION = boto3.Session(
 def sign(method: str, url: str, body: bytes | None, headers: dict[str, str] | None = None) -> dict[str, str]:
     """``headers`` plus the SigV4 ones for ``method url body``."""
     return Signer(url, "us-east-1", LOCAL_SESSION).sign(method, url, body, dict(headers or {}))
+
+
+def local_lambda_client(endpoint: str, read_timeout: float = 30):
+    """A boto3 Lambda client for the local stack's router (its key, no retries: callers count)."""
+    from botocore.config import Config
+
+    config = Config(retries={"total_max_attempts": 1}, read_timeout=read_timeout, connect_timeout=5)
+    return LOCAL_SESSION.client("lambda", endpoint_url=endpoint, config=config)

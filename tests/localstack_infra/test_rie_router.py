@@ -11,8 +11,9 @@ import time
 
 import botocore.exceptions
 import pytest
-from lstack_util import lambda_client, wait_until
+from lstack_util import wait_until
 from procs import pid_alive
+from signed import local_lambda_client as lambda_client
 
 FUNCTIONS = {
     "echo": ("app.handler", 10),
