@@ -253,6 +253,18 @@ def _element_kind(v: object) -> str:
 
 def check_vectors(arr: np.ndarray, what: str = "vectors") -> np.ndarray:
     """Return ``arr`` as C-contiguous float32 (n, d), or raise InputError naming the problem."""
+    arr = check_shape(arr, what)
+    ready = arr.dtype == np.float32 and arr.flags.c_contiguous
+    out = arr if ready else np.empty(arr.shape, dtype=np.float32)  # no copy when already float32
+    for start in range(0, arr.shape[0], _CHUNK_ROWS):  # chunked: bounded memory on big mmaps
+        block = check_block(np.asarray(arr[start : start + _CHUNK_ROWS]), what, start)
+        if not ready:
+            out[start : start + block.shape[0]] = block
+    return out
+
+
+def check_shape(arr: np.ndarray, what: str = "vectors") -> np.ndarray:
+    """``arr`` as a numeric 2-D non-empty array (values unchecked), or an InputError."""
     try:
         arr = np.asarray(arr)
     except (ValueError, TypeError, OverflowError) as exc:
@@ -263,18 +275,18 @@ def check_vectors(arr: np.ndarray, what: str = "vectors") -> np.ndarray:
         raise InputError(f"{what}: expected a 2-D array (n, d), got shape {arr.shape}", field="vectors")
     if arr.shape[0] == 0 or arr.shape[1] == 0:
         raise InputError(f"{what}: empty (shape {arr.shape})", field="vectors")
-    ready = arr.dtype == np.float32 and arr.flags.c_contiguous
-    out = arr if ready else np.empty(arr.shape, dtype=np.float32)  # no copy when already float32
-    for start in range(0, arr.shape[0], _CHUNK_ROWS):  # chunked: bounded memory on big mmaps
-        block = np.asarray(arr[start : start + _CHUNK_ROWS])  # checked in its own dtype, then cast
-        finite = np.isfinite(block).all(axis=1)
-        if not finite.all():
-            row = start + int(np.flatnonzero(~finite)[0])
-            raise InputError(f"{what}: row {row} contains NaN or infinite values", field="vectors")
-        check_magnitude(block, what, start)
-        if not ready:
-            out[start : start + block.shape[0]] = block
-    return out
+    return arr
+
+
+def check_block(block: np.ndarray, what: str, first_row: int) -> np.ndarray:
+    """One block of rows (checked in its own dtype: finite, magnitude) as C-contiguous
+    float32, or an InputError naming the global row."""
+    finite = np.isfinite(block).all(axis=1)
+    if not finite.all():
+        row = first_row + int(np.flatnonzero(~finite)[0])
+        raise InputError(f"{what}: row {row} contains NaN or infinite values", field="vectors")
+    check_magnitude(block, what, first_row)
+    return np.ascontiguousarray(block, dtype=np.float32)
 
 
 def check_magnitude(

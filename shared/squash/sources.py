@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 
 from .errors import InputError
-from .inputs import VECTOR_DTYPES, check_magnitude, list_vectors, pick_vector_column
+from .inputs import VECTOR_DTYPES, check_block, check_shape, list_vectors, pick_vector_column
 
 CHUNK_ROWS = 65536  # rows per block: every pass of the build works a block at a time
 _PARQUET = (".parquet", ".pq")
@@ -43,16 +43,6 @@ class VectorSource(Protocol):
         ...
 
 
-def check_block(block: np.ndarray, what: str, first_row: int) -> np.ndarray:
-    """One block as C-contiguous float32, or an InputError naming the global row."""
-    finite = np.isfinite(block).all(axis=1)
-    if not finite.all():
-        row = first_row + int(np.flatnonzero(~finite)[0])
-        raise InputError(f"{what}: row {row} contains NaN or infinite values", field="vectors")
-    check_magnitude(block, what, first_row)
-    return np.ascontiguousarray(block, dtype=np.float32)
-
-
 @dataclass
 class ArraySource:
     """An array already in memory (or memory-mapped by the caller)."""
@@ -61,23 +51,8 @@ class ArraySource:
     name: str = "vectors"
 
     def __post_init__(self) -> None:
-        arr = self.array
-        if not isinstance(arr, np.ndarray):
-            try:
-                arr = np.asarray(arr)
-            except (ValueError, TypeError, OverflowError) as exc:
-                raise InputError(
-                    f"{self.name}: not a rectangular array of numbers ({exc})", field="vectors"
-                ) from exc
-        if arr.dtype.kind not in "fiu" or arr.dtype == np.bool_:
-            raise InputError(f"{self.name}: dtype {arr.dtype} is not numeric", field="vectors")
-        if arr.ndim != 2:
-            raise InputError(
-                f"{self.name}: expected a 2-D array (n, d), got shape {arr.shape}", field="vectors"
-            )
-        _check_shape(arr.shape[0], arr.shape[1], self.name)
-        self.array = arr
-        self.n, self.d = int(arr.shape[0]), int(arr.shape[1])
+        self.array = check_shape(self.array, self.name)
+        self.n, self.d = int(self.array.shape[0]), int(self.array.shape[1])
 
     def blocks(self) -> Iterator[tuple[int, np.ndarray]]:
         for start in range(0, self.n, CHUNK_ROWS):
