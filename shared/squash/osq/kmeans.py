@@ -295,11 +295,8 @@ def raise_small(
 
 def centroids_of(x: np.ndarray, assign: np.ndarray, k: int) -> np.ndarray:
     """Mean of each partition's rows (float32), by one sort and a segmented sum."""
-    order = np.argsort(assign, kind="stable")
     sizes = np.bincount(assign, minlength=k)
-    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    sums = np.add.reduceat(np.asarray(x[order], np.float64), offsets, axis=0)
-    return (sums / np.maximum(sizes, 1)[:, None]).astype(np.float32)
+    return (_sums(x, assign, sizes) / np.maximum(sizes, 1)[:, None]).astype(np.float32)
 
 
 def balanced_kmeans(
