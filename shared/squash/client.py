@@ -15,7 +15,6 @@ happened, try later"; any other error is raised at once as the library's own
 
 from __future__ import annotations
 
-import base64
 import json
 import random
 import re
@@ -26,6 +25,7 @@ from typing import Any, Literal
 from urllib.parse import quote
 
 import numpy as np
+import pybase64
 import urllib3
 
 from .errors import (
@@ -274,7 +274,7 @@ def unpack(obj: Any, name: str) -> np.ndarray:
     try:
         dtype = {"int64": np.dtype("<i8"), "float32": np.dtype("<f4")}[obj["dtype"]]
         shape = tuple(int(s) for s in obj["shape"])
-        raw = base64.b64decode(obj["data"], validate=True)
+        raw = pybase64.b64decode(obj["data"], validate=True)
         return np.frombuffer(raw, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
     except (KeyError, TypeError, ValueError) as exc:
         raise HTTPError(f"the server's {name!r} is not a packed array ({exc})", field=name) from exc

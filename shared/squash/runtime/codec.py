@@ -8,12 +8,12 @@ checks dtype and shape against the bytes; nothing from a payload is ever unpickl
 
 from __future__ import annotations
 
-import base64
 import json
 import zlib
 from typing import Any
 
 import numpy as np
+import pybase64
 
 from ..errors import InputError
 
@@ -35,7 +35,7 @@ def pack_array(arr: np.ndarray) -> dict[str, Any]:
     return {
         "dtype": arr.dtype.name,
         "shape": list(arr.shape),
-        "data": base64.b64encode(raw if packed else zlib.compress(raw, 1)).decode("ascii"),
+        "data": pybase64.b64encode(raw if packed else zlib.compress(raw, 1)).decode("ascii"),
         "codec": "raw" if packed else "zlib",
     }
 
@@ -50,7 +50,7 @@ def unpack_array(obj: Any, name: str) -> np.ndarray:
         codec = obj.get("codec", "zlib")  # events of squash before "codec" are all zlib
         if codec not in ("zlib", "raw"):
             raise ValueError(f"codec {codec!r} not allowed")
-        raw = base64.b64decode(obj["data"], validate=True)
+        raw = pybase64.b64decode(obj["data"], validate=True)
         if codec == "zlib":
             raw = zlib.decompress(raw)
         if any(s < 0 for s in shape) or len(raw) != int(np.prod(shape)) * dtype.itemsize:

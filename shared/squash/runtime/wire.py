@@ -4,16 +4,17 @@ standard base64 of the raw little-endian bytes, row-major, uncompressed.
 A 784-d float32 query is ~4.2 KB this way against ~5-14 KB as JSON numbers, and it decodes
 with one ``np.frombuffer`` instead of parsing 784 decimal literals. Unlike the tree's
 internal codec (:mod:`.codec`, zlib inside), nothing here is compressed: clients encode it
-with ``base64.b64encode(arr.astype("<f4").tobytes())`` in any language.
+with ``base64.b64encode(arr.astype("<f4").tobytes())`` in any language. (Here the SIMD codec
+``pybase64``: the stdlib's validated decode of a 1,000 x 784 batch takes ~15 ms, pybase64's 0.3 ms.)
 """
 
 from __future__ import annotations
 
-import base64
 import binascii
 from typing import Any
 
 import numpy as np
+import pybase64
 
 from ..errors import InputError
 
@@ -34,7 +35,8 @@ def encode_array(arr: np.ndarray) -> dict[str, Any]:
     if arr.dtype.name not in OUT_DTYPES:
         raise TypeError(f"cannot encode dtype {arr.dtype}")
     raw = arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
-    return {"dtype": arr.dtype.name, "shape": list(arr.shape), "data": base64.b64encode(raw).decode("ascii")}
+    data = pybase64.b64encode(raw).decode("ascii")
+    return {"dtype": arr.dtype.name, "shape": list(arr.shape), "data": data}
 
 
 def decode_array(obj: Any, field: str, ndims: tuple[int, ...]) -> np.ndarray:
@@ -62,7 +64,7 @@ def decode_array(obj: Any, field: str, ndims: tuple[int, ...]) -> np.ndarray:
     if not isinstance(data, str):
         raise InputError(f"{field}: data must be a base64 string", field=field)
     try:
-        raw = base64.b64decode(data, validate=True)
+        raw = pybase64.b64decode(data, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise InputError(f"{field}: data is not valid standard base64 ({exc})", field=field) from exc
     want = int(np.prod(shape, dtype=np.int64)) * 4
