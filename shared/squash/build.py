@@ -50,6 +50,7 @@ from .calibration import (
     sample_bounds,
 )
 from .errors import IndexExistsError, IndexFormatError, IndexNotFoundError, InputError
+from .fine import fine_key
 from .inputs import check_vectors, normalise_rows
 from .manifest import MANIFEST_KEY, FileRef, Manifest, is_squash_manifest
 from .metrics import METRICS, DotSpace, augment_queries, augment_rows
@@ -81,6 +82,10 @@ KMEANS_ROWS_PER_PARTITION = 64  # the k-means sample: max(KLT_SAMPLE, this x par
 KEEP_BUILDS = 2  # the current build and the one before it (for in-flight readers)
 DEFAULT_SKETCH_BITS = 32  # one uint32 word per row (the sketch serves the opt-in L2 only)
 MAX_SEED = 2**63 - 1
+REFINE_MODES = ("auto", "on", "off")
+#: "auto" keeps the refinement tier when the code's recall@10 is below this: the default
+#: target (0.95) then sits within 0.99 x 0.96 of it, and the planner may re-rank on it.
+REFINE_BELOW = 0.98
 _BUILD_ID = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}$")  # only such folders are ever deleted
 
 
@@ -94,6 +99,10 @@ class BuildOptions:
     seed: int = 0
     sketch_bits: int | None = None  # default: min(32, d); at most d (one sign bit per axis)
     calibration_queries: int = DEFAULT_QUERIES  # how many to calibrate with; 0 = no calibration
+    # The refinement tier (squash.fine): "auto" keeps it when the code's measured recall@10 is
+    # below REFINE_BELOW (the planner may then re-rank on it instead of reading float32) or
+    # was not measured; "on" always; "off" never.
+    refine: str = "auto"
 
     def resolve_partitions(self, n: int) -> int:
         if self.partitions is not None:
@@ -119,6 +128,7 @@ class BuildSummary:
     hot_bytes: int = 0
     cold_bytes: int = 0
     attribute_bytes: int = 0  # of the hot tier: the stored attribute columns (codes, values)
+    fine_bytes: int = 0  # the refinement tier (0: not kept, see BuildOptions.refine)
 
     @property
     def hot_bytes_per_vector(self) -> float:
@@ -135,6 +145,8 @@ class BuildSummary:
             f"hot tier     {self.hot_bytes / 2**20:.1f} MiB ({self.hot_bytes_per_vector:.0f} bytes/vector: "
             f"codes, ids, sketch, {self.attribute_bytes / max(self.n, 1):.0f} of attributes), "
             "what a warm worker keeps",
+            f"refinement   {self.fine_bytes / 2**20:.1f} MiB"
+            + (" (loaded by workers when a query re-ranks on it)" if self.fine_bytes else " (not kept)"),
             f"cold tier    {self.cold_bytes / 2**20:.1f} MiB (float32 rows, read only to re-rank)",
             f"stored       {self.index_bytes / 2**20:.1f} MiB in total "
             f"({self.index_bytes / max(self.n * self.float32_bytes_per_vector, 1):.2f}x the float32 data)",
@@ -144,6 +156,14 @@ class BuildSummary:
 
 def _is_int(v: object) -> bool:
     return isinstance(v, int | np.integer) and not isinstance(v, bool)
+
+
+def keeps_refinement(mode: str, calibration: Calibration | None) -> bool:
+    """Whether a build keeps its refinement files (see BuildOptions.refine)."""
+    if mode != "auto":
+        return mode == "on"
+    code = None if calibration is None else calibration.ranking_recall(10)
+    return code is None or code < REFINE_BELOW
 
 
 def validate_options(opts: BuildOptions, n: int, d: int | None = None) -> None:
@@ -170,6 +190,10 @@ def validate_options(opts: BuildOptions, n: int, d: int | None = None) -> None:
         raise InputError(f"partitions ({p}) is larger than the number of vectors ({n})", field="partitions")
     if not 0 < opts.bits_per_dim <= 8:
         raise InputError(f"bits_per_dim must be in (0, 8], got {opts.bits_per_dim}", field="bits_per_dim")
+    if opts.refine not in REFINE_MODES:
+        raise InputError(
+            f"refine must be one of {', '.join(REFINE_MODES)}, got {opts.refine!r}", field="refine"
+        )
     if not _is_int(opts.calibration_queries) or opts.calibration_queries < 0:
         raise InputError("the number of calibration queries must be >= 0", field="calibration_queries")
 
@@ -357,7 +381,6 @@ def build_index(
         data = dictionaries.to_bytes(attrs.dictionaries)
         dict_ref = FileRef.of(f"{prefix}/dictionaries.arrow", data)
         storage.write(dict_ref.key, data)
-    total_bytes = hot_bytes + cold_total + router_ref.size + (dict_ref.size if dict_ref else 0)
     attribute_bytes = sum(c.nbytes for c in [*attrs.codes.values(), *attrs.stored_raw().values()])
 
     calibration = None
@@ -368,8 +391,15 @@ def build_index(
             calibration = calibrate_from(
                 truth, assign, centroids, counts, radius, cal_sample[3], cal_sample[2]
             )
-            calibration = dataclasses.replace(calibration, ranking=probe.recall())
+            calibration = dataclasses.replace(calibration, ranking=probe.recall(), fine=probe.recall("fine"))
             advance(1)
+    refined = keeps_refinement(opts.refine, calibration)
+    fine_total = sum(r.fine_bytes for r in results) if refined else 0
+    if not refined:  # every partition wrote one; an index that will never re-rank on it drops them
+        storage.delete_keys([fine_key(r.segment.key) for r in results])
+        if calibration is not None:
+            calibration = dataclasses.replace(calibration, fine=None)
+    total_bytes = hot_bytes + cold_total + fine_total + router_ref.size + (dict_ref.size if dict_ref else 0)
     _fault("router")
 
     bits_per_vector = float(budget if budget <= 8 * ds else 8 * ds)
@@ -393,6 +423,7 @@ def build_index(
             "sketch_bits": sketch_bits,
             "routing_dims": int(glob.rotation.shape[1]),
             "sample_rows": int(want),
+            "refinement": refined,
             "previous_builds": previous[-(KEEP_BUILDS - 1) :],
         }
         | ({} if dot_max_norm is None else {"dot_max_norm": dot_max_norm}),
@@ -424,6 +455,7 @@ def build_index(
         hot_bytes=hot_bytes,
         cold_bytes=cold_total,
         attribute_bytes=attribute_bytes,
+        fine_bytes=fine_total,
     )
 
 
@@ -676,8 +708,9 @@ def calibrate_index(
         probe = RankingProbe(cal_q, exclude)
         offsets = index.router.offsets
         for p, seg in enumerate(segs):
-            probe.add_segment(seg, parts[p], np.arange(offsets[p], offsets[p + 1]))
-        cal = dataclasses.replace(cal, ranking=probe.recall())
+            fine = cold.fine(seg) if manifest.params.get("refinement") else None
+            probe.add_segment(seg, parts[p], np.arange(offsets[p], offsets[p + 1]), fine)
+        cal = dataclasses.replace(cal, ranking=probe.recall(), fine=probe.recall("fine"))
         advance(1)
     if storage.version(MANIFEST_KEY) != version:
         raise InputError(

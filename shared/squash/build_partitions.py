@@ -51,6 +51,7 @@ class PartitionResult:
     centroid: np.ndarray  # (d,) float32: the mean of the partition's rows
     size: int
     rms: float  # RMS distance of its rows to the centroid (the calibration's radius)
+    fine_bytes: int = 0  # size of its refinement file (named by the segment, not the manifest)
 
 
 class PartitionBuilder(Protocol):
@@ -92,13 +93,13 @@ def quantize_partition(
     """One partition from its rows (global numbers ``rows``, rotated ``x``), written under
     ``prefix``: the same bytes wherever it runs."""
     centroid = (x.astype(np.float64).sum(axis=0) / max(x.shape[0], 1)).astype(np.float32)
-    hot, cold = build_segment(x, centroid, ids, attrs, budget, sketch_bits)
-    ref, cold_ref = write_segment(storage, partition_key(prefix, part), hot, cold)
+    hot, cold, fine = build_segment(x, centroid, ids, attrs, budget, sketch_bits)
+    ref, cold_ref = write_segment(storage, partition_key(prefix, part), hot, cold, fine)
     if probe is not None:
-        probe.add(hot, ref.key, x, rows)
+        probe.add(hot, fine, ref.key, x, rows)
     diff = x - centroid
     rms = float(np.sqrt(np.einsum("ij,ij->", diff, diff, dtype=np.float64) / max(x.shape[0], 1)))
-    return PartitionResult(part, ref, cold_ref, centroid, int(x.shape[0]), rms)
+    return PartitionResult(part, ref, cold_ref, centroid, int(x.shape[0]), rms, len(fine))
 
 
 def partition_key(prefix: str, part: int) -> str:

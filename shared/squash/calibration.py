@@ -62,6 +62,7 @@ class Calibration:
     coverage: np.ndarray  # (bands, ks, levels) matching rows to cover, likewise
     seconds: float = 0.0
     ranking: dict[str, float] | None = None  # recall@k of the code ranking (squash.ranking)
+    fine: dict[str, float] | None = None  # recall@k after a re-rank on the refinement tier
     _memo: dict = field(default_factory=dict, compare=False, repr=False)  # threshold() answers
 
     def _at(self, table: np.ndarray, selectivity: float, k: int, level: int, log: bool) -> float:
@@ -71,12 +72,15 @@ class Calibration:
                 return float(np.exp(_interp_band(selectivity, self.bands, np.log(by_band))))
         return _interp_band(selectivity, self.bands, by_band)
 
-    def ranking_recall(self, k: int) -> float | None:
-        """Recall@k the code ranking reaches on its own (None when not measured)."""
-        if not self.ranking:
+    def ranking_recall(self, k: int, kind: str = "code") -> float | None:
+        """Recall@k the final ranking reaches with perfect routing: on the code alone
+        (``kind="code"``) or re-ranked on the refinement tier (``"fine"``); None when not
+        measured (an index built before the refinement tier has no "fine")."""
+        table = self.ranking if kind == "code" else self.fine
+        if not table:
             return None
-        ks = sorted(int(key) for key in self.ranking)
-        values = np.array([self.ranking[str(key)] for key in ks])
+        ks = sorted(int(key) for key in table)
+        values = np.array([table[str(key)] for key in ks])
         return _interp_log(k, tuple(ks), values)
 
     def threshold(self, selectivity: float, k: int, target: float) -> tuple[float, float, float]:
@@ -112,6 +116,7 @@ class Calibration:
             "coverage": _table_json(self.coverage),
             "seconds": round(self.seconds, 3),
             "ranking": self.ranking,
+            "fine": self.fine,
         }
 
     @classmethod
@@ -133,6 +138,7 @@ class Calibration:
                 coverage=_table_array(doc["coverage"]),
                 seconds=float(doc.get("seconds", 0.0)),
                 ranking=_ranking(doc.get("ranking")),
+                fine=_ranking(doc.get("fine")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise IndexFormatError(f"{where}: malformed calibration ({exc})") from exc

@@ -97,12 +97,14 @@ def _rewrite(storage: Storage, index):
         columns = _columns(m.attributes, index.dictionaries, attrs)
         if x.shape[0]:
             centre = x.mean(axis=0)
-            hot, cold_data = build_segment(x, centre, np.concatenate(ids), columns, budget, sketch_bits)
+            hot, cold_data, fine = build_segment(x, centre, np.concatenate(ids), columns, budget, sketch_bits)
         else:  # emptied: keep its centre and code for the rows later writes route here
             own = index.segment(p)[0]
             centre = own.centroid
-            hot, cold_data = delta_segment(x, own, np.concatenate(ids), columns)
-        ref, cold_ref = write_segment(storage, f"{prefix}/{p:05d}.arrow", hot, cold_data)
+            hot, cold_data, fine = delta_segment(x, own, np.concatenate(ids), columns)
+        ref, cold_ref = write_segment(
+            storage, f"{prefix}/{p:05d}.arrow", hot, cold_data, fine if m.params.get("refinement") else None
+        )
         segments.append(ref)
         colds.append(cold_ref)
         sizes.append(x.shape[0])

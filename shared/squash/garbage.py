@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 
 from .errors import IndexNotFoundError, InputError
+from .fine import fine_key
 from .manifest import Manifest
 from .storage import Storage, open_storage
 
@@ -39,7 +40,8 @@ def referenced_keys(manifest: Manifest) -> set[str]:
     """Every file the manifest names."""
     refs = [manifest.router, *manifest.router_deltas, *manifest.segments, *manifest.cold]
     refs += [r for r in (manifest.dictionaries, manifest.deleted) if r is not None]
-    return {r.key for r in refs}
+    # each segment's refinement file is named by the segment (which carries its CRC)
+    return {r.key for r in refs} | {fine_key(r.key) for r in manifest.segments}
 
 
 def collect(index_uri: str | Storage, older_than_s: float = DEFAULT_GRACE_S) -> GcResult:

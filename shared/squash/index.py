@@ -198,6 +198,13 @@ class Index:
         return parse_filter(filt, self.manifest.attributes, self.dictionaries)
 
     def plan(self, queries: np.ndarray, k: int, node: Node | None, params: SearchParams) -> Plan:
+        if params.rerank == "fine" and not self.manifest.params.get("refinement"):
+            raise InputError(
+                'rerank "fine" needs the refinement tier, which this index does not keep (its code '
+                'ranks well enough, or it was built with refine="off" or by an older squash); '
+                'use "none" or "float32"',
+                field="rerank",
+            )
         return plan_queries(self.router, queries, k, node, params, self.calibration)
 
     def segment(self, partition: int) -> tuple[Segment, bool]:
@@ -257,7 +264,7 @@ class Index:
         bytes_before = self.bytes_read
         plan = self.plan(q, k, node, params)
         planned = time.perf_counter()
-        cold = ColdTier(self.storage)
+        cold = ColdTier(self.storage, cache=self.cache)
         top = self.search_planned(q, k, node, plan, params, cold)
         result = self._result(top, user_q, plan, started, planned, self.bytes_read - bytes_before, cold)
         if with_attrs:

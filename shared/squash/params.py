@@ -13,7 +13,7 @@ from .errors import InputError
 MAX_K = 1000
 LEVELS = ("auto", "all", "exact")
 PLANS = ("auto", "routed", "exact")
-RERANKS = ("auto", "none", "float32", "exact")
+RERANKS = ("auto", "none", "fine", "float32", "exact")
 DEFAULT_TARGET_RECALL = 0.95
 
 #: The fixed rule used when a routing knob is given, or the index carries no calibration.
@@ -40,11 +40,13 @@ class SearchParams:
     max_partitions: hard cap on partitions per query from the distance rule (coverage may
         still add more so a full k is returned); 0 = no cap.
     rerank: what the final ranking scores on. "none": the hot tier's code (nothing read
-        from storage on a warm worker); "float32": the ``k * rerank_factor`` best code
-        estimates of each query per partition are re-scored on float32 rows read from the
-        cold tier (exact distances); "exact": every candidate is scored on float32;
-        "auto" (default): the planner picks "none" when the calibrated recall of the code
-        ranking meets the target, "float32" when it does not, "exact" for target 1.
+        from storage on a warm worker); "fine": the ``k * rerank_factor`` best code
+        estimates of each query per partition are re-scored on the refinement tier (four
+        more bits on the 4-bit axes, loaded once per partition and kept resident);
+        "float32": the same candidates re-scored on float32 rows read from the cold tier
+        (exact distances); "exact": every candidate is scored on float32; "auto"
+        (default): the planner picks the first of "none", "fine", "float32" whose
+        calibrated recall meets the target, "exact" for target 1.
     sketch_keep: fraction of a partition's candidates the binary sketch (L2) keeps.
     rerank_factor: L4 re-scores k * rerank_factor candidates per query and partition.
     levels: "auto" scores every candidate on the code (L3); "all" prunes with the sign

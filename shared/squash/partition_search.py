@@ -12,6 +12,8 @@ predicate is never scored. Then:
 * L4 scores on float32 rows from the cold tier, only when asked (``rerank``): ``"float32"``
   re-ranks the ``k * rerank_factor`` best estimates of each query, ``"exact"`` scores every
   candidate. Either reads one byte range of the partition's cold file per batch.
+  ``"fine"`` re-ranks the same candidates on the refinement tier (:mod:`squash.fine`),
+  loaded once per partition and cached: nothing is read on a warm worker.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from .attributes import AttributeSpec
 from .errors import InputError
 from .filter_eval import evaluate, schema_of
 from .filters import Node, fields_of
-from .osq.scalar import QueryTerms, decode_codes, hat_distances
+from .fine import Fine
+from .osq.scalar import QueryTerms, decode_codes, fine_values, hat_distances
 from .osq.sketch import hamming, sign_sketch
 from .params import SearchParams
 from .refine import ColdTier
@@ -138,10 +141,11 @@ def search_partition(
     stats[:, 4] = stats[:, 3]  # every row L2 kept is scored on the code
     n_c = rows.shape[0]
     ids = np.broadcast_to(seg.ids[rows], dist.shape)
-    if rerank != "float32":
+    if rerank not in ("float32", "fine"):
         return select_topk(ids, dist, k, stats) if select else TopK(ids, dist, stats)
 
-    # L4: the best k * rerank_factor estimates of each query, re-scored on float32.
+    # L4: the best k * rerank_factor estimates of each query, re-scored on float32 (cold
+    # tier) or on the refined code (the resident refinement tier).
     width = min(n_c, k * params.rerank_factor)
     cand = (
         np.argpartition(dist, width - 1, axis=1)[:, :width]
@@ -149,8 +153,10 @@ def search_partition(
         else np.broadcast_to(np.arange(n_c), (m, n_c))
     )
     union, inverse = np.unique(cand, return_inverse=True)
-    vectors = _cold(cold).rows(seg, rows[union])
-    exact = _direct_distances(queries, vectors, inverse.reshape(cand.shape))
+    if rerank == "fine":
+        exact = fine_distances(seg, _cold(cold).fine(seg), queries, rows[union], inverse.reshape(cand.shape))
+    else:
+        exact = _direct_distances(queries, _cold(cold).rows(seg, rows[union]), inverse.reshape(cand.shape))
     exact = np.where(np.isinf(np.take_along_axis(dist, cand, axis=1)), np.float32(np.inf), exact)
     stats[:, 5] = width
     return select_topk(seg.ids[rows[cand]], exact.astype(np.float32), k, stats)
@@ -168,6 +174,24 @@ def _direct_distances(queries: np.ndarray, vectors: np.ndarray, which: np.ndarra
         diff = vectors[which[start:end]]
         diff -= queries[start:end, None, :]
         out[start:end] = np.einsum("mwd,mwd->mw", diff, diff)
+    return out
+
+
+def fine_distances(
+    seg: Segment, fine: Fine, queries: np.ndarray, rows: np.ndarray, which: np.ndarray
+) -> np.ndarray:
+    """Estimated squared distances (m, w) from query i to row ``rows[which[i, j]]`` of
+    ``seg`` on the refined code: ``|q - x_fine|^2 + |v - x_fine|^2``, the first term summed
+    directly over the coded axes (no cancellation error, the same value whatever else is
+    scored with it) plus the query's energy on the uncoded axes."""
+    code = seg.code
+    values = fine_values(code, seg.codes8[rows], seg.codes4[rows], fine.fine4[rows])
+    centred = queries - seg.centroid
+    qd = np.ascontiguousarray(centred[:, code.dims])
+    rest = np.einsum("ij,ij->i", centred, centred) - np.einsum("ij,ij->i", qd, qd)
+    out = _direct_distances(qd, values, which)
+    out += np.maximum(rest, 0.0)[:, None]
+    out += fine.fine_sq[rows][which]
     return out
 
 

@@ -19,7 +19,8 @@ Final ranking (``rerank``): candidates are scored on the hot tier's code; its ow
 (measured at build, :mod:`squash.ranking`) multiplies into the expected recall, and routing
 aims at ``target / code recall`` so the product meets the target. When the target is beyond
 what the code can carry (``target > CODE_SHARE x code recall``), the best candidates are
-re-scored on float32 rows from the cold tier. ``target_recall=1`` or ``plan="exact"`` scores
+re-scored on the refinement tier (resident, :mod:`squash.fine`) when its measured recall
+carries the target, else on float32 rows from the cold tier. ``target_recall=1`` or ``plan="exact"`` scores
 every candidate on float32: exact.
 """
 
@@ -56,7 +57,7 @@ class Plan:
     cost_routed_ms: float | None = None
     cost_exact_ms: float | None = None
     maybe_rows: np.ndarray | None = None  # rows (partition order) L0 says may match; None: all
-    rerank: str = "none"  # "none" (codes), "float32" (re-rank from the cold tier) or "exact"
+    rerank: str = "none"  # "none" (codes), "fine" (refinement tier), "float32" (cold tier), "exact"
 
     @property
     def partitions(self) -> np.ndarray:
@@ -79,7 +80,7 @@ class Plan:
             "rule": self.rule,
             "rerank": self.rerank,
             # what "distance" holds: exact float32 distances, or the code's estimates
-            "distances": "estimated" if self.rerank == "none" else "exact",
+            "distances": "estimated" if self.rerank in ("none", "fine") else "exact",
             "expected_recall": None if self.expected_recall is None else round(self.expected_recall, 4),
         }
         if self.cost_routed_ms is not None:
@@ -156,17 +157,25 @@ def plan_queries(
         params = dataclasses.replace(params, rerank="exact", levels="auto")
     # An index that never measured its code's recall re-ranks on float32: no unmeasured promise.
     ranking = None if calibration is None else calibration.ranking_recall(k)
+    fine = None if calibration is None else calibration.ranking_recall(k, "fine")
     if params.plan == "exact" or params.target_recall >= 1.0:
         rerank = "exact" if params.rerank == "auto" else params.rerank
-        expected = {"exact": 1.0, "float32": 1.0, "none": ranking}[rerank]
+        expected = {"exact": 1.0, "float32": 1.0, "none": ranking, "fine": fine}[rerank]
         plan = Plan(exact_visit.copy(), maybe, sure, "exact", "exact", expected, maybe_rows=maybe_rows)
         plan.rerank = rerank
         return plan
     rerank = params.rerank
-    if rerank == "auto":
-        rerank = "none" if ranking is not None and params.target_recall <= CODE_SHARE * ranking else "float32"
-    ranking = 1.0 if ranking is None else ranking
-    code_recall = ranking if rerank == "none" else 1.0
+    if rerank == "auto":  # the first final ranking whose measured recall holds the target
+        rerank = next(
+            (
+                name
+                for name, measured in (("none", ranking), ("fine", fine))
+                if measured is not None and params.target_recall <= CODE_SHARE * measured
+            ),
+            "float32",
+        )
+    measured = {"none": ranking, "fine": fine}.get(rerank)
+    code_recall = 1.0 if measured is None else measured
     route_target = min(params.target_recall / max(code_recall, 1e-9), 1.0)
     dims, filtered = int(queries.shape[1]), node is not None
     total_sure = int(sure.sum())

@@ -4,17 +4,25 @@ For the calibration queries, the probe keeps two running top-k lists over all ro
 the code's distance estimate and one by exact float32 distance, partition by partition as
 the build writes them. Their overlap is the recall the final ranking on codes alone can
 reach with perfect routing; the planner multiplies it into its expected recall and asks for
-a float32 re-rank when the target is beyond it.
+a re-rank when the target is beyond it. A third list per k ranks on the refinement tier the
+``k * RERANK_FACTOR`` best code estimates of each partition, as ``rerank="fine"`` does:
+its recall tells the planner whether that re-rank (resident, no reads) is enough or the
+float32 one (cold tier reads) is needed.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from .fine import Fine
+from .osq.scalar import fine_values
 from .partition_search import code_distances, float32_distances
 from .segment import Segment
 
 PROBE_KS = (10, 100)
+RERANK_FACTOR = 4  # SearchParams' default rerank_factor
+#: the running top-k lists: by the code, by truth, by the refinement re-rank for each k
+KINDS = ("code", "exact", *(f"fine{k}" for k in PROBE_KS))
 MAX_PROBE_QUERIES = 300
 
 
@@ -27,19 +35,31 @@ class RankingProbe:
         self.exclude = None if exclude is None else exclude[:m]
         width = max(PROBE_KS)
         self._best = {kind: (np.full((m, 0), np.inf, np.float32), np.full((m, 0), -1, np.int64))
-                      for kind in ("code", "exact")}  # fmt: skip
+                      for kind in KINDS}  # fmt: skip
         self._width = width
 
-    def add(self, hot: bytes, key: str, rows_x: np.ndarray, rows: np.ndarray) -> None:
-        """One partition: its hot file's bytes, float32 rows and their global row numbers."""
-        self.add_segment(Segment.from_bytes(-1, hot, key), rows_x, rows)
+    def add(self, hot: bytes, fine: bytes, key: str, rows_x: np.ndarray, rows: np.ndarray) -> None:
+        """One partition: its hot and refinement files' bytes, float32 rows and their global
+        row numbers."""
+        seg = Segment.from_bytes(-1, hot, key)
+        refined = Fine.from_bytes(fine, seg.size, seg.codes4.shape[1], seg.fine_crc or 0, key)
+        self.add_segment(seg, rows_x, rows, refined)
 
-    def add_segment(self, seg: Segment, rows_x: np.ndarray, rows: np.ndarray) -> None:
+    def add_segment(
+        self, seg: Segment, rows_x: np.ndarray, rows: np.ndarray, fine: Fine | None = None
+    ) -> None:
         every = np.arange(seg.size)
-        scored = {
-            "code": code_distances(seg, self.queries, every),
-            "exact": float32_distances(self.queries, rows_x),
-        }
+        code = code_distances(seg, self.queries, every)
+        scored = {"code": code, "exact": float32_distances(self.queries, rows_x)}
+        if fine is not None:
+            refined = _fine_products(seg, fine, self.queries)
+            for k in PROBE_KS:  # only the rows a re-rank of k * factor candidates would see
+                width = k * RERANK_FACTOR
+                dist = refined.copy()
+                if width < seg.size:
+                    beyond = np.argpartition(code, width - 1, axis=1)[:, width:]
+                    np.put_along_axis(dist, beyond, np.inf, axis=1)
+                scored[f"fine{k}"] = dist
         for kind, dist in scored.items():
             if self.exclude is not None:
                 dist[self.exclude[:, None] == rows[None, :]] = np.inf
@@ -77,15 +97,34 @@ class RankingProbe:
             cat_d, cat_i = np.take_along_axis(cat_d, keep, 1), np.take_along_axis(cat_i, keep, 1)
         self._best[kind] = (cat_d, cat_i)
 
-    def recall(self) -> dict[str, float]:
-        """{"10": recall@10, "100": recall@100} of the code ranking against the truth."""
+    def recall(self, kind: str = "code") -> dict[str, float] | None:
+        """{"10": recall@10, "100": recall@100} of the code ranking (``kind="code"``) or of
+        the re-rank on the refinement tier (``"fine"``) against the truth; None for "fine"
+        when no partition brought a refinement."""
         out = {}
         for k in PROBE_KS:
+            name = "code" if kind == "code" else f"fine{k}"
+            if kind != "code" and not np.isfinite(self._best[name][0]).any():
+                return None
             top = {}
-            for kind, (dist, ids) in self._best.items():
+            for which in (name, "exact"):
+                dist, ids = self._best[which]
                 width = min(k, dist.shape[1])
                 order = np.argsort(dist, axis=1, kind="stable")[:, :width]
-                top[kind] = np.take_along_axis(ids, order, 1)
-            hits = [np.intersect1d(a, b).size for a, b in zip(top["code"], top["exact"], strict=True)]
+                top[which] = np.take_along_axis(ids, order, 1)
+            hits = [np.intersect1d(a, b).size for a, b in zip(top[name], top["exact"], strict=True)]
             out[str(k)] = round(float(np.sum(hits)) / max(top["exact"].size, 1), 4)
         return out
+
+
+def _fine_products(seg: Segment, fine: Fine, queries: np.ndarray) -> np.ndarray:
+    """The refined estimate (m, n) of every row, BLAS form (a probe ranks, it need not agree
+    with the direct sums of :func:`~squash.partition_search.fine_distances` to the last bit)."""
+    values = fine_values(seg.code, seg.codes8, seg.codes4, fine.fine4)
+    centred = queries - seg.centroid
+    qd = centred[:, seg.code.dims]
+    sq = np.einsum("ij,ij->i", centred, centred)
+    dist = (
+        sq[:, None] - 2.0 * (qd @ values.T) + (np.einsum("ij,ij->i", values, values) + fine.fine_sq)[None, :]
+    )
+    return np.maximum(dist, 0.0).astype(np.float32)

@@ -1,4 +1,6 @@
-"""The cold tier: float32 rows read by byte range, only when a search scores on float32.
+"""The cold tier: float32 rows read by byte range, only when a search scores on float32;
+and the refinement tier (:mod:`squash.fine`), loaded whole and cached, when a search
+re-ranks on it.
 
 One range GET per partition per batch: the rows a batch needs from a partition are covered
 by one contiguous range of whole CRC blocks (first needed block to last), checked block by
@@ -13,7 +15,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .cache import SegmentCache
 from .errors import IndexFormatError
+from .fine import Fine, fine_key
 from .segment import Segment, cold_key, read_indexed_file
 from .storage import Storage
 
@@ -24,9 +28,16 @@ class ColdReads:
 
     gets: int = 0
     bytes: int = 0
+    fine_loaded: int = 0  # refinement files read (cache misses)
+    fine_bytes: int = 0
 
     def as_dict(self) -> dict[str, int]:
-        return {"refine_gets": self.gets, "refine_bytes_read": self.bytes}
+        return {
+            "refine_gets": self.gets,
+            "refine_bytes_read": self.bytes,
+            "fine_loaded": self.fine_loaded,
+            "fine_bytes_read": self.fine_bytes,
+        }
 
 
 @dataclass
@@ -35,6 +46,28 @@ class ColdTier:
 
     storage: Storage
     reads: ColdReads = field(default_factory=ColdReads)
+    #: where refinement files stay between searches (a worker's or an index's segment cache);
+    #: None: a private one for this object's lifetime
+    cache: SegmentCache | None = None
+
+    def fine(self, seg: Segment) -> Fine:
+        """The refinement of ``seg``, loaded once and then served from the cache."""
+        if seg.fine_crc is None:
+            raise IndexFormatError(
+                f"{seg.key}: built without a refinement file (older squash); rebuild the index "
+                'or re-rank with rerank="float32"'
+            )
+        if self.cache is None:
+            self.cache = SegmentCache(1 << 62)
+        key = fine_key(seg.key)
+
+        def load() -> Fine:
+            data = read_indexed_file(self.storage, key)
+            self.reads.fine_loaded += 1
+            self.reads.fine_bytes += len(data)
+            return Fine.from_bytes(data, seg.size, seg.codes4.shape[1], seg.fine_crc, key)
+
+        return self.cache.get_or_load((self.storage.uri, key), load)[0]
 
     def rows(self, seg: Segment, rows: np.ndarray) -> np.ndarray:
         """float32 rows (len(rows), d) of ``seg`` in the rotated space, one range GET."""

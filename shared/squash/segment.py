@@ -5,6 +5,8 @@ code of every row (:mod:`squash.osq.scalar`), the squared norm of what the code 
 sign sketch, ids and attributes, and a CRC per block of the cold tier's rows. The **cold
 tier** (``partitions/NNNNN.f32``) holds the rows as float32 in the index's rotated space; it
 is read by byte ranges, only when a search asks for float32 scores (see :mod:`squash.refine`).
+The **refinement tier** (``partitions/NNNNN.fine``, :mod:`squash.fine`) refines the code's
+4-bit axes; it is loaded (and then kept) only by searches that re-rank on it.
 
 Building a segment runs the per-partition half of OSQ (bit allocation, cells, coding,
 sketch); the KLT rotation is the index's, shared by all partitions and kept in the router.
@@ -22,8 +24,9 @@ from .arrays import from_arrow_bytes, to_arrow_bytes
 from .attributes import AttributeColumns, AttrTable, ListColumn, Raw, StoredAttributes, validity_arrays
 from .cache import SegmentCache
 from .errors import IndexFormatError, IndexNotFoundError
+from .fine import fine_bytes, fine_key
 from .manifest import FileRef
-from .osq.scalar import ScalarCode, as_float16, cover, decoded_values, encode, fit_code
+from .osq.scalar import ScalarCode, as_float16, cover, decoded_values, encode, encode_fine, fit_code
 from .osq.sketch import sign_sketch
 from .storage import Storage
 
@@ -47,6 +50,15 @@ def block_crcs(data: bytes, row_bytes: int) -> np.ndarray:
     return np.array([zlib.crc32(view[i : i + step]) for i in range(0, len(data), step)], dtype=np.uint32)
 
 
+def stored_ids(ids: np.ndarray) -> np.ndarray:
+    """Ids as a segment stores them: uint32 when every one fits (4 bytes a row less in the
+    hot tier: the default ids 0..N-1 of any index under 4.3 billion rows), else int64."""
+    ids = np.asarray(ids)
+    if ids.size == 0 or (int(ids.min()) >= 0 and int(ids.max()) < 2**32):
+        return ids.astype(np.uint32)
+    return ids.astype(np.int64)
+
+
 def build_segment(
     rows: np.ndarray,
     centroid: np.ndarray,
@@ -54,8 +66,8 @@ def build_segment(
     attrs: AttributeColumns | StoredAttributes,
     budget_bits: int,
     sketch_bits: int,
-) -> tuple[bytes, bytes]:
-    """(hot, cold) files of one partition: ``rows`` (n, d) float32 in the rotated space,
+) -> tuple[bytes, bytes, bytes]:
+    """(hot, cold, fine) files of one partition: ``rows`` (n, d) float32 in the rotated space,
     ``centroid`` (d,) their centre, ``budget_bits`` per row for the code."""
     # The centre and cells are stored as float16 when it holds them (a partition's header is
     # d + 2K numbers), rounded before coding so the codes are exact for the values stored.
@@ -75,8 +87,8 @@ def build_segment(
 
 def delta_segment(
     rows: np.ndarray, parent: Segment, ids: np.ndarray, attrs: AttributeColumns
-) -> tuple[bytes, bytes]:
-    """(hot, cold) files of new rows routed to ``parent``'s partition (a write): coded with
+) -> tuple[bytes, bytes, bytes]:
+    """(hot, cold, fine) files of new rows routed to ``parent``'s partition (a write): coded with
     the parent's centre, axes, bit allocation and sketch axes, so they score like its own
     rows — and with its cells, widened only on axes where a new row lies far outside them
     (:func:`~squash.osq.scalar.cover`)."""
@@ -94,21 +106,30 @@ def _segment_files(
     sketch_dims: np.ndarray,
     ids: np.ndarray,
     attrs: AttributeColumns | StoredAttributes,
-) -> tuple[bytes, bytes]:
+) -> tuple[bytes, bytes, bytes]:
     v = rows.astype(np.float64) - centroid
     codes8, codes4, residual_sq = encode(v, code)
     cold = cold_bytes(rows)
+    fine = fine_bytes(*encode_fine(v, code, codes8, codes4))
     bits = int(sketch_dims.shape[0])
     sketch_dims = sketch_dims.astype(np.uint16)
     # The small per-partition arrays share three columns (each Arrow column costs ~400 bytes).
-    layout = [rows.shape[1], code.dims8.shape[0], code.dims4.shape[0], bits, COLD_BLOCK_ROWS]
+    # The refinement file's CRC closes the layout: the manifest's hash of this file covers it.
+    layout = [
+        rows.shape[1],
+        code.dims8.shape[0],
+        code.dims4.shape[0],
+        bits,
+        COLD_BLOCK_ROWS,
+        zlib.crc32(fine),
+    ]
     arrays = {
         "layout": np.array(layout, dtype=np.int64),
         "header_f16" if half else "header_f32": np.concatenate([centroid, code.lo, code.step]).astype(
             np.float16 if half else np.float32
         ),
         "header_u16": np.concatenate([code.dims8, code.dims4, sketch_dims]).astype(np.uint16),
-        "ids": ids.astype(np.int64),
+        "ids": stored_ids(ids),
         "codes8": codes8,
         "codes4": codes4,
         "residual_sq": residual_sq,
@@ -116,7 +137,7 @@ def _segment_files(
         "cold_crc": block_crcs(cold, 4 * rows.shape[1]),
     }
     arrays.update(attrs.segment_arrays())
-    return to_arrow_bytes(arrays), cold
+    return to_arrow_bytes(arrays), cold, fine
 
 
 _SEGMENT_ARRAYS = {"layout", "header_u16", "ids", "codes8", "codes4", "residual_sq"}
@@ -129,7 +150,7 @@ class Segment:
 
     partition: int
     key: str  # the hot file's key; the cold tier is at cold_key(key)
-    ids: np.ndarray
+    stored: np.ndarray  # the ids as stored: uint32 or int64 (see stored_ids); use .ids
     centroid: np.ndarray  # (d,) in the rotated space
     code: ScalarCode
     codes8: np.ndarray  # (n, K8) uint8
@@ -143,6 +164,7 @@ class Segment:
     attr_raw: dict[str, Raw]  # numbers, list elements (ListColumn); categories/bools: the codes
     attr_valid: dict[str, np.ndarray]  # nullable columns: True where not null
     file_bytes: int
+    fine_crc: int | None = None  # CRC-32 of the refinement file; None: built without one
     hat_sq: np.ndarray = field(init=False)  # (n,) |x_hat|^2, derived once per load
 
     def __post_init__(self) -> None:
@@ -150,8 +172,13 @@ class Segment:
         self.hat_sq = np.einsum("ij,ij->i", values, values)
 
     @property
+    def ids(self) -> np.ndarray:
+        """The rows' ids, int64 (converted on each access: a partition's few thousand)."""
+        return self.stored if self.stored.dtype == np.int64 else self.stored.astype(np.int64)
+
+    @property
     def size(self) -> int:
-        return int(self.ids.shape[0])
+        return int(self.stored.shape[0])
 
     def table(self) -> AttrTable:
         """The rows as a filter sees them (codes, raw values, ids)."""
@@ -173,15 +200,18 @@ class Segment:
         if missing:
             raise IndexFormatError(f"{name}: missing array(s) {', '.join(missing)}")
         layout = arrays["layout"]
-        if layout.shape != (5,) or int(layout.min()) < 0:
+        if layout.shape not in ((5,), (6,)) or int(layout.min()) < 0:  # 5: no refinement file
             raise IndexFormatError(f"{name}: malformed layout (corrupt segment)")
-        d, k8, k4, bits, block = (int(v) for v in layout)
+        d, k8, k4, bits, block = (int(v) for v in layout[:5])
+        fine_crc = int(layout[5]) if layout.shape == (6,) else None
         header = arrays.get("header_f16", arrays.get("header_f32"))
         if header is None:
             raise IndexFormatError(f"{name}: missing array(s) header_f16 or header_f32")
         f32, u16 = header.astype(np.float32), arrays["header_u16"].astype(np.int64)
         k = k8 + k4
         n = arrays["ids"].shape[0]
+        if arrays["ids"].dtype not in (np.int64, np.uint32) or arrays["ids"].ndim != 1:
+            raise IndexFormatError(f"{name}: ids are not int64 or uint32 (corrupt segment)")
         shapes_ok = (
             f32.shape == (d + 2 * k,)
             and u16.shape == (k + bits,)
@@ -202,7 +232,7 @@ class Segment:
         return cls(
             partition=partition,
             key=name,
-            ids=arrays["ids"],
+            stored=arrays["ids"],
             centroid=f32[:d],
             code=code,
             codes8=arrays["codes8"],
@@ -216,6 +246,7 @@ class Segment:
             attr_raw=raw,
             attr_valid=valid,
             file_bytes=len(data),
+            fine_crc=fine_crc,
         )
 
 
@@ -238,11 +269,17 @@ def _attribute_arrays(arrays: dict[str, np.ndarray], n: int, name: str) -> tuple
     return codes, raw
 
 
-def write_segment(storage: Storage, key: str, hot: bytes, cold: bytes) -> tuple[FileRef, FileRef]:
-    """Store a partition's two tiers (the hot file under ``key``, the cold one beside it) and
-    return their manifest entries. The cold tier goes first: a hot file never lacks it."""
+def write_segment(
+    storage: Storage, key: str, hot: bytes, cold: bytes, fine: bytes | None
+) -> tuple[FileRef, FileRef]:
+    """Store a partition's tiers (the hot file under ``key``, the cold and refinement files
+    beside it; ``fine=None``: an index that keeps no refinement tier) and return the manifest
+    entries of the first two (the hot file carries the refinement's CRC). The hot file goes
+    last: it never lacks the others."""
     ref, cold_ref = FileRef.of(key, hot), FileRef.of(cold_key(key), cold)
     storage.write(cold_ref.key, cold)
+    if fine is not None:
+        storage.write(fine_key(key), fine)
     storage.write(ref.key, hot)
     return ref, cold_ref
 

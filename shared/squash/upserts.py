@@ -137,9 +137,11 @@ def _write(storage: Storage, index, ids: np.ndarray, x: np.ndarray, table: pa.Ta
         p = g // 2
         take = order[start : start + size]
         start += size
-        hot, cold = delta_segment(rows[take], index.segment(p)[0], ids[take], attrs.take(take))
+        hot, cold, fine = delta_segment(rows[take], index.segment(p)[0], ids[take], attrs.take(take))
         name = f"{p:05d}{'-far' if g % 2 else ''}.arrow"
-        ref, cold_ref = write_segment(storage, f"{prefix}/{name}", hot, cold)
+        ref, cold_ref = write_segment(
+            storage, f"{prefix}/{name}", hot, cold, fine if m.params.get("refinement") else None
+        )
         segments.append(ref)
         colds.append(cold_ref)
     ordered = attrs.take(order)

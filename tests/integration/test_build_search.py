@@ -58,11 +58,12 @@ def test_filtered_search_is_accurate_and_full(small_index, small_data, name, pla
     assert np.all(mask[res.ids[res.ids >= 0]])
     d = res.distances
     assert np.all(d[:, 1:] >= d[:, :-1])
-    # Distances are exact squared L2.
+    # Distances are squared L2: exact from float32, within a few % from a code (estimated).
     i, j = 0, 0
     if res.ids[i, j] >= 0:
         true = ((small_data.base[res.ids[i, j]] - small_data.queries[i]) ** 2).sum()
-        assert res.distances[i, j] == pytest.approx(true, rel=1e-4)
+        exact = res.stats["distances"] == "exact"
+        assert res.distances[i, j] == pytest.approx(true, rel=1e-4 if exact else 0.05)
 
 
 def test_stats_count_levels(small_index, small_data):
@@ -111,7 +112,9 @@ def test_cosine_metric(tmp_path, small_data):
     q = small_data.queries / np.linalg.norm(small_data.queries, axis=1, keepdims=True)
     assert recall_at_k(res.ids, exact_knn(b, q, np.ones(len(b), bool), 10)) >= 0.95
     cos = (b[res.ids[0, 0]] * q[0]).sum()
-    assert res.distances[0, 0] == pytest.approx(1 - cos, abs=1e-5)
+    exact = res.stats["distances"] == "exact"  # else estimated on a code: within a few %
+    want = pytest.approx(1 - cos, abs=1e-5) if exact else pytest.approx(1 - cos, rel=0.05)
+    assert res.distances[0, 0] == want
 
 
 def _hashes(path):

@@ -95,6 +95,7 @@ good_params = st.fixed_dictionaries(
         "min_candidates": st.integers(0, 3000),
         "sketch_keep": st.floats(0.1, 1.0),
         "rerank_factor": st.integers(1, 8),
+        "rerank": st.sampled_from(["auto", "none", "fine", "float32"]),
     },
 )
 

@@ -87,7 +87,12 @@ def test_selective_filter_takes_the_exact_plan(small_index, small_data):
     res = small_index.search(small_data.queries, 10, {"price": {"$lte": cut}})
     assert res.stats["plan"] == "exact"
     truth = exact_knn(small_data.base, small_data.queries, price <= cut, 10)
-    np.testing.assert_array_equal(res.ids, truth)
+    # the final ranking at the default target may be estimated (code or refinement tier)
+    assert recall_at_k(res.ids, truth) >= 0.95
+    exact = small_index.search(
+        small_data.queries, 10, {"price": {"$lte": cut}}, params=squash.SearchParams(target_recall=1)
+    )
+    np.testing.assert_array_equal(exact.ids, truth)
 
 
 def test_calibration_round_trips_through_the_manifest(small_index):

@@ -157,6 +157,43 @@ def encode(v: np.ndarray, code: ScalarCode) -> tuple[np.ndarray, np.ndarray, np.
     return codes8, codes4, residual_sq.astype(np.float32)
 
 
+def encode_fine(
+    v: np.ndarray, code: ScalarCode, codes8: np.ndarray, codes4: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(fine4 (n, K4/2) uint8, fine_sq (n,) float32): the refinement of rows ``v`` (centred)
+    coded with ``code`` into ``codes8``/``codes4`` (:func:`encode`). Nibble layout as
+    ``codes4``: byte b holds the sub-cell of axis dims4[b] (high) and of dims4[b + half] (low)."""
+    k8, k4 = code.dims8.shape[0], code.dims4.shape[0]
+    half = k4 // 2
+    coarse = np.concatenate([codes4 >> 4, codes4 & 15], axis=1).astype(np.float64)
+    step = code.step[k8:].astype(np.float64)
+    within = (v[:, code.dims4] - code.lo[k8:] - coarse * step) / (step / 16.0)
+    sub = np.clip(np.floor(within), 0, 15).astype(np.uint8)
+    fine4 = np.ascontiguousarray((sub[:, :half] << 4) | sub[:, half:]).astype(np.uint8)
+    values = fine_values(code, codes8, codes4, fine4).astype(np.float64)
+    x_hat = np.zeros_like(v, dtype=np.float64)
+    x_hat[:, code.dims] = values
+    diff = v - x_hat
+    return fine4, np.einsum("ij,ij->i", diff, diff).astype(np.float32)
+
+
+def fine_values(code: ScalarCode, codes8: np.ndarray, codes4: np.ndarray, fine4: np.ndarray) -> np.ndarray:
+    """x_hat of the refined code on the coded axes (n, K) float32, [dims8, dims4] order: the
+    8-bit axes as :func:`decoded_values`, each 4-bit axis at the centre of its sub-cell."""
+    k8, k4 = codes8.shape[1], 2 * codes4.shape[1]
+    out = np.empty((codes8.shape[0], k8 + k4), dtype=np.float32)
+    decode_codes(codes8, codes4, out=out)
+    out[:, k8:] *= 16.0
+    sub = decode_codes(np.empty((codes8.shape[0], 0), np.uint8), fine4)
+    out[:, k8:] += sub
+    out += 0.5
+    step = code.step.astype(np.float32).copy()
+    step[k8:] /= 16.0
+    out *= step
+    out += code.lo
+    return out
+
+
 def decode_codes(codes8: np.ndarray, codes4: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """Code values (n, K) float32 in ``dims`` order: a cast and a nibble split, each into
     a contiguous block of columns."""

@@ -22,7 +22,7 @@ import numpy as np
 from ..build_partitions import PartitionJob, PartitionResult, input_key, partition_input, probe_of
 from ..errors import InputError
 from ..manifest import FileRef
-from ..ranking import RankingProbe
+from ..ranking import KINDS, RankingProbe
 from .codec import pack_array, unpack_array
 from .invoke import Invoker, LambdaInvoker
 from .tree import function_name
@@ -111,6 +111,7 @@ def _results(out: dict[str, Any], run: list[int]) -> list[PartitionResult]:
             centroid=unpack_array(b["centroid"], "centroid"),
             size=int(b["rows"]),
             rms=float(b["rms"]),
+            fine_bytes=int(b.get("fine_bytes", 0)),
         )
         for b in built
     ]
@@ -123,5 +124,5 @@ def _probe_state(out: dict[str, Any]) -> dict[str, tuple[np.ndarray, np.ndarray]
             unpack_array(doc[f"{kind}.d"], f"probe.{kind}.d"),
             unpack_array(doc[f"{kind}.i"], f"probe.{kind}.i"),
         )
-        for kind in ("code", "exact")
+        for kind in KINDS
     }

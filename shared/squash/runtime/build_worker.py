@@ -58,9 +58,10 @@ def handle(event: dict[str, Any], config: RuntimeConfig, storage_of) -> dict[str
                 "centroid": pack_array(r.centroid),
                 "rows": r.size,
                 "rms": r.rms,
+                "fine_bytes": r.fine_bytes,
             }
         )
-    written = sum(b["segment"]["size"] + b["cold"]["size"] for b in built)
+    written = sum(b["segment"]["size"] + b["cold"]["size"] + b["fine_bytes"] for b in built)
     out: dict[str, Any] = {
         "built": built,
         "s3": {"bytes_read": read, "bytes_written": written},

@@ -429,7 +429,7 @@ def _answer_here(index: Index, q: np.ndarray, req: QueryRequest, plan: Plan, nod
     started = time.perf_counter()
     before = index.bytes_read
     hits, misses = index.cache.hits, index.cache.misses
-    cold = ColdTier(index.storage)
+    cold = ColdTier(index.storage, cache=index.cache)
     top = index.search_planned(q, req.k, node, plan, req.params, cold)
     attrs: dict[str, Any] = {}
     if "attributes" in req.include:
@@ -437,7 +437,7 @@ def _answer_here(index: Index, q: np.ndarray, req: QueryRequest, plan: Plan, nod
             attrs |= {str(i): a for i, a in zip(row_ids, row_attrs, strict=False) if i >= 0}
     s3 = {
         "bytes_read": index.bytes_read - before,
-        "segments_loaded": index.cache.misses - misses,
+        "segments_loaded": index.cache.misses - misses - cold.reads.fine_loaded,
         "cache_hits": index.cache.hits - hits,
     }
     s3 |= cold.reads.as_dict() | {"hot_bytes_resident": index.cache.nbytes}
@@ -478,7 +478,8 @@ def _stats(
 ) -> dict:
     nodes = {"invoked": 0, "cold": 0, "warm": 0}
     s3 = {"bytes_read": coord_bytes, "segments_loaded": 0, "cache_hits": 0}
-    s3 |= {"refine_gets": 0, "refine_bytes_read": 0, "hot_bytes_resident": 0}
+    s3 |= {"refine_gets": 0, "refine_bytes_read": 0, "fine_loaded": 0, "fine_bytes_read": 0}
+    s3 |= {"hot_bytes_resident": 0}
     positions: list[int] = []
     for a in answers:
         for key in nodes:

@@ -219,7 +219,7 @@ class SearchParamsBody(_Body):
     min_candidates: int | None = Field(None, ge=0, le=MAX_INT_PARAM)
     min_partitions: float | None = Field(None, ge=0)
     max_partitions: int = Field(0, ge=0, le=MAX_INT_PARAM)
-    rerank: Literal["auto", "none", "float32", "exact"] = "auto"
+    rerank: Literal["auto", "none", "fine", "float32", "exact"] = "auto"
     sketch_keep: float = Field(0.9, gt=0, le=1)
     rerank_factor: int = Field(4, ge=1, le=MAX_INT_PARAM)
     levels: Literal["auto", "all", "exact"] = "auto"

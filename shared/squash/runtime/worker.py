@@ -268,7 +268,7 @@ class WorkerNode:
         io = {"bytes_read": 0, "segments_loaded": 0, "cache_hits": 0}
         node = req.predicate
         loaded: dict[int, Segment] = {}
-        cold = ColdTier(self._storage(req.index))
+        cold = ColdTier(self._storage(req.index), cache=self.cache)
         dead: dict[int, np.ndarray] = {}
         if req.deleted is not None:
             bits, nbytes = self._deleted_bits(req.index, req.deleted)
