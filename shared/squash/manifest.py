@@ -19,9 +19,13 @@ from .metrics import METRICS, space_dims
 from .timestamps import UNITS
 
 FORMAT = "squash-index"
-#: 3: nulls, lists, timestamps, ids in the router, dictionaries in their own file;
-#: 2: hot/cold tiers, one shared rotation; 1: float32 in every segment.
-FORMAT_VERSION = 3
+#: 4: the refinement tier (NNNNN.fine, its CRC in a 6-entry segment layout), segment ids
+#: stored uint32 when they fit; 3: nulls, lists, timestamps, ids in the router, dictionaries
+#: in their own file; 2: hot/cold tiers, one shared rotation; 1: float32 in every segment.
+FORMAT_VERSION = 4
+#: Versions this squash reads: a format-3 index is a format-4 one without refinement files
+#: (5-entry layouts, int64 ids), so it keeps serving without a rebuild.
+READS_VERSIONS = (3, 4)
 MANIFEST_KEY = "manifest.json"
 #: Optional capabilities a manifest may use; a reader refuses any it does not know (an index
 #: a newer squash wrote), never silently ignoring what would change answers.
@@ -119,12 +123,12 @@ class Manifest:
         (``index_corrupt``) naming the field, before anything trusts the numbers."""
         doc = _load_doc(data, where)
         version = doc.get("format_version")
-        if _is_int(version) and version < FORMAT_VERSION:
+        if _is_int(version) and version < min(READS_VERSIONS):
             raise IndexFormatError(
                 f"{where}: the index was built by an older squash (format version {version}); "
                 f"rebuild it with this version (`squash build`), which reads format {FORMAT_VERSION}"
             )
-        if version != FORMAT_VERSION:
+        if version not in READS_VERSIONS or not _is_int(version):
             raise IndexFormatError(
                 f"{where}: format version {version!r} is not supported "
                 f"(this squash reads version {FORMAT_VERSION}; a newer squash built it?)"

@@ -139,3 +139,37 @@ def test_writes_refine_their_rows_and_gc_keeps_the_tier(hard, tmp_path):
     res = squash.open_index(uri).search(far, 1, params=squash.SearchParams(rerank="fine", target_recall=0.9))
     assert res.stats["rerank"] == "fine"
     assert res.ids[:, 0].tolist() == [10**6, 10**6 + 1]
+
+
+def test_a_format_3_index_keeps_serving(hard, tmp_path):
+    """An index of the previous format (5-entry segment layouts, int64 ids, no refinement
+    files, manifest version 3), rewritten from a new build: it opens and answers as before
+    (code or float32 re-rank), and rerank="fine" is an InputError, not a crash."""
+    import json
+    import shutil
+
+    from squash.arrays import from_arrow_bytes, to_arrow_bytes
+    from squash.manifest import MANIFEST_KEY, FileRef
+
+    ds, uri, truth = hard
+    root = tmp_path / "v3"
+    shutil.copytree(uri.removeprefix("file://"), root)
+    doc = json.loads((root / MANIFEST_KEY).read_text())
+    for ref in doc["segments"]:
+        path = root / ref["key"]
+        arrays = dict(from_arrow_bytes(path.read_bytes()))
+        arrays["layout"] = arrays["layout"][:5].copy()
+        arrays["ids"] = arrays["ids"].astype(np.int64)
+        data = to_arrow_bytes(arrays)
+        path.write_bytes(data)
+        (root / fine_key(ref["key"])).unlink()
+        ref.update(FileRef.of(ref["key"], data).__dict__)
+    doc["format_version"] = 3
+    del doc["params"]["refinement"]
+    doc["calibration"].pop("fine")
+    (root / MANIFEST_KEY).write_text(json.dumps(doc))
+    index = squash.open_index(root.as_uri())
+    res = index.search(ds.queries, 10)
+    assert res.stats["rerank"] in ("none", "float32") and recall_at_k(res.ids, truth) >= 0.95
+    with pytest.raises(squash.InputError, match="refinement tier"):
+        index.search(ds.queries, 10, params=squash.SearchParams(rerank="fine"))
