@@ -24,6 +24,10 @@ RERANK_FACTOR = 4  # SearchParams' default rerank_factor
 #: the running top-k lists: by the code, by truth, by the refinement re-rank for each k
 KINDS = ("code", "exact", *(f"fine{k}" for k in PROBE_KS))
 MAX_PROBE_QUERIES = 300
+#: partitions' scores are merged into the running lists in batches of about this many rows:
+#: a merge costs ~ the lists' size (queries x 100) however few rows it brings, and 173-row
+#: partitions merged one by one made the probe most of a text set's calibration time
+FLUSH_COLUMNS = 2048
 
 
 class RankingProbe:
@@ -37,6 +41,8 @@ class RankingProbe:
         self._best = {kind: (np.full((m, 0), np.inf, np.float32), np.full((m, 0), -1, np.int64))
                       for kind in KINDS}  # fmt: skip
         self._width = width
+        self._pending: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {kind: [] for kind in KINDS}
+        self._pending_columns = 0
 
     def add(self, hot: bytes, fine: bytes, key: str, rows_x: np.ndarray, rows: np.ndarray) -> None:
         """One partition: its hot and refinement files' bytes, float32 rows and their global
@@ -60,17 +66,34 @@ class RankingProbe:
                     beyond = np.argpartition(code, width - 1, axis=1)[:, width:]
                     np.put_along_axis(dist, beyond, np.inf, axis=1)
                 scored[f"fine{k}"] = dist
+        mine = None if self.exclude is None else self.exclude[:, None] == rows[None, :]
         for kind, dist in scored.items():
-            if self.exclude is not None:
-                dist[self.exclude[:, None] == rows[None, :]] = np.inf
-            self._keep(kind, dist, np.broadcast_to(rows, dist.shape))
+            if mine is not None:
+                dist[mine] = np.inf
+            self._pending[kind].append((dist, np.broadcast_to(rows, dist.shape)))
+        self._pending_columns += seg.size
+        if self._pending_columns >= FLUSH_COLUMNS:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Merge the pending partitions' scores into the running lists (the result does not
+        depend on how partitions were batched: selection is by (distance, row))."""
+        for kind, parts in self._pending.items():
+            if parts:
+                dist = np.concatenate([d for d, _ in parts], axis=1)
+                ids = np.concatenate([i for _, i in parts], axis=1)
+                self._keep(kind, dist, ids)
+            self._pending[kind] = []
+        self._pending_columns = 0
 
     def state(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """The running top-k lists, to send from a build worker process to the parent."""
+        self._flush()
         return self._best
 
     def merge(self, state: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
         """Fold in another probe's :meth:`state` (same queries, other partitions)."""
+        self._flush()
         for kind, (dist, ids) in state.items():
             self._keep(kind, dist, ids)
 
@@ -92,8 +115,8 @@ class RankingProbe:
             return
         cat_d = np.concatenate([old_d, dist], axis=1)
         cat_i = np.concatenate([old_i, ids], axis=1)
-        if cat_d.shape[1] > self._width:
-            keep = np.argpartition(cat_d, self._width - 1, axis=1)[:, : self._width]
+        if cat_d.shape[1] > self._width:  # by (distance, row): ties never depend on the batching
+            keep = np.lexsort((cat_i, cat_d), axis=1)[:, : self._width]
             cat_d, cat_i = np.take_along_axis(cat_d, keep, 1), np.take_along_axis(cat_i, keep, 1)
         self._best[kind] = (cat_d, cat_i)
 
@@ -101,6 +124,7 @@ class RankingProbe:
         """{"10": recall@10, "100": recall@100} of the code ranking (``kind="code"``) or of
         the re-rank on the refinement tier (``"fine"``) against the truth; None for "fine"
         when no partition brought a refinement."""
+        self._flush()
         out = {}
         for k in PROBE_KS:
             name = "code" if kind == "code" else f"fine{k}"
