@@ -83,8 +83,9 @@ KEEP_BUILDS = 2  # the current build and the one before it (for in-flight reader
 DEFAULT_SKETCH_BITS = 32  # one uint32 word per row (the sketch serves the opt-in L2 only)
 MAX_SEED = 2**63 - 1
 REFINE_MODES = ("auto", "on", "off")
-#: "auto" keeps the refinement tier when the code's recall@10 is below this: the default
-#: target (0.95) then sits within 0.99 x 0.96 of it, and the planner may re-rank on it.
+#: "auto" keeps the refinement tier when the code's recall@10 is below this. The planner
+#: scores on the code alone while target <= 0.99 x code recall (the default 0.95 from a code
+#: recall of 0.96); below 0.98 targets a user may well ask for (0.97) already need a re-rank.
 REFINE_BELOW = 0.98
 _BUILD_ID = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}$")  # only such folders are ever deleted
 

@@ -116,8 +116,9 @@ def add_query_command(sub: Any, **parser_options: Any) -> argparse.ArgumentParse
         "--rerank",
         choices=RERANKS,
         default=_DEFAULTS.rerank,
-        help="final ranking: none (the hot tier's code), float32 (re-rank the best on float32 rows "
-        "from the cold tier: exact distances), exact (every candidate on float32), auto (by target)",
+        help="final ranking: none (the hot tier's code), fine (re-rank the best on the refinement "
+        "tier, resident), float32 (re-rank the best on float32 rows from the cold tier: exact "
+        "distances), exact (every candidate on float32), auto (by target)",
     )
     knobs.add_argument(
         "--rerank-factor",

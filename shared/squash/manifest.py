@@ -126,7 +126,8 @@ class Manifest:
         if _is_int(version) and version < min(READS_VERSIONS):
             raise IndexFormatError(
                 f"{where}: the index was built by an older squash (format version {version}); "
-                f"rebuild it with this version (`squash build`), which reads format {FORMAT_VERSION}"
+                f"rebuild it with this version (`squash build`), which reads formats "
+                f"{', '.join(map(str, READS_VERSIONS))}"
             )
         if version not in READS_VERSIONS or not _is_int(version):
             raise IndexFormatError(

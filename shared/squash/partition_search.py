@@ -116,7 +116,7 @@ def search_partition(
         stats[:, 3:6] = n_c
         # centred on the partition: the BLAS form's cancellation error scales with the norms
         dist = float32_distances(queries - seg.centroid, _cold(cold).rows(seg, rows) - seg.centroid)
-        ids = np.broadcast_to(seg.ids[rows], dist.shape)
+        ids = np.broadcast_to(seg.ids_of(rows), dist.shape)
         return select_topk(ids, dist, k, stats) if select else TopK(ids, dist, stats)
 
     stats[:, 3] = n_c
@@ -140,7 +140,7 @@ def search_partition(
         dist = code_distances(seg, queries, rows)
     stats[:, 4] = stats[:, 3]  # every row L2 kept is scored on the code
     n_c = rows.shape[0]
-    ids = np.broadcast_to(seg.ids[rows], dist.shape)
+    ids = np.broadcast_to(seg.ids_of(rows), dist.shape)
     if rerank not in ("float32", "fine"):
         return select_topk(ids, dist, k, stats) if select else TopK(ids, dist, stats)
 
@@ -159,7 +159,7 @@ def search_partition(
         exact = _direct_distances(queries, _cold(cold).rows(seg, rows[union]), inverse.reshape(cand.shape))
     exact = np.where(np.isinf(np.take_along_axis(dist, cand, axis=1)), np.float32(np.inf), exact)
     stats[:, 5] = width
-    return select_topk(seg.ids[rows[cand]], exact.astype(np.float32), k, stats)
+    return select_topk(seg.ids_of(rows[cand]), exact.astype(np.float32), k, stats)
 
 
 def _direct_distances(queries: np.ndarray, vectors: np.ndarray, which: np.ndarray) -> np.ndarray:

@@ -56,6 +56,9 @@ class RankingProbe:
     ) -> None:
         every = np.arange(seg.size)
         code = code_distances(seg, self.queries, every)
+        mine = None if self.exclude is None else self.exclude[:, None] == rows[None, :]
+        if mine is not None:  # before the refined re-rank's candidates are chosen from it
+            code[mine] = np.inf
         scored = {"code": code, "exact": float32_distances(self.queries, rows_x)}
         if fine is not None:
             refined = _fine_products(seg, fine, self.queries)
@@ -66,7 +69,6 @@ class RankingProbe:
                     beyond = np.argpartition(code, width - 1, axis=1)[:, width:]
                     np.put_along_axis(dist, beyond, np.inf, axis=1)
                 scored[f"fine{k}"] = dist
-        mine = None if self.exclude is None else self.exclude[:, None] == rows[None, :]
         for kind, dist in scored.items():
             if mine is not None:
                 dist[mine] = np.inf
@@ -99,8 +101,11 @@ class RankingProbe:
 
     def _keep(self, kind: str, dist: np.ndarray, ids: np.ndarray) -> None:
         old_d, old_i = self._best[kind]
-        if old_d.shape[1] == self._width:  # full: only entries below a query's worst kept count
-            q, c = np.nonzero(dist < old_d.max(axis=1)[:, None])
+        if old_d.shape[1] == self._width:
+            # full (and sorted by (distance, row)): only entries before a query's last kept one
+            # in that order count, a tie on distance going to the smaller row
+            worst_d, worst_i = old_d[:, -1:], old_i[:, -1:]
+            q, c = np.nonzero((dist < worst_d) | ((dist == worst_d) & (ids < worst_i)))
             if q.size == 0:
                 return
             hit = np.unique(q)
@@ -115,7 +120,7 @@ class RankingProbe:
             return
         cat_d = np.concatenate([old_d, dist], axis=1)
         cat_i = np.concatenate([old_i, ids], axis=1)
-        if cat_d.shape[1] > self._width:  # by (distance, row): ties never depend on the batching
+        if cat_d.shape[1] >= self._width:  # by (distance, row): ties never depend on the batching
             keep = np.lexsort((cat_i, cat_d), axis=1)[:, : self._width]
             cat_d, cat_i = np.take_along_axis(cat_d, keep, 1), np.take_along_axis(cat_i, keep, 1)
         self._best[kind] = (cat_d, cat_i)

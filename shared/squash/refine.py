@@ -30,6 +30,7 @@ class ColdReads:
     bytes: int = 0
     fine_loaded: int = 0  # refinement files read (cache misses)
     fine_bytes: int = 0
+    fine_hits: int = 0  # refinement files found in the cache (not reported: hits are segments')
 
     def as_dict(self) -> dict[str, int]:
         return {
@@ -67,7 +68,9 @@ class ColdTier:
             self.reads.fine_bytes += len(data)
             return Fine.from_bytes(data, seg.size, seg.codes4.shape[1], seg.fine_crc, key)
 
-        return self.cache.get_or_load((self.storage.uri, key), load)[0]
+        fine, hit = self.cache.get_or_load((self.storage.uri, key), load)
+        self.reads.fine_hits += int(hit)
+        return fine
 
     def rows(self, seg: Segment, rows: np.ndarray) -> np.ndarray:
         """float32 rows (len(rows), d) of ``seg`` in the rotated space, one range GET."""

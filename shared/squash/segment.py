@@ -164,7 +164,9 @@ class Segment:
     attr_raw: dict[str, Raw]  # numbers, list elements (ListColumn); categories/bools: the codes
     attr_valid: dict[str, np.ndarray]  # nullable columns: True where not null
     file_bytes: int
-    fine_crc: int | None = None  # CRC-32 of the refinement file; None: built without one
+    # CRC-32 of the refinement file; None: a format-3 segment. The file exists only when the
+    # manifest's params say "refinement" (a build may drop it, see BuildOptions.refine).
+    fine_crc: int | None = None
     hat_sq: np.ndarray = field(init=False)  # (n,) |x_hat|^2, derived once per load
 
     def __post_init__(self) -> None:
@@ -175,6 +177,10 @@ class Segment:
     def ids(self) -> np.ndarray:
         """The rows' ids, int64 (converted on each access: a partition's few thousand)."""
         return self.stored if self.stored.dtype == np.int64 else self.stored.astype(np.int64)
+
+    def ids_of(self, rows: np.ndarray) -> np.ndarray:
+        """The ids of ``rows``, int64 (only those rows converted)."""
+        return self.stored[rows].astype(np.int64, copy=False)
 
     @property
     def size(self) -> int:
@@ -275,7 +281,7 @@ def write_segment(
     """Store a partition's tiers (the hot file under ``key``, the cold and refinement files
     beside it; ``fine=None``: an index that keeps no refinement tier) and return the manifest
     entries of the first two (the hot file carries the refinement's CRC). The hot file goes
-    last: it never lacks the others."""
+    last: it never lacks the cold tier (nor the refinement file, when one is written)."""
     ref, cold_ref = FileRef.of(key, hot), FileRef.of(cold_key(key), cold)
     storage.write(cold_ref.key, cold)
     if fine is not None:

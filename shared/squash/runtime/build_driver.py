@@ -119,6 +119,12 @@ def _results(out: dict[str, Any], run: list[int]) -> list[PartitionResult]:
 
 def _probe_state(out: dict[str, Any]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     doc = out.get("probe") or {}
+    missing = [kind for kind in KINDS if f"{kind}.d" not in doc or f"{kind}.i" not in doc]
+    if missing:
+        raise InputError(
+            f"a build function answered without the ranking probe's {', '.join(missing)} lists: "
+            "deploy the functions of this squash version (sam deploy) and build again"
+        )
     return {
         kind: (
             unpack_array(doc[f"{kind}.d"], f"probe.{kind}.d"),

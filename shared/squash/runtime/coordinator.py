@@ -438,7 +438,7 @@ def _answer_here(index: Index, q: np.ndarray, req: QueryRequest, plan: Plan, nod
     s3 = {
         "bytes_read": index.bytes_read - before,
         "segments_loaded": index.cache.misses - misses - cold.reads.fine_loaded,
-        "cache_hits": index.cache.hits - hits,
+        "cache_hits": index.cache.hits - hits - cold.reads.fine_hits,
     }
     s3 |= cold.reads.as_dict() | {"hot_bytes_resident": index.cache.nbytes}
     return _uninvoked_answer(top, attrs, s3, (time.perf_counter() - started) * 1e3)

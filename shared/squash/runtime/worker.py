@@ -198,8 +198,9 @@ class WorkerNode:
 
     def warm(self, event: dict[str, Any], cold: bool) -> dict[str, Any]:
         """The warm schedule's event ``{"action": "warm", "index": URI, "segments": {p: ref}}``:
-        load this position's hot segments into the cache (so the next query reads nothing)
-        and answer what it cost; no search, no children."""
+        load this position's hot segments into the cache (so the next query at default
+        settings reads nothing; a refinement file is loaded by the first query that re-ranks
+        on it) and answer what it cost; no search, no children."""
         uri = _member(event, "index", str)
         io = {"segments_loaded": 0, "cache_hits": 0, "bytes_read": 0}
         for partition, ref in _segment_refs(event).items():
