@@ -709,7 +709,7 @@ def calibrate_index(
         probe = RankingProbe(cal_q, exclude)
         offsets = index.router.offsets
         for p, seg in enumerate(segs):
-            fine = cold.fine(seg) if manifest.params.get("refinement") else None
+            fine = cold.fine(seg) if manifest.refinement else None
             probe.add_segment(seg, parts[p], np.arange(offsets[p], offsets[p + 1]), fine)
         cal = dataclasses.replace(cal, ranking=probe.recall(), fine=probe.recall("fine"))
         advance(1)

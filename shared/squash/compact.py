@@ -103,7 +103,7 @@ def _rewrite(storage: Storage, index):
             centre = own.centroid
             hot, cold_data, fine = delta_segment(x, own, np.concatenate(ids), columns)
         ref, cold_ref = write_segment(
-            storage, f"{prefix}/{p:05d}.arrow", hot, cold_data, fine if m.params.get("refinement") else None
+            storage, f"{prefix}/{p:05d}.arrow", hot, cold_data, fine if m.refinement else None
         )
         segments.append(ref)
         colds.append(cold_ref)

@@ -198,7 +198,7 @@ class Index:
         return parse_filter(filt, self.manifest.attributes, self.dictionaries)
 
     def plan(self, queries: np.ndarray, k: int, node: Node | None, params: SearchParams) -> Plan:
-        if params.rerank == "fine" and not self.manifest.params.get("refinement"):
+        if params.rerank == "fine" and not self.manifest.refinement:
             raise InputError(
                 'rerank "fine" needs the refinement tier, which this index does not keep (its code '
                 'ranks well enough, or it was built with refine="off" or by an older squash); '

@@ -84,6 +84,12 @@ class Manifest:
         return space_dims(self.dims, self.metric)
 
     @property
+    def refinement(self) -> bool:
+        """Whether the segments' refinement files exist (BuildOptions.refine; False before
+        format 4): only then may a search re-rank on them and a write add them."""
+        return bool(self.params.get("refinement", False))
+
+    @property
     def dot_max_norm(self) -> float:
         """M of the dot metric's augmentation (the largest base row norm); 0 for l2/cosine."""
         return float(self.params.get("dot_max_norm", 0.0))
@@ -132,7 +138,8 @@ class Manifest:
         if version not in READS_VERSIONS or not _is_int(version):
             raise IndexFormatError(
                 f"{where}: format version {version!r} is not supported "
-                f"(this squash reads version {FORMAT_VERSION}; a newer squash built it?)"
+                f"(this squash reads versions {', '.join(map(str, READS_VERSIONS))}; "
+                "a newer squash built it?)"
             )
         try:
             _validate(doc)

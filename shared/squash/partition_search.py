@@ -184,15 +184,21 @@ def fine_distances(
     ``seg`` on the refined code: ``|q - x_fine|^2 + |v - x_fine|^2``, the first term summed
     directly over the coded axes (no cancellation error, the same value whatever else is
     scored with it) plus the query's energy on the uncoded axes."""
-    code = seg.code
-    values = fine_values(code, seg.codes8[rows], seg.codes4[rows], fine.fine4[rows])
-    centred = queries - seg.centroid
-    qd = np.ascontiguousarray(centred[:, code.dims])
-    rest = np.einsum("ij,ij->i", centred, centred) - np.einsum("ij,ij->i", qd, qd)
-    out = _direct_distances(qd, values, which)
-    out += np.maximum(rest, 0.0)[:, None]
+    values = fine_values(seg.code, seg.codes8[rows], seg.codes4[rows], fine.fine4[rows])
+    coded, rest = refined_query_parts(seg, queries)
+    out = _direct_distances(coded, values, which)
+    out += rest[:, None]
     out += fine.fine_sq[rows][which]
     return out
+
+
+def refined_query_parts(seg: Segment, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Queries centred on ``seg``'s partition, split as the refined estimate needs them:
+    (their coordinates on the coded axes (m, K), their energy on the uncoded axes (m,))."""
+    centred = queries - seg.centroid
+    coded = np.ascontiguousarray(centred[:, seg.code.dims])
+    rest = np.einsum("ij,ij->i", centred, centred) - np.einsum("ij,ij->i", coded, coded)
+    return coded, np.maximum(rest, 0.0)
 
 
 def _cold(cold: ColdTier | None) -> ColdTier:

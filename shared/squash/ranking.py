@@ -16,7 +16,7 @@ import numpy as np
 
 from .fine import Fine
 from .osq.scalar import fine_values
-from .partition_search import code_distances, float32_distances
+from .partition_search import code_distances, float32_distances, refined_query_parts
 from .segment import Segment
 
 PROBE_KS = (10, 100)
@@ -150,10 +150,8 @@ def _fine_products(seg: Segment, fine: Fine, queries: np.ndarray) -> np.ndarray:
     """The refined estimate (m, n) of every row, BLAS form (a probe ranks, it need not agree
     with the direct sums of :func:`~squash.partition_search.fine_distances` to the last bit)."""
     values = fine_values(seg.code, seg.codes8, seg.codes4, fine.fine4)
-    centred = queries - seg.centroid
-    qd = centred[:, seg.code.dims]
-    sq = np.einsum("ij,ij->i", centred, centred)
-    dist = (
-        sq[:, None] - 2.0 * (qd @ values.T) + (np.einsum("ij,ij->i", values, values) + fine.fine_sq)[None, :]
-    )
-    return np.maximum(dist, 0.0).astype(np.float32)
+    coded, rest = refined_query_parts(seg, queries)
+    dist = float32_distances(coded, values)
+    dist += rest[:, None].astype(np.float32)
+    dist += fine.fine_sq[None, :]
+    return dist

@@ -139,9 +139,7 @@ def _write(storage: Storage, index, ids: np.ndarray, x: np.ndarray, table: pa.Ta
         start += size
         hot, cold, fine = delta_segment(rows[take], index.segment(p)[0], ids[take], attrs.take(take))
         name = f"{p:05d}{'-far' if g % 2 else ''}.arrow"
-        ref, cold_ref = write_segment(
-            storage, f"{prefix}/{name}", hot, cold, fine if m.params.get("refinement") else None
-        )
+        ref, cold_ref = write_segment(storage, f"{prefix}/{name}", hot, cold, fine if m.refinement else None)
         segments.append(ref)
         colds.append(cold_ref)
     ordered = attrs.take(order)
