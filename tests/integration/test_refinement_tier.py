@@ -173,3 +173,22 @@ def test_a_format_3_index_keeps_serving(hard, tmp_path):
     assert res.stats["rerank"] in ("none", "float32") and recall_at_k(res.ids, truth) >= 0.95
     with pytest.raises(squash.InputError, match="refinement tier"):
         index.search(ds.queries, 10, params=squash.SearchParams(rerank="fine"))
+
+
+@pytest.mark.parametrize("cut", [100.0, 20.0, 0.5, 0.01])
+def test_filtered_fine_re_rank_returns_full_k_of_matching_rows(hard, cut):
+    """Under filters from all rows down to a handful, the refined re-rank returns exactly
+    min(k, matches) hits per query, every one matching, at the recall float32 reaches."""
+    ds, uri, _ = hard
+    index = squash.open_index(uri)
+    price = ds.attributes.column("price").to_numpy()
+    mask = price < cut
+    flt = {"price": {"$lt": cut}}
+    res = index.search(ds.queries, 10, flt, params=squash.SearchParams(rerank="fine"))
+    assert res.stats["rerank"] == "fine" and res.stats["refine_gets"] == 0
+    found = (res.ids >= 0).sum(axis=1)
+    assert np.all(found == min(10, int(mask.sum())))
+    assert np.all(mask[res.ids[res.ids >= 0]])
+    truth = exact_knn(ds.base, ds.queries, mask, 10)
+    f32 = index.search(ds.queries, 10, flt, params=squash.SearchParams(rerank="float32"))
+    assert recall_at_k(res.ids, truth) >= recall_at_k(f32.ids, truth) - 0.02
