@@ -28,7 +28,7 @@ CHECK_NAMES = {
     "vs_exact": "squash QPS >= exact numpy QPS",
     "vs_faiss_sq8": "squash QPS >= FAISS IVF-SQ8 QPS at squash's recall",
     "p50_vs_faiss": "single-query p50 <= 2 x FAISS IVF-SQ8's at squash's recall",
-    "calibration_share": "calibration <= 20 % of build time",
+    "calibration_share": "calibration adds <= 20 % to build time",
 }
 ROLE_ORDER = ("tuning", "held-out", "smoke")
 
@@ -180,8 +180,8 @@ def _build_md(r: dict[str, Any]) -> list[str]:
                 "partitions",
                 "build s",
                 "calibration s",
-                "calibration share",
-                "≤ 20 %",
+                "share of build (adds to uncalibrated)",
+                "adds ≤ 20 %",
             ],
             rows,
         ),
@@ -403,8 +403,9 @@ def _misses_md(r: dict[str, Any], targets: list[str]) -> list[str]:
         b = d["build"]
         if not b.get("met"):
             lines.append(
-                f"- {name}: calibration {_n(b.get('calibration_seconds'), '.1f')} s of {b['seconds']:.1f} s "
-                f"build ({(b.get('calibration_share') or 0):.1%} > 20 %)"
+                f"- {name}: calibration {_n(b.get('calibration_seconds'), '.1f')} s on a "
+                f"{b.get('uncalibrated_seconds') or 0:.1f} s uncalibrated build "
+                f"(adds {(b.get('calibration_added') or 0):.1%} > 20 %)"
             )
         for fname, s in d["filters"].items():
             for t in targets:

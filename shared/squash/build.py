@@ -43,9 +43,10 @@ from .calibration import (
     GroundTruth,
     band_counts,
     band_u,
-    calibrate,
     calibrate_from,
+    exact_truth,
     hard_queries,
+    partition_radius,
     query_family,
     sample_bounds,
 )
@@ -392,7 +393,10 @@ def build_index(
             calibration = calibrate_from(
                 truth, assign, centroids, counts, radius, cal_sample[3], cal_sample[2]
             )
-            calibration = dataclasses.replace(calibration, ranking=probe.recall(), fine=probe.recall("fine"))
+            nearest = truth.truths(0)  # band 0 = every row
+            calibration = dataclasses.replace(
+                calibration, ranking=probe.recall(nearest), fine=probe.recall(nearest, "fine")
+            )
             advance(1)
     refined = keeps_refinement(opts.refine, calibration)
     fine_total = sum(r.fine_bytes for r in results) if refined else 0
@@ -705,13 +709,18 @@ def calibrate_index(
     with progress.step("calibrate", 1) as advance:
         dot = DotSpace.of(manifest.metric, index.router.global_rotation, manifest.dot_max_norm)
         cal_q, exclude, families, source = calibration_sample(x, opts, user, rng, dot)
-        cal = calibrate(x, assign, index.router.centroids, cal_q, source, opts.seed, exclude, families)
+        truth = exact_truth(x, cal_q, opts.seed, exclude)
+        radius = partition_radius(x, assign, index.router.centroids)
+        counts = band_counts(opts.seed, assign, manifest.partitions)
+        cal = calibrate_from(truth, assign, index.router.centroids, counts, radius, source, families)
+        del x, parts
         probe = RankingProbe(cal_q, exclude)
         offsets = index.router.offsets
         for p, seg in enumerate(segs):
             fine = cold.fine(seg) if manifest.refinement else None
-            probe.add_segment(seg, parts[p], np.arange(offsets[p], offsets[p + 1]), fine)
-        cal = dataclasses.replace(cal, ranking=probe.recall(), fine=probe.recall("fine"))
+            probe.add_segment(seg, np.arange(offsets[p], offsets[p + 1]), fine)
+        nearest = truth.truths(0)
+        cal = dataclasses.replace(cal, ranking=probe.recall(nearest), fine=probe.recall(nearest, "fine"))
         advance(1)
     if storage.version(MANIFEST_KEY) != version:
         raise InputError(

@@ -96,7 +96,7 @@ def quantize_partition(
     hot, cold, fine = build_segment(x, centroid, ids, attrs, budget, sketch_bits)
     ref, cold_ref = write_segment(storage, partition_key(prefix, part), hot, cold, fine)
     if probe is not None:
-        probe.add(hot, fine, ref.key, x, rows)
+        probe.add(hot, fine, ref.key, rows)
     diff = x - centroid
     rms = float(np.sqrt(np.einsum("ij,ij->", diff, diff, dtype=np.float64) / max(x.shape[0], 1)))
     return PartitionResult(part, ref, cold_ref, centroid, int(x.shape[0]), rms, len(fine))

@@ -45,7 +45,7 @@ DEFAULT_QUERIES = 500
 MIN_MATCHES_PER_K = 3
 #: Planning aims this much closer to 1 than the target (calibration queries are a sample).
 MARGIN = 0.5
-_CHUNK_ELEMENTS = 1 << 24  # (queries x rows) distance block during ground truth (64 MB)
+_CHUNK_ELEMENTS = 1 << 22  # (queries x rows) distance block during ground truth (16 MB)
 
 
 @dataclass(frozen=True)
@@ -279,24 +279,38 @@ class GroundTruth:
         """One block's contribution: rows per band, and per band the (query, distance, row)
         entries under the bounds."""
         u = band_u(self.seed, first_row, x.shape[0])
-        x_sq = np.einsum("ij,ij->i", x, x)
+        # rows in order of u: every band's rows are then a prefix (views, no gathers)
+        order = np.argsort(u, kind="stable")
+        at = np.empty_like(order)
+        at[order] = np.arange(order.size)
+        in_band = np.searchsorted(u[order], BANDS, side="left")
+        counts = in_band.astype(np.int64)
         step = max(1, _CHUNK_ELEMENTS // max(self.queries.shape[0], 1))
-        counts = np.array([int((u < band).sum()) for band in BANDS], np.int64)
         found: list[list] = [[] for _ in BANDS]
         limit = (self.bounds * (1 + 1e-5) + 1e-6)[:, :, None]  # float noise never drops a truth
+        own = (
+            np.zeros(0, np.int64)
+            if self.exclude is None
+            else np.flatnonzero((self.exclude >= first_row) & (self.exclude < first_row + x.shape[0]))
+        )
         for start in range(0, x.shape[0], step):  # bounded (queries x rows) blocks
-            xs, us = x[start : start + step], u[start : start + step]
-            dist = self.q_sq[:, None] - 2.0 * (self.queries @ xs.T) + x_sq[None, start : start + step]
-            rows = np.arange(first_row + start, first_row + start + xs.shape[0])
-            if self.exclude is not None:
-                own = np.flatnonzero((self.exclude >= rows[0]) & (self.exclude <= rows[-1]))
-                dist[own, self.exclude[own] - rows[0]] = np.inf
-            for bi, band in enumerate(BANDS):
-                cols = np.flatnonzero(us < band)
-                sub = dist[:, cols]
-                q, c = np.nonzero(sub <= limit[bi])
-                found[bi].append((q, sub[q, c].astype(np.float32), rows[cols[c]]))
-        return counts, [tuple(np.concatenate(part) for part in zip(*f, strict=True)) for f in found]
+            mine = order[start : start + step]
+            xs = x[mine]
+            dist = self.q_sq[:, None] - 2.0 * (self.queries @ xs.T)
+            dist += np.einsum("ij,ij->i", xs, xs)[None, :]
+            if own.size:
+                pos = at[self.exclude[own] - first_row] - start
+                here = (pos >= 0) & (pos < mine.size)
+                dist[own[here], pos[here]] = np.inf
+            rows = first_row + mine
+            for bi, cols in enumerate(in_band.tolist()):
+                if cols > start:
+                    q, c = np.nonzero(dist[:, : cols - start] <= limit[bi])
+                    found[bi].append((q, dist[q, c].astype(np.float32), rows[c]))
+        return counts, [
+            tuple(np.concatenate(part) for part in zip(*f, strict=True)) if f else _no_entries()
+            for f in found
+        ]
 
     def merge(self, part: tuple[np.ndarray, list]) -> None:
         counts, found = part
@@ -328,29 +342,46 @@ class GroundTruth:
         return out
 
 
+#: sample rows :func:`sample_bounds` looks at per band, at most (a uniform subset of the
+#: band's sample rows: the bound gets looser, never wrong, and costs queries x this)
+BOUND_ROWS = 8_192
+
+
+def _no_entries() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, np.int64)
+
+
 def sample_bounds(
     queries: np.ndarray, x: np.ndarray, u: np.ndarray, rows: np.ndarray, exclude: np.ndarray | None = None
 ) -> np.ndarray:
     """(bands, Q) each query's ``max(KS)``-th smallest distance among sample rows ``x``
     (global numbers ``rows``, band draws ``u``) in each band, or inf where the sample holds
-    fewer: an upper bound on the same over all rows, since those include the sample's."""
+    fewer: an upper bound on the same over all rows, since those include the sample's.
+
+    Rows are taken in order of ``u``, so every band's rows are a prefix and its first
+    ``BOUND_ROWS`` a uniform subset of them: one product of at most ``BOUND_ROWS`` columns
+    serves every band, with no gathers."""
     width = max(KS)
-    q_sq = np.einsum("ij,ij->i", queries, queries)
-    x_sq = np.einsum("ij,ij->i", x, x)
-    best = [np.full((queries.shape[0], 0), np.inf) for _ in BANDS]
-    step = max(1, _CHUNK_ELEMENTS // max(queries.shape[0], 1))
-    for start in range(0, x.shape[0], step):
-        xs = x[start : start + step]
-        dist = q_sq[:, None] - 2.0 * (queries @ xs.T) + x_sq[None, start : start + step]
+    order = np.argsort(u, kind="stable")[:BOUND_ROWS]
+    xs, mine = x[order], rows[order]
+    xs_sq = np.einsum("ij,ij->i", xs, xs)
+    in_band = np.searchsorted(u[order], BANDS, side="left")  # u < band: a prefix of the order
+    out = np.full((len(BANDS), queries.shape[0]), np.inf)
+    step = max(1, _CHUNK_ELEMENTS // max(xs.shape[0], 1))
+    for start in range(0, queries.shape[0], step):  # bounded (queries x rows) blocks
+        qs = queries[start : start + step]
+        dist = np.einsum("ij,ij->i", qs, qs)[:, None] - 2.0 * (qs @ xs.T)
+        dist += xs_sq[None, :]
         if exclude is not None:
-            mine = rows[start : start + step]
-            hit = exclude[:, None] == mine[None, :]
-            dist[hit] = np.inf
-        for bi, band in enumerate(BANDS):
-            sub = dist[:, u[start : start + step] < band]
-            cat = np.concatenate([best[bi], sub], axis=1)
-            best[bi] = np.partition(cat, width - 1, axis=1)[:, :width] if cat.shape[1] > width else cat
-    return np.stack([b.max(axis=1) if b.shape[1] >= width else np.full(b.shape[0], np.inf) for b in best])
+            q, c = np.nonzero(exclude[start : start + step, None] == mine[None, :])
+            dist[q, c] = np.inf
+        done: dict[int, np.ndarray] = {}
+        for bi, cols in enumerate(in_band.tolist()):
+            if cols >= width:
+                if cols not in done:  # bands holding BOUND_ROWS or more share one prefix
+                    done[cols] = np.partition(dist[:, :cols], width - 1, axis=1)[:, width - 1]
+                out[bi, start : start + step] = done[cols]
+    return out
 
 
 def band_counts(seed: int, assign: np.ndarray, p: int) -> np.ndarray:
@@ -359,31 +390,17 @@ def band_counts(seed: int, assign: np.ndarray, p: int) -> np.ndarray:
     return np.stack([np.bincount(assign[u < s] if s < 1 else assign, minlength=p) for s in BANDS])
 
 
-def calibrate(
-    x: np.ndarray,
-    assign: np.ndarray,
-    centroids: np.ndarray,
-    queries: np.ndarray,
-    source: str,
-    seed: int = 0,
-    exclude: np.ndarray | None = None,
-    families: np.ndarray | None = None,
-) -> Calibration:
-    """Measure the recall curves of ``queries`` on rows ``x`` (N, d) partitioned by ``assign``
-    (all in memory; a streaming build feeds :class:`GroundTruth` block by block and calls
-    :func:`calibrate_from`)."""
-    import time
-
-    started = time.perf_counter()
+def exact_truth(
+    x: np.ndarray, queries: np.ndarray, seed: int = 0, exclude: np.ndarray | None = None
+) -> GroundTruth:
+    """The exact neighbours of ``queries`` among rows ``x`` (all in memory) in every band."""
     n = x.shape[0]
-    rows = np.sort(np.random.default_rng(seed).choice(n, min(n, 200_000), replace=False))
+    rows = np.sort(np.random.default_rng(seed).choice(n, min(n, BOUND_ROWS), replace=False))
     bounds = sample_bounds(queries, x[rows], band_u(seed, 0, n)[rows], rows, exclude)
     truth = GroundTruth(queries, seed, exclude, bounds)
-    for start in range(0, x.shape[0], 65536):
+    for start in range(0, n, 65536):
         truth.add(start, x[start : start + 65536])
-    radius = partition_radius(x, assign, centroids)
-    counts = band_counts(seed, assign, centroids.shape[0])
-    return calibrate_from(truth, assign, centroids, counts, radius, source, families, started)
+    return truth
 
 
 def calibrate_from(

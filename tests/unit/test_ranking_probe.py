@@ -33,10 +33,10 @@ def test_random_splits_keep_the_same_lists():
     dist = rng.integers(0, 30, size=(m, n)).astype(np.float32)  # many ties
     ids = np.broadcast_to(rng.permutation(n), (m, n))
     whole = _probe(m)
-    whole._keep("exact", dist, ids)
+    whole._keep("fine10", dist, ids)
     for cuts in ([100, 250, 600], [1, 2, 3, 899], [450]):
         split = _probe(m)
         for part_d, part_i in zip(np.split(dist, cuts, axis=1), np.split(ids, cuts, axis=1), strict=True):
-            split._keep("exact", part_d, part_i)
-        np.testing.assert_array_equal(split.state()["exact"][1], whole.state()["exact"][1])
-        np.testing.assert_array_equal(split.state()["exact"][0], whole.state()["exact"][0])
+            split._keep("fine10", part_d, part_i)
+        np.testing.assert_array_equal(split.state()["fine10"][1], whole.state()["fine10"][1])
+        np.testing.assert_array_equal(split.state()["fine10"][0], whole.state()["fine10"][0])
