@@ -336,7 +336,9 @@ def build_index(
             dot = DotSpace.of(opts.metric, glob.rotation, dot_max_norm or 0.0)
             cal_sample = calibration_sample(sample, opts, rotate_queries(user_queries, glob), rng, dot)
             cal_sample = _global_exclude(cal_sample, sample_rows)
-            bounds = sample_bounds(cal_sample[0], sample, sample_u, sample_rows, cal_sample[1])
+            bounds = None  # data of one block: it bounds itself (no pass over the sample)
+            if n > CHUNK_ROWS:
+                bounds = sample_bounds(cal_sample[0], sample, sample_u, sample_rows, cal_sample[1])
             truth = GroundTruth(cal_sample[0], opts.seed, cal_sample[1], bounds)
         del sample
 
@@ -361,6 +363,7 @@ def build_index(
         prefix = f"builds/{build_id}"
         budget = round(opts.bits_per_dim * ds)
         job = PartitionJob(spill, storage, prefix, ids, attrs, budget, sketch_bits)
+        job.write_fine = opts.refine != "off"
         if cal_sample is not None:
             job.probe_queries, job.probe_exclude = cal_sample[0], cal_sample[1]
         with progress.step("quantize partitions", p) as advance:
@@ -400,7 +403,7 @@ def build_index(
             advance(1)
     refined = keeps_refinement(opts.refine, calibration)
     fine_total = sum(r.fine_bytes for r in results) if refined else 0
-    if not refined:  # every partition wrote one; an index that will never re-rank on it drops them
+    if not refined:  # partitions wrote one (all but a local refine="off" build): none is kept
         storage.delete_keys([fine_key(r.segment.key) for r in results])
         if calibration is not None:
             calibration = dataclasses.replace(calibration, fine=None)

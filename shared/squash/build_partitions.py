@@ -41,6 +41,7 @@ class PartitionJob:
     sketch_bits: int
     probe_queries: np.ndarray | None = None  # calibration queries (rotated), for RankingProbe
     probe_exclude: np.ndarray | None = None
+    write_fine: bool = True  # False (refine="off"): no refinement files, nothing probed on them
 
 
 @dataclass
@@ -75,6 +76,7 @@ def build_partition(job: PartitionJob, part: int, probe: RankingProbe | None) ->
         job.budget,
         job.sketch_bits,
         probe,
+        job.write_fine,
     )
 
 
@@ -89,17 +91,20 @@ def quantize_partition(
     budget: int,
     sketch_bits: int,
     probe: RankingProbe | None,
+    write_fine: bool = True,
 ) -> PartitionResult:
     """One partition from its rows (global numbers ``rows``, rotated ``x``), written under
-    ``prefix``: the same bytes wherever it runs."""
+    ``prefix``: the same bytes wherever it runs (``write_fine=False``: all but the
+    refinement file, which the ranking probe then does not score either)."""
     centroid = (x.astype(np.float64).sum(axis=0) / max(x.shape[0], 1)).astype(np.float32)
     hot, cold, fine = build_segment(x, centroid, ids, attrs, budget, sketch_bits)
-    ref, cold_ref = write_segment(storage, partition_key(prefix, part), hot, cold, fine)
+    kept = fine if write_fine else None
+    ref, cold_ref = write_segment(storage, partition_key(prefix, part), hot, cold, kept)
     if probe is not None:
-        probe.add(hot, fine, ref.key, rows)
+        probe.add(hot, kept, ref.key, rows)
     diff = x - centroid
     rms = float(np.sqrt(np.einsum("ij,ij->", diff, diff, dtype=np.float64) / max(x.shape[0], 1)))
-    return PartitionResult(part, ref, cold_ref, centroid, int(x.shape[0]), rms, len(fine))
+    return PartitionResult(part, ref, cold_ref, centroid, int(x.shape[0]), rms, len(kept or b""))
 
 
 def partition_key(prefix: str, part: int) -> str:

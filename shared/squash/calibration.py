@@ -45,6 +45,7 @@ DEFAULT_QUERIES = 500
 MIN_MATCHES_PER_K = 3
 #: Planning aims this much closer to 1 than the target (calibration queries are a sample).
 MARGIN = 0.5
+_BLOCK_ROWS = 65536  # rows per GroundTruth.block when all rows are in memory (squash calibrate)
 _CHUNK_ELEMENTS = 1 << 22  # (queries x rows) distance block during ground truth (16 MB)
 
 
@@ -254,9 +255,11 @@ class GroundTruth:
     for dot: L2 there ranks as the metric does). ``exclude[i]`` is a row query ``i`` must
     not count as a neighbour (a held-out query's own row), or −1. ``bounds`` (bands, Q):
     an upper bound on each query's ``max(KS)``-th distance in each band (from a sample of
-    the rows, :func:`sample_bounds`; inf: none), so a block keeps only the few rows under
-    it. Blocks are independent (:meth:`block` can run in another process) and the result
-    does not depend on the order they are merged in: ties are broken by row number."""
+    the rows, :func:`sample_bounds`), so a block keeps only the few rows under it; without
+    them (None) every chunk of rows bounds itself by its own ``max(KS)``-th distance (exact
+    as well; cheaper than a sample pass when the data is one block). Blocks are independent
+    (:meth:`block` can run in another process) and the result does not depend on the order
+    they are merged in: ties are broken by row number."""
 
     def __init__(
         self,
@@ -269,6 +272,8 @@ class GroundTruth:
         self.q_sq = np.einsum("ij,ij->i", queries, queries)
         self.width = max(KS)
         self.bounds = np.full((len(BANDS), queries.shape[0]), np.inf) if bounds is None else bounds
+        self.self_bound = bounds is None
+        self._truths: dict[int, np.ndarray] = {}
         self.rows = np.zeros(len(BANDS), np.int64)  # rows seen per band
         self._found: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [[] for _ in BANDS]
 
@@ -305,7 +310,11 @@ class GroundTruth:
             rows = first_row + mine
             for bi, cols in enumerate(in_band.tolist()):
                 if cols > start:
-                    q, c = np.nonzero(dist[:, : cols - start] <= limit[bi])
+                    sub = dist[:, : cols - start]
+                    if self.self_bound and sub.shape[1] >= self.width:  # these rows' own bound
+                        own_kth = np.partition(sub, self.width - 1, axis=1)[:, self.width - 1]
+                        limit[bi] = np.minimum(limit[bi], (own_kth * (1 + 1e-5) + 1e-6)[:, None])
+                    q, c = np.nonzero(sub <= limit[bi])
                     found[bi].append((q, dist[q, c].astype(np.float32), rows[c]))
         return counts, [
             tuple(np.concatenate(part) for part in zip(*f, strict=True)) if f else _no_entries()
@@ -315,6 +324,7 @@ class GroundTruth:
     def merge(self, part: tuple[np.ndarray, list]) -> None:
         counts, found = part
         self.rows += counts
+        self._truths.clear()
         for bi, entries in enumerate(found):
             self._found[bi].append(entries)
             if sum(e[0].size for e in self._found[bi]) > 4 * self.width * self.queries.shape[0]:
@@ -330,6 +340,11 @@ class GroundTruth:
 
     def truths(self, bi: int) -> np.ndarray:
         """(Q, min(max(KS), rows in band)) row numbers of band ``bi``, nearest first."""
+        if bi not in self._truths:
+            self._truths[bi] = self._truths_of(bi)
+        return self._truths[bi]
+
+    def _truths_of(self, bi: int) -> np.ndarray:
         if not self._found[bi]:
             return np.zeros((self.queries.shape[0], 0), np.int64)
         q, _, r = self._best(bi)
@@ -396,10 +411,12 @@ def exact_truth(
     """The exact neighbours of ``queries`` among rows ``x`` (all in memory) in every band."""
     n = x.shape[0]
     rows = np.sort(np.random.default_rng(seed).choice(n, min(n, BOUND_ROWS), replace=False))
-    bounds = sample_bounds(queries, x[rows], band_u(seed, 0, n)[rows], rows, exclude)
+    bounds = None  # one block bounds itself
+    if n > _BLOCK_ROWS:
+        bounds = sample_bounds(queries, x[rows], band_u(seed, 0, n)[rows], rows, exclude)
     truth = GroundTruth(queries, seed, exclude, bounds)
-    for start in range(0, n, 65536):
-        truth.add(start, x[start : start + 65536])
+    for start in range(0, n, _BLOCK_ROWS):
+        truth.add(start, x[start : start + _BLOCK_ROWS])
     return truth
 
 

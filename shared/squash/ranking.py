@@ -23,7 +23,7 @@ PROBE_KS = (10, 100)
 RERANK_FACTOR = 4  # SearchParams' default rerank_factor
 #: the running top-k lists: by the code, by the refinement re-rank for each k
 KINDS = ("code", *(f"fine{k}" for k in PROBE_KS))
-MAX_PROBE_QUERIES = 150
+MAX_PROBE_QUERIES = 100
 #: partitions' scores are merged into the running lists in batches of about this many rows:
 #: a merge costs ~ the lists' size (queries x 100) however few rows it brings, and 173-row
 #: partitions merged one by one made the probe most of a text set's calibration time
@@ -46,10 +46,13 @@ class RankingProbe:
         self._pending: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {kind: [] for kind in KINDS}
         self._pending_columns = 0
 
-    def add(self, hot: bytes, fine: bytes, key: str, rows: np.ndarray) -> None:
-        """One partition: its hot and refinement files' bytes and its rows' global numbers."""
+    def add(self, hot: bytes, fine: bytes | None, key: str, rows: np.ndarray) -> None:
+        """One partition: its hot and refinement files' bytes (None: not kept) and its rows'
+        global numbers."""
         seg = Segment.from_bytes(-1, hot, key)
-        refined = Fine.from_bytes(fine, seg.size, seg.codes4.shape[1], seg.fine_crc or 0, key)
+        refined = None
+        if fine is not None:
+            refined = Fine.from_bytes(fine, seg.size, seg.codes4.shape[1], seg.fine_crc or 0, key)
         self.add_segment(seg, rows, refined)
 
     def add_segment(self, seg: Segment, rows: np.ndarray, fine: Fine | None = None) -> None:

@@ -21,17 +21,19 @@ def _brute(queries, x, u, exclude, band):
     return np.argsort(d, axis=1, kind="stable")[:, :width], d
 
 
-@pytest.mark.parametrize("sample_size", [4000, 3000, 600, 90])
+@pytest.mark.parametrize("sample_size", [4000, 3000, 600, 90, None])  # None: self-bounding
 @pytest.mark.parametrize("block", [4000, 777])
-def test_truths_equal_brute_force_in_every_band(sample_size: int, block: int) -> None:
-    rng = np.random.default_rng(sample_size + block)
+def test_truths_equal_brute_force_in_every_band(sample_size: int | None, block: int) -> None:
+    rng = np.random.default_rng((sample_size or 1) + block)
     n, d, m, seed = 4000, 12, 40, 5
     x = (rng.normal(size=(n, d)) * np.linspace(3, 0.2, d)).astype(np.float32)
     queries = (x[rng.integers(0, n, m)] + rng.normal(size=(m, d)).astype(np.float32)).astype(np.float32)
     exclude = np.where(rng.random(m) < 0.5, rng.integers(0, n, m), -1)
     u = band_u(seed, 0, n)
-    rows = np.sort(rng.choice(n, sample_size, replace=False))
-    bounds = sample_bounds(queries, x[rows], u[rows], rows, exclude)
+    bounds = None
+    if sample_size is not None:
+        rows = np.sort(rng.choice(n, sample_size, replace=False))
+        bounds = sample_bounds(queries, x[rows], u[rows], rows, exclude)
     truth = GroundTruth(queries, seed, exclude, bounds)
     starts = list(range(0, n, block))
     for start in reversed(starts):  # merge order must not matter

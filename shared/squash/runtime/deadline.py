@@ -85,6 +85,13 @@ def earliest(*deadlines: float | None) -> float | None:
     return min(known) if known else None
 
 
+def check(deadline: float | None, what: str) -> None:
+    """DeadlineExceededError when ``deadline`` has already passed: a node must not start
+    work (nor invoke children, each a request fee) for an answer no one will wait for."""
+    if deadline is not None and deadline - now() <= 0:
+        raise DeadlineExceededError(f"{what}: the request's deadline had passed before it started")
+
+
 def run_until(deadline: float | None, what: str, fn: Callable[..., T], *args: Any) -> T:
     """``fn(*args)``, but give up with DeadlineExceededError at ``deadline``.
 
@@ -93,9 +100,8 @@ def run_until(deadline: float | None, what: str, fn: Callable[..., T], *args: An
     """
     if deadline is None:
         return fn(*args)
+    check(deadline, what)
     budget = deadline - now()
-    if budget <= 0:
-        raise DeadlineExceededError(f"{what}: the request's deadline had passed before it started")
     fut = _POOL.submit(fn, *args)
     try:
         return fut.result(timeout=budget)

@@ -213,6 +213,7 @@ class WorkerNode:
         started = time.perf_counter()
         req = _decode(event)
         req.deadline = deadlines.earliest(req.deadline, deadline)
+        deadlines.check(req.deadline, f"worker {req.position}")  # before any child is invoked
         owner = req.pairs[:, 0] % req.tree.size
         branch = np.full(req.tree.size, -1, dtype=np.int64)
         for child in req.tree.children(req.position):
