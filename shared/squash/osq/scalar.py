@@ -219,8 +219,12 @@ def decoded_values(code: ScalarCode, codes8: np.ndarray, codes4: np.ndarray) -> 
 def reconstruct(code: ScalarCode, codes8: np.ndarray, codes4: np.ndarray, centre: np.ndarray) -> np.ndarray:
     """Rows (n, d) float32 as the code holds them, in the space of ``centre``: centre + x_hat
     (uncoded axes at the centre). For scans that pool rows of several partitions."""
-    out = np.broadcast_to(centre.astype(np.float32), (codes8.shape[0], centre.shape[0])).copy()
-    out[:, code.dims] += decoded_values(code, codes8, codes4)
+    centre = centre.astype(np.float32, copy=False)
+    values = decoded_values(code, codes8, codes4)
+    values += centre[code.dims]  # (a column assignment, not `+=` through the index: 2x faster)
+    out = np.empty((codes8.shape[0], centre.shape[0]), dtype=np.float32)
+    out[:] = centre
+    out[:, code.dims] = values
     return out
 
 
