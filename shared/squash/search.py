@@ -18,12 +18,16 @@ from .attributes import AttributeSpec
 from .filters import Node
 from .osq.scalar import reconstruct
 from .params import SearchParams
-from .partition_search import GATHER_BUDGET, filter_rows, search_partition
+from .partition_search import GATHER_BUDGET, code_distances, filter_rows, search_partition
 from .refine import ColdTier
 from .results import STAT_NAMES, TopK, merge, merge_flat, merge_rows, select_topk
 from .segment import Segment
 
 SMALL_BATCH = 4  # queries; up to this, per-partition distances are merged unselected
+#: a small batch scores a partition of at least this many candidate values (rows x d) on the
+#: code's product form instead of pooling it (measured on the tuning set manpages, one query:
+#: 173 rows x 384 d, 1.7x faster; 87 rows, 0.94x)
+FEW_MIN_VALUES = 48_000
 EXACT_BLOCK_ROWS = 8192  # candidate rows gathered before one product (32 MB at d = 1024)
 
 
@@ -138,6 +142,7 @@ def exact_scan(
             score(*(np.concatenate(parts) for parts in zip(*pending, strict=True)))
         pending, held = [], 0
 
+    few = on == "code" and q <= SMALL_BATCH
     for partition in partitions:
         seg = load(partition)
         l0, rows = rows_of(seg)
@@ -145,6 +150,11 @@ def exact_scan(
         stats[:, 1] += l0
         stats[:, 2:6] += rows.shape[0]
         if rows.shape[0] == 0:
+            continue
+        if few and rows.shape[0] * seg.dims >= FEW_MIN_VALUES:
+            # a few queries, many rows: the code's product form costs a decode, where the
+            # pooled scan would rebuild every row d wide for one product
+            blocks.append(_few_best(seg, rows, queries, k + EXACT_TIE_MARGIN, kept))
             continue
         if on == "code":
             vectors = reconstruct(seg.code, seg.codes8[rows], seg.codes4[rows], seg.centroid)
@@ -178,6 +188,26 @@ def exact_scan(
 
 
 EXACT_TIE_MARGIN = 2  # extra candidates re-scored directly, so BLAS rounding cannot pick the k
+
+
+def _few_best(
+    seg: Segment, rows: np.ndarray, queries: np.ndarray, width: int, kept: list
+) -> tuple[np.ndarray, np.ndarray]:
+    """One partition of a small batch's scan on the code: the product-form estimate of
+    every candidate row (a decode, as a routed search does), each query's ``width`` best
+    appended to ``kept``; returns the block of just those rows rebuilt (vectors, residual
+    term) for the direct distances, which are then those of the pooled scan bit for bit."""
+    dist = code_distances(seg, queries, rows)
+    n = rows.shape[0]
+    if n > width:
+        top = np.argpartition(dist, width - 1, axis=1)[:, :width]
+    else:
+        top = np.broadcast_to(np.arange(n), (queries.shape[0], n))
+    picked = rows[top.ravel()]  # (a row two queries keep is rebuilt twice: a few at most)
+    local = np.arange(picked.shape[0]).reshape(top.shape)
+    kept.append((seg.ids_of(picked).reshape(top.shape), np.take_along_axis(dist, top, axis=1), local))
+    vectors = reconstruct(seg.code, seg.codes8[picked], seg.codes4[picked], seg.centroid)
+    return vectors, seg.residual_sq[picked]
 
 
 def _k_smallest(dist: np.ndarray, width: int) -> np.ndarray:
