@@ -185,7 +185,7 @@ def plan_queries(
     if total_sure < k:
         rule = dataclasses.replace(rule, need=math.inf)  # fewer than k sure: all that may match
 
-    scan_ms = costmodel.scan_seconds(q, maybe, dims, filtered) * 1e3
+    scan_ms = costmodel.scan_seconds(q, maybe, dims, filtered, k) * 1e3
     # No routed plan costs less than routing itself plus scoring ``need`` rows per query.
     floor_rows = min(rule.need, float(maybe.sum()))
     planning_ms = costmodel.planning_seconds(q, router.partitions, dims) * 1e3
