@@ -23,9 +23,10 @@ import squash
 import squash.datasets
 from squash import costmodel
 from squash.build import BuildOptions, build_index
+from squash.osq.scalar import reconstruct
 from squash.partition_search import filter_rows, search_partition
 from squash.planner import plan_queries
-from squash.search import exact_scan
+from squash.search import _direct_distances, exact_scan
 
 
 def median_seconds(fn: Callable[[], object], repeats: int = 7) -> float:
@@ -77,9 +78,24 @@ def measure() -> dict[str, float]:
         return filter_rows(seg, node, specs)
 
     scan = median_seconds(
-        lambda: exact_scan(lambda p: index.segment(p)[0], parts, data.queries[:1], 10, rows_of)
+        lambda: exact_scan(lambda p: index.segment(p)[0], parts, data.queries[:1], 10, rows_of, None, "code")
     )
     out["C_PART_EXACT"] = scan / len(parts)
+
+    # The pooled scan's rebuild of rows from the code and the final direct re-scoring, at a
+    # width where per-call overheads do not count.
+    wide = squash.datasets.synthetic_mixture(n=4000, d=256, n_queries=1000, clusters=4, seed=5)
+    uri = Path(tempfile.mkdtemp()).as_uri()
+    build_index(wide.base, uri, wide.attributes, BuildOptions(partitions=4, calibration_queries=0))
+    big = squash.open_index(uri).segment(0)[0]
+    rebuild = median_seconds(lambda: reconstruct(big.code, big.codes8, big.codes4, big.centroid))
+    out["C_REBUILD"] = max(rebuild / (big.size * big.dims) - out["C_STREAM"], 0.0)
+    vectors = reconstruct(big.code, big.codes8, big.codes4, big.centroid)
+    blocks = [(vectors, big.residual_sq)]
+    cand = rng.integers(0, big.size, size=(1000, 12))
+    which = np.zeros_like(cand)
+    direct = median_seconds(lambda: _direct_distances(wide.queries, blocks, which, cand))
+    out["C_DIRECT"] = direct / (cand.size * big.dims)
     qs = rng.normal(size=(1000, 16)).astype(np.float32)
     plan = median_seconds(lambda: plan_queries(index.router, qs, 10, None, params, None))
     out["C_PLAN"] = plan / (1000 * len(parts)) - 16 * out["C_MAC"]

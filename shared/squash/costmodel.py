@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .search import FEW_MIN_VALUES, SMALL_BATCH
+
 C_MAC = 0.022e-9  # s per multiply-add in a batched product (float32 GEMM)
 C_STREAM = 0.4e-9  # s per float of a candidate matrix streamed once (dominates one query)
 C_GATHER = 0.9e-9  # s per float copied when a filter gathers candidate rows
@@ -28,7 +30,7 @@ C_PART = 84e-6  # s per partition a routed plan searches
 C_FILTER_PART = 100e-6  # ... plus this when a filter is evaluated and rechecked per partition
 C_PART_EXACT = 90e-6  # s per partition the pooled scan rechecks and gathers
 C_FIXED_EXACT = 30e-6  # s per batch for the pooled scan's setup
-C_REBUILD = 2.4e-9  # s per value the pooled scan rebuilds d wide from the code, beyond streaming
+C_REBUILD = 6.5e-9  # s per value the pooled scan rebuilds d wide from the code, beyond streaming
 C_DIRECT = 1.1e-9  # s per (query, candidate, dimension) of the final direct re-scoring
 DIRECT_CANDIDATES = 2  # candidates per query re-scored directly beyond k (search.EXACT_TIE_MARGIN)
 #: Measured / modelled time of the routed plan once it scores on the code (per-partition
@@ -66,19 +68,22 @@ def routed_seconds(visit: np.ndarray, rows: np.ndarray, dims: int, filtered: boo
 def scan_seconds(queries: int, rows: np.ndarray, dims: int, filtered: bool, k: int = 10) -> float:
     """The pooled scan (:func:`squash.search.exact_scan`): every candidate row (``rows``
     (P,) per partition) rebuilt from the code in blocks and scored for the whole batch, and
-    each query's best ``k`` + a margin re-scored directly. The rebuild and the re-scoring
-    terms were measured on Fashion-MNIST and manpages (session 9): without them the model
-    priced a Fashion-MNIST 10 % batch's scan at 165 ms against ~230 ms measured, below a
-    routed plan that ran ~15 % faster."""
+    each query's best ``k`` + a margin re-scored directly. The rebuild and re-scoring terms
+    (``bench/fit_cost.py``, 2026-12-02): without them the model priced a Fashion-MNIST 10 %
+    batch's scan at 165 ms (now 206; ~205 measured), below a routed plan that ran ~18 %
+    faster."""
     r = rows.astype(np.float64)
     total = float(r.sum())
     stream = C_STREAM + (C_GATHER if filtered else 0.0)
     parts = int(np.count_nonzero(r))
+    # a small batch scores big partitions on the code's product form: nothing rebuilt there
+    few = queries <= SMALL_BATCH
+    rebuilt = float(r[r * dims < FEW_MIN_VALUES].sum()) if few else total
     return (
         C_FIXED_EXACT
         + C_PART_EXACT * parts
         + total * dims * stream
-        + total * dims * C_REBUILD
+        + rebuilt * dims * C_REBUILD
         + queries * total * (dims * C_MAC + C_SELECT)
         + queries * min(k + DIRECT_CANDIDATES, total) * dims * C_DIRECT
         + queries * C_PAIR
