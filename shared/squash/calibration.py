@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from .errors import IndexFormatError
+from .sources import CHUNK_ROWS
 
 CALIBRATION_VERSION = 2
 #: Filter selectivities calibrated (uncorrelated masks); below the last one the plan is exact.
@@ -45,7 +46,6 @@ DEFAULT_QUERIES = 500
 MIN_MATCHES_PER_K = 3
 #: Planning aims this much closer to 1 than the target (calibration queries are a sample).
 MARGIN = 0.5
-_BLOCK_ROWS = 65536  # rows per GroundTruth.block when all rows are in memory (squash calibrate)
 _CHUNK_ELEMENTS = 1 << 22  # (queries x rows) distance block during ground truth (16 MB)
 
 
@@ -292,7 +292,7 @@ class GroundTruth:
         counts = in_band.astype(np.int64)
         step = max(1, _CHUNK_ELEMENTS // max(self.queries.shape[0], 1))
         found: list[list] = [[] for _ in BANDS]
-        limit = (self.bounds * (1 + 1e-5) + 1e-6)[:, :, None]  # float noise never drops a truth
+        limit = _slack(self.bounds)[:, :, None]
         own = (
             np.zeros(0, np.int64)
             if self.exclude is None
@@ -313,7 +313,7 @@ class GroundTruth:
                     sub = dist[:, : cols - start]
                     if self.self_bound and sub.shape[1] >= self.width:  # these rows' own bound
                         own_kth = np.partition(sub, self.width - 1, axis=1)[:, self.width - 1]
-                        limit[bi] = np.minimum(limit[bi], (own_kth * (1 + 1e-5) + 1e-6)[:, None])
+                        limit[bi] = np.minimum(limit[bi], _slack(own_kth)[:, None])
                     q, c = np.nonzero(sub <= limit[bi])
                     found[bi].append((q, dist[q, c].astype(np.float32), rows[c]))
         return counts, [
@@ -360,6 +360,11 @@ class GroundTruth:
 #: sample rows :func:`sample_bounds` looks at per band, at most (a uniform subset of the
 #: band's sample rows: the bound gets looser, never wrong, and costs queries x this)
 BOUND_ROWS = 8_192
+
+
+def _slack(bound: np.ndarray) -> np.ndarray:
+    """A distance bound widened so that float noise between two products never drops a truth."""
+    return bound * (1 + 1e-5) + 1e-6
 
 
 def _no_entries() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -410,13 +415,13 @@ def exact_truth(
 ) -> GroundTruth:
     """The exact neighbours of ``queries`` among rows ``x`` (all in memory) in every band."""
     n = x.shape[0]
-    rows = np.sort(np.random.default_rng(seed).choice(n, min(n, BOUND_ROWS), replace=False))
     bounds = None  # one block bounds itself
-    if n > _BLOCK_ROWS:
+    if n > CHUNK_ROWS:
+        rows = np.sort(np.random.default_rng(seed).choice(n, min(n, BOUND_ROWS), replace=False))
         bounds = sample_bounds(queries, x[rows], band_u(seed, 0, n)[rows], rows, exclude)
     truth = GroundTruth(queries, seed, exclude, bounds)
-    for start in range(0, n, _BLOCK_ROWS):
-        truth.add(start, x[start : start + _BLOCK_ROWS])
+    for start in range(0, n, CHUNK_ROWS):  # the blocks a streaming build feeds
+        truth.add(start, x[start : start + CHUNK_ROWS])
     return truth
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .search import FEW_MIN_VALUES, SMALL_BATCH
+from .search import EXACT_TIE_MARGIN, FEW_MIN_VALUES, SMALL_BATCH
 
 C_MAC = 0.022e-9  # s per multiply-add in a batched product (float32 GEMM)
 C_STREAM = 0.4e-9  # s per float of a candidate matrix streamed once (dominates one query)
@@ -32,7 +32,6 @@ C_PART_EXACT = 90e-6  # s per partition the pooled scan rechecks and gathers
 C_FIXED_EXACT = 30e-6  # s per batch for the pooled scan's setup
 C_REBUILD = 6.5e-9  # s per value the pooled scan rebuilds d wide from the code, beyond streaming
 C_DIRECT = 1.1e-9  # s per (query, candidate, dimension) of the final direct re-scoring
-DIRECT_CANDIDATES = 2  # candidates per query re-scored directly beyond k (search.EXACT_TIE_MARGIN)
 #: Measured / modelled time of the routed plan once it scores on the code (per-partition
 #: decode, gathers of code rows, query terms): 1.55-2.1x on manpages, the tuning set.
 ROUTED_CODE_FACTOR = 1.8
@@ -85,6 +84,6 @@ def scan_seconds(queries: int, rows: np.ndarray, dims: int, filtered: bool, k: i
         + total * dims * stream
         + rebuilt * dims * C_REBUILD
         + queries * total * (dims * C_MAC + C_SELECT)
-        + queries * min(k + DIRECT_CANDIDATES, total) * dims * C_DIRECT
+        + queries * min(k + EXACT_TIE_MARGIN, total) * dims * C_DIRECT
         + queries * C_PAIR
     )

@@ -59,11 +59,13 @@ class RankingProbe:
         every = np.arange(seg.size)
         code = code_distances(seg, self.queries, every)
         mine = None if self.exclude is None else self.exclude[:, None] == rows[None, :]
-        if mine is not None:  # before the refined re-rank's candidates are chosen from it
+        if mine is not None:  # a query's own row: never a neighbour, nor a re-rank candidate
             code[mine] = np.inf
         scored = {"code": code}
         if fine is not None:
             refined = _fine_products(seg, fine, self.queries)
+            if mine is not None:
+                refined[mine] = np.inf
             for k in PROBE_KS:  # only the rows a re-rank of k * factor candidates would see
                 width = k * RERANK_FACTOR
                 if width < seg.size:  # (a value partition: ~5x faster than argpartition's)
@@ -72,8 +74,6 @@ class RankingProbe:
                 else:
                     scored[f"fine{k}"] = refined.copy()
         for kind, dist in scored.items():
-            if mine is not None:
-                dist[mine] = np.inf
             self._pending[kind].append((dist, rows))
         self._pending_columns += seg.size
         if self._pending_columns >= FLUSH_COLUMNS:
