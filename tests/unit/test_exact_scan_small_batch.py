@@ -38,6 +38,12 @@ def test_per_partition_and_pooled_scans_agree(index, monkeypatch, filt, batch):
         assert few.stats["plan"] == pooled.stats["plan"] == "exact"
         np.testing.assert_array_equal(few.ids, pooled.ids)
         np.testing.assert_array_equal(few.distances, pooled.distances)
+    # never short: exactly min(k, matches) hits per query, each one matching
+    matches = ix.matching_rows(ix.parse_filter(filt)).size
+    assert ((few.ids >= 0).sum(axis=1) == min(10, matches)).all()
+    if filt is not None:  # ids are row numbers (the data has no id column)
+        price = ds.attributes.column("price").to_numpy()
+        assert (price[few.ids[few.ids >= 0]] < filt["price"]["$lt"]).all()
 
 
 def test_per_partition_scan_finds_the_true_neighbours(index):
