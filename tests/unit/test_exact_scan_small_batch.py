@@ -29,6 +29,8 @@ def test_per_partition_and_pooled_scans_agree(index, monkeypatch, filt, batch):
     params = squash.SearchParams(plan="exact", rerank="none")
     sizes = np.array(ix.manifest.partition_sizes) * ix.manifest.dims
     assert sizes.min() >= search.FEW_MIN_VALUES  # unfiltered: every partition per partition
+    matches = ix.matching_rows(ix.parse_filter(filt)).size
+    price = ds.attributes.column("price").to_numpy()
     for start in range(0, 12, batch):
         q = ds.queries[start : start + batch]
         few = ix.search(q, 10, filter=filt, params=params)
@@ -38,12 +40,10 @@ def test_per_partition_and_pooled_scans_agree(index, monkeypatch, filt, batch):
         assert few.stats["plan"] == pooled.stats["plan"] == "exact"
         np.testing.assert_array_equal(few.ids, pooled.ids)
         np.testing.assert_array_equal(few.distances, pooled.distances)
-    # never short: exactly min(k, matches) hits per query, each one matching
-    matches = ix.matching_rows(ix.parse_filter(filt)).size
-    assert ((few.ids >= 0).sum(axis=1) == min(10, matches)).all()
-    if filt is not None:  # ids are row numbers (the data has no id column)
-        price = ds.attributes.column("price").to_numpy()
-        assert (price[few.ids[few.ids >= 0]] < filt["price"]["$lt"]).all()
+        # never short: exactly min(k, matches) hits per query, each one matching
+        assert ((few.ids >= 0).sum(axis=1) == min(10, matches)).all()
+        if filt is not None:  # ids are row numbers (the data has no id column)
+            assert (price[few.ids[few.ids >= 0]] < filt["price"]["$lt"]).all()
 
 
 def test_per_partition_scan_finds_the_true_neighbours(index):
